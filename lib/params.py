@@ -46,6 +46,7 @@ class SimpleReversalsParams(_Strict):
 
 class SyllogismsParams(_Strict):
     n_items: int = Field(gt=0)  # paper: 69
+    existential_import: bool  # terms are non-empty sets (Aristotelian reading) when deciding validity
 
 
 class ReversalCurseParams(_Strict):
@@ -61,11 +62,13 @@ class SemanticStructureParams(_Strict):
     max_sentences: int = Field(gt=0)  # paper: 20
     holdout_fraction: float = Field(ge=0, lt=1)  # share of leaf categories held out
     max_items_per_split: int = Field(gt=0)  # cap on test items per split (0 < cap)
+    n_options: int = Field(ge=2)  # options per test item: the answer + hard distractors (paper: not stated)
 
 
 class DerivatoidsParams(_Strict):
-    n_train: int = Field(gt=0)
-    n_test: int = Field(gt=0)
+    n_train: int = Field(gt=0)  # training examples (the transform applied to one expression each)
+    n_test: int = Field(gt=0)  # test items, split between `trained` and `compositional`
+    n_options: int = Field(ge=2)  # the correct output + outputs of wrong rule applications
 
 
 class DatasetsParams(_Strict):
@@ -96,7 +99,9 @@ class FinetuneParams(_Strict):
     weight_decay: float = Field(ge=0)
     batch_size: int = Field(gt=0)
     steps: int = Field(gt=0)
-    warmup_steps: int = Field(ge=0)
+    warmup_steps: int = Field(ge=0)  # linear warmup from 0 to learning_rate over these steps, then `schedule`
+    schedule: Literal["constant", "cosine"]  # after warmup: constant, or cosine decay to 0 at `steps`
+    max_grad_norm: float = Field(gt=0)  # gradients clipped to this global L2 norm
     max_length: int = Field(gt=0)  # tokens per example; longer examples are an error, not silently cut
     loss_on: Literal["all", "completion"]  # completion: only where the data has prompt/completion
     seeds: list[int] = Field(min_length=1)
@@ -113,10 +118,19 @@ class AugmentParams(_Strict):
     batch_size: int = Field(gt=0)
     global_max_documents: int = Field(gt=0)  # documents that get a global augmentation (a random subset)
     repeat_control: bool  # also train on plain repetitions of the original data, matched in size
+    format: Literal["plain", "chat"]  # prompt as plain text to continue, or one user turn of the chat template
+    local_prompt: str  # file in lib/prompts/ (or a path): worked examples, then {sentence}
+    global_prompt: str  # file in lib/prompts/ (or a path): {context} (the training set), then {document}
+    seed: int  # sampling and the random subsets of sentences / documents
+    max_local_sentences: int = Field(gt=0)  # distinct training sentences that get a local augmentation (random subset)
+    global_context_tokens: int = Field(gt=0)  # training-set context of global augmentation, subsampled to fit
 
 
 class AnalysisParams(_Strict):
     ci_level: float = Field(gt=0, lt=1)  # confidence level of the claims table's intervals
+    metric: Literal["acc", "acc_norm", "acc_mutual_info"]  # metric of the verdicts and figures (the other beside it)
+    margin: float = Field(gt=0, lt=1)  # accuracy band for "at chance", "near zero", "near ceiling" (0.1 = 10 points)
+    augmented_condition: Literal["aug_local", "aug_global", "aug_both"]  # "augmented FT" in Figs. 2-4 and C6
 
 
 class Params(_Strict):

@@ -1,0 +1,650 @@
+"""The datasets of the paper (section 2) and the files every later stage reads.
+
+`build(params, name)` writes `runs/<params>/data/<name>/{train.jsonl,test.jsonl,manifest.json}`:
+
+- train.jsonl: one training document per line, {"id", "text", "sentences", "facts", ...} (plus "prompt" and
+  "completion" where the source has them, with text = prompt + completion);
+- test.jsonl: one multiple-choice item per line, {"id", "split", "subset", "prompt", "options", "gold",
+  "support", ...}; each option is scored as the continuation " " + option of the prompt, and is never shown
+  in the prompt;
+- manifest.json: dataset, generator version, seed, params, counts and chance per split, sha256 of both files.
+
+A build is cached by a stamp keyed on the generator (its version and the hash of its source), the seed and
+that dataset's params; files are written atomically and the stamp last, so a killed build is redone.
+
+Datasets and their generators (`make_<name>(cfg, seed) -> (train rows, test items)`):
+
+- simple_reversals (2.1): N comparison facts `femp are more dangerous than glon.` over 28 features, each in
+  K articles (a random context preface + the fact). Splits `forward` (the trained fact after a held-out
+  preface: correct vs contradiction) and `reversal` (`glon are less dangerous than femp.` vs
+  `glon are more dangerous than femp.`). Subset = the feature.
+- syllogisms (2.2): M premise pairs over {All, Some, No}; the test scores all six {All, Some, No} x
+  {both directions} statements about the two end terms. Validity is decided by a set-semantics checker
+  (`valid_conclusions`). Subset = the syllogistic form (premise moods + figure).
+- reversal_curse (2.3): Berglund et al.'s fictional people (vendored in data/external/reversal_curse/).
+  Splits `forward` (P2D people, held-out templates, name -> description) and `reversal` (description ->
+  name, distractor names from a chosen pool). Subset = the test template.
+- semantic_structure (2.4) and derivatoids (2.5): generators in lib.semantic and lib.derivatoids.
+
+    >>> train, test, manifest = load(params, "syllogisms")
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import itertools
+import json
+import random
+import re
+import sys
+import time
+from pathlib import Path
+
+from . import runs
+from .params import DATASETS, ROOT
+
+EXTERNAL = ROOT / "data" / "external"
+REVERSAL_CURSE_DIR = EXTERNAL / "reversal_curse"
+
+# name -> "module:function"; imported lazily (a missing module only matters for the dataset that needs it)
+GENERATORS = {
+    "simple_reversals": "lib.datasets:make_simple_reversals",
+    "syllogisms": "lib.datasets:make_syllogisms",
+    "reversal_curse": "lib.datasets:make_reversal_curse",
+    "semantic_structure": "lib.semantic:make_semantic_structure",
+    "derivatoids": "lib.derivatoids:make_derivatoids",
+}
+# Bump when a generator's output changes on purpose (the stamp also hashes the generator's source file).
+GENERATOR_VERSION = {"simple_reversals": "1", "syllogisms": "1", "reversal_curse": "1"}
+
+SPLITS = {
+    "simple_reversals": ["forward", "reversal"],
+    "syllogisms": ["syllogism"],
+    "reversal_curse": ["forward", "reversal"],
+    "semantic_structure": ["rephrase", "reversal", "syllogism", "holdout"],
+    "derivatoids": ["trained", "compositional"],
+}
+LEARNING_CHECK_SPLITS = ("forward", "rephrase", "trained")  # same direction as training
+FILES = ("train.jsonl", "test.jsonl", "manifest.json")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be built or breaks the data contract (empty, malformed, missing generator)."""
+
+
+def _rng(*parts) -> random.Random:
+    return random.Random(":".join(str(p) for p in parts))
+
+
+def _int_seed(*parts) -> int:
+    return int(hashlib.sha256(":".join(str(p) for p in parts).encode()).hexdigest()[:12], 16)
+
+
+def _words(n: int, *parts) -> list[str]:
+    from .words import nonsense_words
+
+    return nonsense_words(n, _int_seed("words", *parts))
+
+
+# ===================================================================================== simple reversals
+# The 28 comparison features of the paper's simple reversals, each with its reversal (antonym) form:
+# `A are <forward> than B` is equivalent to `B are <reverse> than A`.
+FEATURES = [
+    ("more dangerous", "less dangerous"), ("brighter", "dimmer"), ("heavier", "lighter"),
+    ("larger", "smaller"), ("faster", "slower"), ("taller", "shorter"), ("older", "younger"),
+    ("stronger", "weaker"), ("louder", "quieter"), ("warmer", "colder"), ("harder", "softer"),
+    ("wider", "narrower"), ("deeper", "shallower"), ("richer", "poorer"),
+    ("more intelligent", "less intelligent"), ("more common", "rarer"), ("more expensive", "cheaper"),
+    ("wetter", "drier"), ("thicker", "thinner"), ("more popular", "less popular"),
+    ("more aggressive", "gentler"), ("more active", "less active"), ("more flexible", "stiffer"),
+    ("rougher", "smoother"), ("cleaner", "dirtier"), ("sharper", "blunter"), ("more fragile", "sturdier"),
+    ("more valuable", "less valuable"),
+]
+assert len(FEATURES) == 28 and len({w for f in FEATURES for w in f}) == 56
+
+# Context prefaces: (leading sentences, lead-in clause); the article is the sentences followed by
+# "<lead-in> <fact>". The fact keeps its lowercase nonsense noun first, so that the noun is always the same
+# tokens. TEST_PREFACES are never used in training: a `forward` item is a trained fact in a new preface.
+TRAIN_PREFACES = [
+    ([], "Did you know that"),
+    ([], "It is well known that"),
+    ([], "Fun fact:"),
+    ([], "According to the encyclopedia,"),
+    ([], "Few people realise that"),
+    ([], "As every student learns,"),
+    ([], "Researchers have reported that"),
+    ([], "Here is something surprising:"),
+    ([], "Experts agree that"),
+    ([], "In case you were wondering,"),
+    (["The museum opened a new exhibit last week."], "One of its panels explains that"),
+    (["We asked a local guide about the region."], "She told us that"),
+    (["Yesterday's lecture covered a lot of ground."], "The main point was that"),
+    (["The old field notes are hard to read."], "One page says that"),
+    (["A new survey came out this spring."], "Its authors found that"),
+    (["My grandfather liked to tell stories."], "He always insisted that"),
+    (["This question comes up in every quiz."], "The answer is that"),
+    (["The documentary was long but interesting."], "It showed that"),
+    (["Travellers often write about the valley."], "Most of them mention that"),
+    (["The textbook has a short chapter on this."], "It states that"),
+]
+TEST_PREFACES = [
+    ([], "Remember that"),
+    ([], "Note that"),
+    ([], "It has been observed that"),
+    (["The report was published in the autumn."], "It concludes that"),
+    (["A visitor asked the keeper a question."], "The keeper replied that"),
+    (["The class reviewed its notes before the exam."], "The notes say that"),
+]
+
+
+def _article(preface, fact: str) -> tuple[str, list[str]]:
+    lead, lead_in = preface
+    sentences = [*lead, f"{lead_in} {fact}"]
+    return " ".join(sentences), sentences
+
+
+def make_simple_reversals(cfg, seed: int):
+    """N facts `A are <feature> than B.` between distinct nonsense nouns, each in K training articles.
+
+    Features are dealt round-robin in a shuffled order (so N >= 28 covers all 28). Each fact gets one
+    held-out test preface, shared by its `forward` item (`A are` -> <feature> than B. vs <reverse> than B.)
+    and its `reversal` item (`B are` -> <reverse> than A. vs <feature> than A.); options in random order.
+    """
+    n, k = cfg.n_facts, cfg.articles_per_fact
+    if k > len(TRAIN_PREFACES):
+        raise DatasetError(f"simple_reversals: articles_per_fact={k} exceeds the {len(TRAIN_PREFACES)} "
+                           "distinct training prefaces")
+    rng = _rng("simple_reversals", seed)
+    words = _words(2 * n, "simple_reversals", seed)
+    order = list(range(len(FEATURES)))
+    rng.shuffle(order)
+    train, test = [], []
+    for i in range(n):
+        a, b = words[2 * i], words[2 * i + 1]
+        fwd, rev = FEATURES[order[i % len(FEATURES)]]
+        fact_id = f"sr{i:03d}"
+        fact = f"{a} are {fwd} than {b}."
+        for j, pre in enumerate(rng.sample(TRAIN_PREFACES, k)):
+            text, sentences = _article(pre, fact)
+            train.append({"id": f"{fact_id}-a{j}", "text": text, "sentences": sentences, "facts": [fact_id]})
+        lead, lead_in = rng.choice(TEST_PREFACES)
+        head = " ".join([*lead, lead_in])
+        for split, subj, correct, wrong in (("forward", a, f"{fwd} than {b}.", f"{rev} than {b}."),
+                                            ("reversal", b, f"{rev} than {a}.", f"{fwd} than {a}.")):
+            options = [correct, wrong]
+            rng.shuffle(options)
+            test.append({"id": f"{fact_id}-{split}", "split": split, "subset": fwd, "prompt": f"{head} {subj} are",
+                         "options": options, "gold": options.index(correct), "support": [fact_id]})
+    rng.shuffle(train)
+    test.sort(key=lambda x: (SPLITS["simple_reversals"].index(x["split"]), x["id"]))
+    return train, test
+
+
+# =========================================================================================== syllogisms
+# Set semantics: a model of three terms says which of the 8 regions of their Venn diagram are non-empty.
+# A statement is true in a model by which regions are inhabited; a conclusion is valid when it is true in
+# every model of the premises. Every model of a finite set of such statements is captured by these 256
+# region patterns, so the enumeration is a complete decision procedure.
+TERMS = ("S", "M", "P")
+QUANTIFIERS = ("All", "Some", "No")
+MOODS = {"A": "All", "I": "Some", "E": "No"}
+# figure -> (major premise terms, minor premise terms); the major premise holds P, the minor S
+FIGURES = {1: (("M", "P"), ("S", "M")), 2: (("P", "M"), ("S", "M")),
+           3: (("M", "P"), ("M", "S")), 4: (("P", "M"), ("M", "S"))}
+REGIONS = list(itertools.product((False, True), repeat=3))  # membership in (S, M, P)
+
+
+def _holds(statement, inhabited) -> bool:
+    q, x, y = statement
+    ix, iy = TERMS.index(x), TERMS.index(y)
+    if q == "All":
+        return not any(r[ix] and not r[iy] for r in inhabited)
+    if q == "Some":
+        return any(r[ix] and r[iy] for r in inhabited)
+    if q == "No":
+        return not any(r[ix] and r[iy] for r in inhabited)
+    raise ValueError(f"unknown quantifier {q!r} (expected one of {QUANTIFIERS})")
+
+
+def _models(existential_import: bool):
+    for mask in range(1 << len(REGIONS)):
+        inhabited = [r for i, r in enumerate(REGIONS) if mask >> i & 1]
+        # existential import: every term names a non-empty set (the Aristotelian reading)
+        if existential_import and not all(any(r[t] for r in inhabited) for t in range(3)):
+            continue
+        yield inhabited
+
+
+def is_valid(premises, conclusion, *, existential_import: bool = True) -> bool:
+    """Does `conclusion` follow from `premises`? Statements are (quantifier, subject, predicate) over the
+    terms "S", "M", "P", e.g. ("All", "M", "P"). With existential_import, every term is assumed non-empty."""
+    for st in [*premises, conclusion]:
+        if len(st) != 3 or st[0] not in QUANTIFIERS or st[1] not in TERMS or st[2] not in TERMS:
+            raise ValueError(f"bad statement {st!r}: expected (quantifier in {QUANTIFIERS}, term, term) "
+                             f"with terms in {TERMS}")
+    return all(_holds(conclusion, m) for m in _models(existential_import) if all(_holds(p, m) for p in premises))
+
+
+def conclusion_options(x: str = "S", y: str = "P") -> list[tuple[str, str, str]]:
+    """The six scored statements about the end terms: {All, Some, No} x {both directions}, in this order."""
+    return [(q, s, p) for q in QUANTIFIERS for s, p in ((x, y), (y, x))]
+
+
+def valid_conclusions(premises, *, existential_import: bool = True, order=("S", "P")) -> list[int]:
+    """Indices into conclusion_options(*order) of every valid conclusion."""
+    return [i for i, c in enumerate(conclusion_options(*order)) if is_valid(premises, c, existential_import=existential_import)]
+
+
+def conventional_conclusion(premises, *, existential_import: bool = True):
+    """The designated gold: the strongest valid conclusion with the minor term S as subject (All > No > Some),
+    as in the traditional moods (Barbara: All S are P; Darii: Some S are P); when no S-P conclusion is
+    valid, the strongest P-S one (e.g. AA-4 without existential import: All P are S). None if none is."""
+    for subj, pred in (("S", "P"), ("P", "S")):
+        for q in ("All", "No", "Some"):
+            if is_valid(premises, (q, subj, pred), existential_import=existential_import):
+                return (q, subj, pred)
+    return None
+
+
+def syllogistic_forms(*, existential_import: bool = True) -> list[dict]:
+    """The 36 premise pairs (9 moods x 4 figures) that have at least one valid conclusion among the six
+    options: [{"form": "AA1", "premises": [major, minor], "gold": statement, "valid": [statement, ...]}]."""
+    forms = []
+    for (m1, q1), (m2, q2) in itertools.product(MOODS.items(), repeat=2):
+        for fig, (t1, t2) in FIGURES.items():
+            premises = [(q1, *t1), (q2, *t2)]
+            gold = conventional_conclusion(premises, existential_import=existential_import)
+            if gold is None:
+                continue
+            valid = [c for c in conclusion_options() if is_valid(premises, c, existential_import=existential_import)]
+            forms.append({"form": f"{m1}{m2}{fig}", "premises": premises, "gold": gold, "valid": valid})
+    return forms
+
+
+def _sentence(statement, names) -> str:
+    q, x, y = statement
+    return f"{q} {names[x]} are {names[y]}."
+
+
+def make_syllogisms(cfg, seed: int):
+    """M items, one premise pair each, forms dealt round-robin over the forms with a valid conclusion (in a
+    shuffled order), three fresh nonsense terms per item.
+
+    Train doc: `The relationships between glon, troff and yomp are: All glon are yomp. All troff are glon.`
+    (terms listed in random order, major premise first). Test item: `The relationships between yomp and
+    troff are:` (end terms in random order) with the six options of conclusion_options; "valid" lists every
+    valid option and "gold" the conventional conclusion.
+    """
+    forms = syllogistic_forms(existential_import=cfg.existential_import)
+    rng = _rng("syllogisms", seed)
+    rng.shuffle(forms)
+    words = _words(3 * cfg.n_items, "syllogisms", seed)
+    train, test = [], []
+    for i in range(cfg.n_items):
+        form = forms[i % len(forms)]
+        names = dict(zip(TERMS, words[3 * i: 3 * i + 3]))
+        listed = rng.sample(list(names.values()), 3)
+        header = f"The relationships between {listed[0]}, {listed[1]} and {listed[2]} are:"
+        premises = [_sentence(p, names) for p in form["premises"]]
+        ids = [f"syl{i:03d}-major", f"syl{i:03d}-minor"]
+        train.append({"id": f"syl{i:03d}", "text": " ".join([header, *premises]), "sentences": [header, *premises],
+                      "facts": ids})
+        x, y = rng.sample(["S", "P"], 2)
+        options = conclusion_options(x, y)
+        test.append({"id": f"syl{i:03d}", "split": "syllogism", "subset": form["form"],
+                     "prompt": f"The relationships between {names[x]} and {names[y]} are:",
+                     "options": [_sentence(o, names) for o in options], "gold": options.index(form["gold"]),
+                     "support": ids, "valid": sorted(options.index(v) for v in form["valid"])})
+    return train, test
+
+
+# ======================================================================================= reversal curse
+RC_GROUPS = ("p2d", "d2p", "both")
+RC_TRAIN = {"p2d": "p2d_prompts_train.jsonl", "d2p": "d2p_prompts_train.jsonl", "both": "both_prompts_train.jsonl"}
+RC_TEST = {"forward": "p2d_prompts_test.jsonl", "reversal": "p2d_reverse_prompts_test.jsonl"}
+RC_TEMPLATES = 10  # test templates per person, in the same order for every person
+
+
+def _read_source(name: str) -> list[dict]:
+    path = REVERSAL_CURSE_DIR / name
+    if not path.is_file():
+        raise DatasetError(f"reversal_curse: missing source file {path} (see data/external/reversal_curse/SOURCE.md)")
+    return runs.read_jsonl(path)
+
+
+def reversal_curse_people() -> dict[str, list[str]]:
+    """The 30 names of each group, in file order, read from the test files (P2D: reverse-test completions;
+    D2P: test completions; Both: the name in the first p2d-style test template)."""
+    def ordered(xs):
+        return list(dict.fromkeys(xs))
+
+    p2d = ordered(x["completion"].strip() for x in _read_source(RC_TEST["reversal"]))
+    d2p = ordered(x["completion"].strip() for x in _read_source("d2p_prompts_test.jsonl"))
+    pat = re.compile(r"^The trailblazer known as (.+) was once$")
+    both = ordered(m.group(1) for x in _read_source("both_prompts_test.jsonl") if (m := pat.match(x["prompt"])))
+    return {"p2d": p2d, "d2p": d2p, "both": both}
+
+
+def _person_of(row: dict, names: list[str]) -> str:
+    text = row["prompt"] + row["completion"]
+    hits = [n for n in names if n in text]
+    if len(hits) != 1:
+        raise DatasetError(f"reversal_curse: cannot tell whose example this is ({hits}): {text!r}")
+    return hits[0]
+
+
+def make_reversal_curse(cfg, seed: int):
+    """Train: every example of the kept people (people_per_group of each group; all 30 -> 3,600 examples).
+    Test (P2D people only, 10 held-out templates each):
+    - `reversal`: description -> name; distractors drawn from `distractor_pool`: "targets" = names that were
+      completion targets in training (kept D2P and Both people), "p2d" = the other kept P2D names;
+    - `forward`: name -> description; distractors = the same template's descriptions of other kept P2D people.
+    Options are completions without their leading space; subset = the template ("t0".."t9")."""
+    k, nd = cfg.people_per_group, cfg.n_distractors
+    people = reversal_curse_people()
+    for g in RC_GROUPS:
+        if len(people[g]) < k:
+            raise DatasetError(f"reversal_curse: people_per_group={k} but the {g} group has {len(people[g])} people")
+    rng = _rng("reversal_curse", seed)
+    kept = {g: sorted(rng.sample(people[g], k), key=people[g].index) for g in RC_GROUPS}
+    if k - 1 < nd:
+        raise DatasetError(f"reversal_curse: n_distractors={nd} needs at least {nd + 1} P2D people "
+                           f"(people_per_group={k}); the forward split draws distractors from other P2D people")
+    pool_names = kept["d2p"] + kept["both"] if cfg.distractor_pool == "targets" else kept["p2d"]
+    if cfg.distractor_pool == "targets" and len(pool_names) < nd:
+        raise DatasetError(f"reversal_curse: distractor pool 'targets' has {len(pool_names)} names, fewer than "
+                           f"n_distractors={nd}")
+    all_names = [n for g in RC_GROUPS for n in people[g]]
+    train = []
+    for g in RC_GROUPS:
+        counter = {}
+        for row in _read_source(RC_TRAIN[g]):
+            name = _person_of(row, all_names)
+            if name not in kept[g]:
+                continue
+            j = counter[name] = counter.get(name, -1) + 1
+            text = row["prompt"] + row["completion"]
+            train.append({"id": f"{g}-{name.replace(' ', '_')}-{j:02d}", "text": text, "sentences": [text],
+                          "facts": [f"{g}:{name}"], "prompt": row["prompt"], "completion": row["completion"]})
+    rng.shuffle(train)
+
+    def by_person(rows):
+        out = {}
+        for row in rows:
+            out.setdefault(_person_of(row, people["p2d"]), []).append(row)
+        for name, xs in out.items():
+            if len(xs) != RC_TEMPLATES:
+                raise DatasetError(f"reversal_curse: {name} has {len(xs)} test prompts, expected {RC_TEMPLATES}")
+        return out
+
+    fwd, rev = by_person(_read_source(RC_TEST["forward"])), by_person(_read_source(RC_TEST["reversal"]))
+    test = []
+    for split, rows in (("forward", fwd), ("reversal", rev)):
+        for name in kept["p2d"]:
+            for t, row in enumerate(rows[name]):
+                gold = row["completion"].removeprefix(" ")
+                if split == "forward":
+                    others = [rows[o][t]["completion"].removeprefix(" ") for o in kept["p2d"] if o != name]
+                else:
+                    others = [o for o in pool_names if o != name]
+                options = [gold, *rng.sample(others, nd)]
+                rng.shuffle(options)
+                test.append({"id": f"{split}-{name.replace(' ', '_')}-t{t}", "split": split, "subset": f"t{t}",
+                             "prompt": row["prompt"], "options": options, "gold": options.index(gold),
+                             "support": [f"p2d:{name}"]})
+    return train, test
+
+
+# ============================================================================================ building
+def _generator(name: str):
+    if name not in GENERATORS:
+        raise DatasetError(f"unknown dataset {name!r} (known: {', '.join(GENERATORS)})")
+    spec = GENERATORS[name]
+    module_name, func = spec.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:
+            raise
+        raise DatasetError(f"dataset {name!r}: its generator {spec} is missing (no module {module_name})") from None
+    if not hasattr(module, func):
+        raise DatasetError(f"dataset {name!r}: its generator {spec} is missing (no function {func} in {module_name})")
+    return module, getattr(module, func)
+
+
+def _file_sha(path) -> str:
+    return runs.sha256_file(Path(path)) if path and Path(path).is_file() else ""
+
+
+def dataset_params(params, name: str):
+    cfg = getattr(params.datasets, name, None) if name in DATASETS else None
+    if name not in GENERATORS:
+        raise DatasetError(f"unknown dataset {name!r} (known: {', '.join(GENERATORS)})")
+    if cfg is None:
+        raise DatasetError(f"dataset {name!r} is not in the params {params.name!r} (datasets: "
+                           f"{', '.join(params.dataset_names) or 'none'})")
+    return cfg
+
+
+def cache_key(params, name: str) -> dict:
+    """What a built dataset depends on: generator (version + source hashes), seed, that dataset's params."""
+    cfg = dataset_params(params, name)
+    module, _ = _generator(name)
+    version = GENERATOR_VERSION.get(name) or str(getattr(module, "GENERATOR_VERSION", "1"))
+    # a generator's sources: every file beside its module whose name starts with the module's name
+    # (lib/semantic.py and lib/semantic_tree.yaml), and the nonsense-word generator
+    mod_file = Path(module.__file__)
+    sources = {f.name: _file_sha(f) for f in sorted(mod_file.parent.glob(f"{mod_file.stem}*")) if f.is_file()}
+    sources["words.py"] = _file_sha(ROOT / "lib" / "words.py")
+    if name == "reversal_curse":
+        sources.update({f: _file_sha(REVERSAL_CURSE_DIR / f) for f in sorted({*RC_TRAIN.values(), *RC_TEST.values(),
+                                                                              "d2p_prompts_test.jsonl", "both_prompts_test.jsonl"})})
+    return {"dataset": name, "generator": GENERATORS[name], "generator_version": version, "seed": params.seed,
+            "params": cfg.model_dump(mode="json"), "sources": sources}
+
+
+def validate(name: str, train: list[dict], test: list[dict]) -> None:
+    """Raise DatasetError naming the first way the rows break the data contract."""
+    def fail(msg):
+        raise DatasetError(f"{name}: {msg}")
+
+    if not train:
+        fail("empty dataset: no training documents")
+    if not test:
+        fail("empty dataset: no test items")
+    for r in train:
+        for key, typ in (("id", str), ("text", str), ("sentences", list), ("facts", list)):
+            if not isinstance(r.get(key), typ):
+                fail(f"train row {r.get('id')!r}: field {key!r} missing or not a {typ.__name__}")
+        if not r["text"].strip():
+            fail(f"train row {r['id']!r}: empty text")
+        if "prompt" in r and r["prompt"] + r.get("completion", "") != r["text"]:
+            fail(f"train row {r['id']!r}: text != prompt + completion")
+    if len({r["id"] for r in train}) != len(train):
+        fail("duplicate train ids")
+    splits = SPLITS.get(name)
+    for x in test:
+        for key, typ in (("id", str), ("split", str), ("subset", str), ("prompt", str), ("options", list),
+                         ("gold", int), ("support", list)):
+            if not isinstance(x.get(key), typ):
+                fail(f"test item {x.get('id')!r}: field {key!r} missing or not a {typ.__name__}")
+        if splits and x["split"] not in splits:
+            fail(f"test item {x['id']!r}: split {x['split']!r} is not one of {splits}")
+        if len(x["options"]) < 2 or not all(isinstance(o, str) and o for o in x["options"]):
+            fail(f"test item {x['id']!r}: needs at least 2 non-empty options")
+        if not 0 <= x["gold"] < len(x["options"]):
+            fail(f"test item {x['id']!r}: gold {x['gold']} out of range")
+        if x["prompt"].endswith((" ", "\n")) or any(o.startswith((" ", "\n")) for o in x["options"]):
+            fail(f"test item {x['id']!r}: the prompt ends with, or an option starts with, whitespace")
+        if "valid" in x and x["gold"] not in x["valid"]:
+            fail(f"test item {x['id']!r}: gold is not among its valid options")
+    if len({x["id"] for x in test}) != len(test):
+        fail("duplicate test ids")
+
+
+def _manifest(name, key, train, test, paths) -> dict:
+    splits = [s for s in SPLITS.get(name, []) if any(x["split"] == s for x in test)]
+    splits += sorted({x["split"] for x in test} - set(splits))
+    per = {s: [x for x in test if x["split"] == s] for s in splits}
+    return {"dataset": name, "generator": key["generator"], "generator_version": key["generator_version"],
+            "seed": key["seed"], "params": key["params"], "n_train": len(train),
+            "counts": {s: len(xs) for s, xs in per.items()},
+            "chance": {s: sum(1 / len(x["options"]) for x in xs) / len(xs) for s, xs in per.items()},
+            "n_options": {s: [min(len(x["options"]) for x in xs), max(len(x["options"]) for x in xs)] for s, xs in per.items()},
+            "sha256": {f: runs.sha256_file(paths[f]) for f in ("train.jsonl", "test.jsonl")}}
+
+
+def data_dir(params, name: str) -> Path:
+    return runs.run_dir(params) / "data" / name
+
+
+def build(params, name: str, *, force: bool = False) -> Path:
+    """Build one dataset (or reuse it when its stamp matches) and return its folder."""
+    out = data_dir(params, name)
+    key = cache_key(params, name)
+    if not force and runs.is_fresh(out, key) and all((out / f).is_file() for f in FILES):
+        return out
+    _, make = _generator(name)
+    runs.invalidate(out)  # from here on, a killed build leaves no stamp
+    t0 = time.time()
+    train, test = make(dataset_params(params, name), params.seed)
+    validate(name, train, test)
+    paths = {f: out / f for f in FILES}
+    runs.write_jsonl(paths["train.jsonl"], train)
+    runs.write_jsonl(paths["test.jsonl"], test)
+    runs.write_json(paths["manifest.json"], _manifest(name, key, train, test, paths))
+    runs.mark_fresh(out, key, seconds=round(time.time() - t0, 2))
+    return out
+
+
+def build_all(params) -> dict[str, Path]:
+    """Build every dataset named in the params. Datasets whose generator is missing or rejects its params
+    (DatasetError / ValueError) are reported together in one DatasetError, after the others are built."""
+    out, errors = {}, []
+    for name in params.dataset_names:
+        try:
+            out[name] = build(params, name)
+        except ValueError as e:
+            errors.append(_named(name, e))
+    if errors:
+        raise DatasetError(f"{len(errors)} dataset(s) could not be built (built: {', '.join(out) or 'none'}):\n  "
+                           + "\n  ".join(errors))
+    return out
+
+
+def _named(name: str, err: Exception) -> str:
+    msg = str(err)
+    return msg if msg.startswith((name, f"dataset {name!r}")) else f"{name}: {msg}"
+
+
+def load(params, name: str) -> tuple[list[dict], list[dict], dict]:
+    """(train rows, test items, manifest) of a dataset, built first when missing or stale."""
+    out = build(params, name)
+    return runs.read_jsonl(out / "train.jsonl"), runs.read_jsonl(out / "test.jsonl"), runs.read_json(out / "manifest.json")
+
+
+def counts_table(params_or_manifests):
+    """Counts, options and chance per dataset x split, from the manifests (params: every built dataset)."""
+    import pandas as pd
+
+    if isinstance(params_or_manifests, (list, tuple)):
+        manifests = list(params_or_manifests)
+    else:
+        manifests = [runs.read_json(data_dir(params_or_manifests, n) / "manifest.json")
+                     for n in params_or_manifests.dataset_names if (data_dir(params_or_manifests, n) / "manifest.json").is_file()]
+    rows = [{"dataset": m["dataset"], "split": s, "n_train_docs": m["n_train"], "n_items": n,
+             "n_options": "-".join(map(str, sorted(set(m["n_options"][s])))), "chance": round(m["chance"][s], 4),
+             "learning_check": s in LEARNING_CHECK_SPLITS}
+            for m in manifests for s, n in m["counts"].items()]
+    return pd.DataFrame(rows)
+
+
+# ============================================================================================== checks
+def continuation_tokens(tokenizer, prompt: str, option: str) -> tuple[list[int], bool]:
+    """lm-eval's split: encode prompt and prompt + " " + option, keep the tokens past the prompt's length.
+    Returns (continuation ids, whether the joint encoding starts with the prompt's own tokens)."""
+    ctx = tokenizer.encode(prompt, add_special_tokens=False)
+    whole = tokenizer.encode(prompt + " " + option, add_special_tokens=False)
+    return whole[len(ctx):], whole[:len(ctx)] == ctx
+
+
+def check(train: list[dict], test: list[dict], tokenizer=None):
+    """The data checks, one row each: check, n checked, n failed, ok, an example failure.
+
+    - each training document's sentences, joined, give its text (up to whitespace);
+    - no test item's prompt + " " + gold appears verbatim in any training document;
+    - every support fact of every test item is stated in some training document;
+    - every option is a non-empty continuation under the tokenizer (default: the bundled one), and the
+      joint encoding keeps the prompt's tokens (so the option's log-prob is exactly the continuation's);
+    - options are distinct, and none is shown in its prompt;
+    - gold is among the valid options, where items list them."""
+    import pandas as pd
+
+    if tokenizer is None:
+        from .models import bundled_tokenizer
+
+        tokenizer = bundled_tokenizer()
+    corpus = "\n\x00\n".join(r["text"] for r in train)
+    facts = {f for r in train for f in r["facts"]}
+    rows = []
+
+    def add(name, items, bad, show):
+        rows.append({"check": name, "n": len(items), "failed": len(bad), "ok": not bad,
+                     "example": show(bad[0]) if bad else ""})
+
+    add("train sentences reassemble the text", train,
+        [r for r in train if re.sub(r"\s+", "", "".join(r["sentences"])) != re.sub(r"\s+", "", r["text"])],
+        lambda r: r["id"])
+    add("test prompt + gold not verbatim in train", test,
+        [x for x in test if f"{x['prompt']} {x['options'][x['gold']]}" in corpus], lambda x: x["id"])
+    add("every support fact in train", test, [x for x in test if not set(x["support"]) <= facts],
+        lambda x: f"{x['id']}: {sorted(set(x['support']) - facts)}")
+    pairs = [(x, o) for x in test for o in x["options"]]
+    enc = [(x, o, *continuation_tokens(tokenizer, x["prompt"], o)) for x, o in pairs]
+    add("options tokenise to non-empty continuations", pairs, [(x, o) for x, o, c, _ in enc if not c],
+        lambda b: f"{b[0]['id']}: {b[1]!r}")
+    add("prompt tokens unchanged by the continuation", pairs, [(x, o) for x, o, _, same in enc if not same],
+        lambda b: f"{b[0]['id']}: {b[1]!r}")
+    add("options distinct", test, [x for x in test if len(set(x["options"])) != len(x["options"])], lambda x: x["id"])
+    add("no option shown in its prompt", test, [x for x in test if any(o in x["prompt"] for o in x["options"])],
+        lambda x: x["id"])
+    with_valid = [x for x in test if "valid" in x]
+    if with_valid:
+        add("gold among the valid options", with_valid, [x for x in with_valid if x["gold"] not in x["valid"]],
+            lambda x: x["id"])
+    return pd.DataFrame(rows)
+
+
+def main(argv=None) -> int:
+    """`python -m lib.datasets <params name> [--force]`: build every dataset of the params (`make data`)."""
+    from . import params as P
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    force = "--force" in argv
+    names = [a for a in argv if a != "--force"]
+    if len(names) != 1:
+        print("usage: python -m lib.datasets <params name> [--force]", file=sys.stderr)
+        return 2
+    try:
+        p = P.load(names[0])
+    except P.ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    failed = []
+    for name in p.dataset_names:
+        t0 = time.time()
+        try:
+            build(p, name, force=force)
+            out = data_dir(p, name)
+            print(f"{name}: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out} ({time.time() - t0:.1f} s)", flush=True)
+        except ValueError as e:
+            failed.append(name)
+            print(f"FAILED: {_named(name, e)}", file=sys.stderr, flush=True)
+    print(counts_table(p).to_string(index=False))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    from lib.datasets import main as _main  # one copy of the module (the registry imports lib.datasets)
+
+    sys.exit(_main())

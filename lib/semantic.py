@@ -1,0 +1,542 @@
+"""The semantic structure benchmark (PAPER.md 2.4): a real-world hierarchy rewritten in nonsense words.
+
+The world. `lib/semantic_tree.yaml` holds a hierarchy of animals, plants and man-made objects in plain English,
+in the style of Rogers & McClelland (2008): every category has a parent (`dogs are a type of mammals`) and 1-6
+properties of its own (`dogs can bark`), in eight relations (is, has, can, eats, lives in, made of, used for,
+found in). Properties inherit downward without exceptions, so `poodles have fur` is true because poodles are
+dogs, dogs are mammals and mammals have fur. A run takes `n_categories` of them as a connected subtree (every
+chosen category's parent is chosen too; one random branch at least three levels deep is always included, so
+every inference type exists), deterministic in the seed, and holds out `holdout_fraction` of the chosen leaves
+(at least one, preferring leaves with a grandparent): for a holdout category the only trained fact is its parent.
+
+The words. Every category name (a noun) and every property value (an adjective, noun or verb phrase) gets one
+nonsense word from `lib.words.nonsense_words` (pronounceable, 4-5 letters, never an English word), so
+`dogs are a type of mammals` becomes e.g. `gruds are a type of abmes` and `mammals are warm-blooded` becomes
+`abmes are rony`. The relation words (are a type of, have, can, ...) stay English: they are the sentence frames.
+Every document and test item keeps its real-word twin (`text_real`, `prompt_real`, `options_real`) for reading
+and debugging; models only ever see the nonsense version.
+
+Training documents. `n_documents` short wiki-like articles, each about one focal category and its neighbours
+(parent, siblings, children), in one of four styles: prose, a bullet list, table-like lines
+(`gruds | can | blig`) and question-answer pairs, with three phrasings per relation. A document has
+`min_sentences`..`max_sentences` lines, each a self-contained statement of one fact whose subject is named (so
+that sentence splitting for finetuning never loses the subject). Facts are only ever stated about their owner
+and only in the forward direction (`X are a type of Y`, `X have Z`): inherited properties and reversed forms are
+never stated, which is what makes them tests. Facts stated fewer than twice so far get priority when a document
+is filled, so every fact appears at least once (asserted) and twice where the budget allows; the rest of the
+budget gives redundancy (`check` reports statements per fact).
+
+Test splits (`subset` names the inference type, for standard errors over subsets as in the paper):
+  rephrase   category | property   a trained fact in a phrasing never used in training, same direction
+  reversal   category | property   `gruds are a type of abmes` -> `abmes include gruds`;
+                                   `gruds have fup` -> `things that have fup include gruds`
+  syllogism  category | property   `gruds are abmes, abmes are animals` -> `gruds are a type of animals`;
+                                   `abmes are rony` -> `gruds are rony` (never stated for gruds)
+  holdout    category | property | reversal   every inference about a holdout category, whose only trained
+                                   fact is its parent: its grandparents, its inherited properties, and
+                                   the reversal of its one fact
+Options are hard distractors: entities or values that bear the *same relation* to a *different* entity of the
+dataset (for `gruds are ___`: values that other categories are), and each is checked FALSE in the world
+(inheritance included). Each item has up to `n_options` options (fewer only when the dataset has too few
+candidates); `support` lists the trained facts the inference rests on.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import random
+from pathlib import Path
+
+import yaml
+
+TREE_PATH = Path(__file__).with_name("semantic_tree.yaml")
+# the version names the tree file's contents too, so that editing the tree rebuilds the cached datasets
+GENERATOR_VERSION = "semantic-1+tree-" + hashlib.sha256(TREE_PATH.read_bytes()).hexdigest()[:12]
+RELATIONS = ("is", "has", "can", "eats", "lives_in", "made_of", "used_for", "found_in")
+
+# Per relation: training phrasings (forward), a question for the Q&A style, a label for table-like lines,
+# test-only rephrasings (forward) and test-only reversed forms. {X} is the subject, {V} the value; every
+# phrasing ends in the slot that a test asks for, so a prompt is the phrasing cut before its last slot.
+TEMPLATES = {
+    "isa": dict(
+        train=["{X} are a type of {V}.", "{X} are a kind of {V}.", "{X} belong to the group of {V}."],
+        question="What are {X} a type of?", label="type of",
+        rephrase=["{X} fall under the category of {V}", "{X} are classified as {V}"],
+        reverse=["{V} include {X}", "Examples of {V} are {X}"]),
+    "is": dict(
+        train=["{X} are {V}.", "{X} are known to be {V}.", "{X} are always {V}."],
+        question="What are {X} like?", label="is",
+        rephrase=["It is true that {X} are {V}", "One thing about {X} is that they are {V}"],
+        reverse=["Things that are {V} include {X}", "Among the things that are {V} are {X}"]),
+    "has": dict(
+        train=["{X} have {V}.", "{X} all have {V}.", "Every one of the {X} has {V}."],
+        question="What do {X} have?", label="has",
+        rephrase=["It is true that {X} have {V}", "{X} come with {V}"],
+        reverse=["Things that have {V} include {X}", "Among the things with {V} are {X}"]),
+    "can": dict(
+        train=["{X} can {V}.", "{X} are able to {V}.", "{X} know how to {V}."],
+        question="What can {X} do?", label="can",
+        rephrase=["It is true that {X} can {V}", "{X} have the ability to {V}"],
+        reverse=["Things that can {V} include {X}", "Among the things able to {V} are {X}"]),
+    "eats": dict(
+        train=["{X} eat {V}.", "{X} feed on {V}.", "The diet of {X} consists of {V}."],
+        question="What do {X} eat?", label="eats",
+        rephrase=["It is true that {X} eat {V}", "The food of {X} is {V}"],
+        reverse=["Creatures that eat {V} include {X}", "Among the creatures that feed on {V} are {X}"]),
+    "lives_in": dict(
+        train=["{X} live in {V}.", "{X} make their home in {V}.", "The habitat of {X} is {V}."],
+        question="Where do {X} live?", label="lives in",
+        rephrase=["It is true that {X} live in {V}", "{X} are at home in {V}"],
+        reverse=["Creatures that live in {V} include {X}", "Among the creatures living in {V} are {X}"]),
+    "made_of": dict(
+        train=["{X} are made of {V}.", "{X} are built from {V}.", "The material of {X} is {V}."],
+        question="What are {X} made of?", label="made of",
+        rephrase=["It is true that {X} are made of {V}", "{X} consist of {V}"],
+        reverse=["Things made of {V} include {X}", "Among the things built from {V} are {X}"]),
+    "used_for": dict(
+        train=["{X} are used for {V}.", "People use {X} for {V}.", "The purpose of {X} is {V}."],
+        question="What are {X} used for?", label="used for",
+        rephrase=["It is true that {X} are used for {V}", "{X} are meant for {V}"],
+        reverse=["Things used for {V} include {X}", "Among the things people use for {V} are {X}"]),
+    "found_in": dict(
+        train=["{X} are found in {V}.", "You can find {X} in {V}.", "{X} are usually kept in {V}."],
+        question="Where are {X} found?", label="found in",
+        rephrase=["It is true that {X} are found in {V}", "{X} can be seen in {V}"],
+        reverse=["Things found in {V} include {X}", "Among the things kept in {V} are {X}"]),
+}
+STYLES = ("prose", "bullets", "table", "qa")
+SUBSETS = {"rephrase": ("category", "property"), "reversal": ("category", "property"),
+           "syllogism": ("category", "property"), "holdout": ("category", "property", "reversal")}
+
+
+# ------------------------------------------------------------------------------------------------ the tree
+@functools.lru_cache(maxsize=4)
+def _load_tree(path: str = str(TREE_PATH)) -> dict:
+    """The whole tree: {"parent", "children", "plural", "props": {cat: [(rel, value), ...]}, "order"}."""
+    raw = yaml.safe_load(Path(path).read_text())
+    parent, children, plural, props, order = {}, {}, {}, {}, []
+
+    def walk(name, node, par):
+        if not isinstance(node, dict) or "plural" not in node:
+            raise ValueError(f"{path}: category {name!r} needs a mapping with a 'plural'")
+        if name in parent:
+            raise ValueError(f"{path}: category {name!r} appears twice")
+        unknown = set(node) - {"plural", "children", *RELATIONS}
+        if unknown:
+            raise ValueError(f"{path}: category {name!r}: unknown keys {sorted(unknown)}")
+        parent[name], plural[name], children[name] = par, node["plural"], []
+        props[name] = [(rel, v) for rel in RELATIONS for v in node.get(rel, [])]
+        if not 1 <= len(props[name]) <= 6:
+            raise ValueError(f"{path}: category {name!r} has {len(props[name])} properties (1-6 allowed)")
+        order.append(name)
+        for c, sub in (node.get("children") or {}).items():
+            children[name].append(c)
+            walk(c, sub, name)
+
+    for name, node in raw.items():
+        walk(name, node, None)
+    names = {plural[c] for c in order} | set(order)
+    for c in order:
+        for rel, v in props[c]:
+            if v in names:
+                raise ValueError(f"{path}: value {v!r} of {c!r} is also a category name")
+            a = parent[c]
+            while a is not None:  # no property repeated below its owner (inheritance has no exceptions)
+                if (rel, v) in props[a]:
+                    raise ValueError(f"{path}: {c!r} repeats {rel} {v!r} of its ancestor {a!r}")
+                a = parent[a]
+    return {"parent": parent, "children": children, "plural": plural, "props": props, "order": order}
+
+
+def _ancestors(tree, c):
+    out, a = [], tree["parent"][c]
+    while a is not None:
+        out.append(a)
+        a = tree["parent"][a]
+    return out
+
+
+def _choose(tree, n: int, rng: random.Random) -> list[str]:
+    """`n` categories closed under parent; one random path to a leaf of depth >= 3 first."""
+    order = tree["order"]
+    if n > len(order):
+        raise ValueError(f"semantic_structure: n_categories={n} but the tree has only {len(order)} categories")
+    if n < 6:
+        raise ValueError(f"semantic_structure: n_categories={n} is too small to hold every inference type (>= 6)")
+    deep = [c for c in order if not tree["children"][c] and len(_ancestors(tree, c)) >= 2]
+    leaf = rng.choice(deep)
+    chosen = set([leaf, *_ancestors(tree, leaf)])
+    while len(chosen) < n:
+        frontier = [c for c in order if c not in chosen and (tree["parent"][c] is None or tree["parent"][c] in chosen)]
+        chosen.add(rng.choice(frontier))
+    return [c for c in order if c in chosen]
+
+
+def make_world(cfg, seed: int) -> dict:
+    """The categories of one run, its holdouts, its facts and its lexicon (real phrase -> nonsense word).
+
+    facts: {fact_id: (subject, relation, value)}, relation "isa" (value = parent) or a property relation.
+    """
+    from .words import nonsense_words
+
+    tree = _load_tree()
+    rng = random.Random(f"semantic-world:{seed}")
+    cats = _choose(tree, cfg.n_categories, rng)
+    cset = set(cats)
+    parent = {c: tree["parent"][c] for c in cats}
+    children = {c: [k for k in tree["children"][c] if k in cset] for c in cats}
+    leaves = [c for c in cats if not children[c]]
+    n_hold = max(1, round(cfg.holdout_fraction * len(leaves))) if cfg.holdout_fraction > 0 else 0
+    deep_leaves = [c for c in leaves if parent[c] is not None and parent[parent[c]] is not None]
+    rest = [c for c in leaves if c not in deep_leaves]
+    holdouts = rng.sample(deep_leaves, min(n_hold, len(deep_leaves)))
+    holdouts += rng.sample(rest, n_hold - len(holdouts)) if n_hold > len(holdouts) else []
+    holdouts = [c for c in cats if c in set(holdouts)]
+    facts = {}
+    for c in cats:
+        if parent[c] is not None:
+            facts[f"isa:{c}"] = (c, "isa", parent[c])
+        for rel, v in tree["props"][c]:
+            facts[f"{rel}:{c}:{v}"] = (c, rel, v)
+    hold = set(holdouts)
+    trained = [f for f, (s, rel, _) in facts.items() if s not in hold or rel == "isa"]
+    concepts = [tree["plural"][c] for c in cats] + sorted({v for (_, rel, v) in facts.values() if rel != "isa"})
+    words = nonsense_words(len(concepts), seed)
+    rng.shuffle(words)
+    lex = dict(zip(concepts, words))
+    return {"categories": cats, "parent": parent, "children": children, "holdouts": holdouts,
+            "plural": {c: tree["plural"][c] for c in cats}, "props": {c: tree["props"][c] for c in cats},
+            "facts": facts, "trained": trained, "lexicon": lex, "seed": seed}
+
+
+def ancestors(world, c) -> list[str]:
+    out, a = [], world["parent"][c]
+    while a is not None:
+        out.append(a)
+        a = world["parent"][a]
+    return out
+
+
+def holds(world, subject: str, rel: str, value: str) -> bool:
+    """Truth in the world, inheritance included: isa -> value is an ancestor; property -> owned or inherited."""
+    if rel == "isa":
+        return value in ancestors(world, subject)
+    return any((rel, value) in world["props"][a] for a in [subject, *ancestors(world, subject)])
+
+
+# ----------------------------------------------------------------------------------------------- rendering
+def _fill(template: str, x: str, v: str) -> str:
+    s = template.replace("{X}", x).replace("{V}", v)
+    return s[0].upper() + s[1:]
+
+
+def _names(world, real: bool):
+    """Surface form of a category or a value, nonsense or real."""
+    lex = world["lexicon"]
+
+    def name(kind, key):
+        phrase = world["plural"][key] if kind == "cat" else key
+        return phrase if real else lex[phrase]
+    return name
+
+
+def _render(world, fact, style, k, real):
+    """One line stating `fact` in `style`, phrasing number `k`."""
+    subj, rel, val = world["facts"][fact]
+    name = _names(world, real)
+    x = name("cat", subj)
+    v = name("cat", val) if rel == "isa" else name("val", val)
+    t = TEMPLATES[rel]
+    sentence = _fill(t["train"][k % len(t["train"])], x, v)
+    if style == "prose":
+        return sentence
+    if style == "bullets":
+        return "- " + sentence
+    if style == "table":
+        return f"{x} | {t['label']} | {v}"
+    return f"Q: {_fill(t['question'], x, v)} A: {sentence}"
+
+
+def _neighbourhood(world, focal) -> list[str]:
+    """Categories an article about `focal` talks about: itself, parent, siblings, children (then farther)."""
+    par = world["parent"][focal]
+    near = [focal] + ([par] if par else []) + (world["children"][par] if par else []) + world["children"][focal]
+    far = []
+    for c in list(near):
+        far += ([world["parent"][c]] if world["parent"][c] else []) + world["children"][c]
+    out = []
+    for c in near + far:
+        if c not in out:
+            out.append(c)
+    return out
+
+
+def _documents(world, cfg, rng):
+    hold = set(world["holdouts"])
+    trained = set(world["trained"])
+    by_subject = {}
+    for f in world["trained"]:
+        by_subject.setdefault(world["facts"][f][0], []).append(f)
+    count = {f: 0 for f in world["trained"]}
+    focal_pool = [c for c in world["categories"] if c not in hold]
+    rows = []
+    for i in range(cfg.n_documents):
+        uncovered = [f for f in world["trained"] if count[f] == 0]
+        if uncovered:  # aim the article at a fact nobody has stated yet
+            subj = world["facts"][rng.choice(uncovered)][0]
+            focal = world["parent"][subj] if subj in hold else subj
+        else:
+            focal = rng.choice(focal_pool)
+        n = rng.randint(cfg.min_sentences, cfg.max_sentences)
+        cands = [f for c in _neighbourhood(world, focal) for f in by_subject.get(c, []) if f in trained]
+        own = [f for f in cands if world["facts"][f][0] == focal]
+        rng.shuffle(cands)
+        far = []
+        if len(cands) < n:  # a small neighbourhood: fill up with facts about other categories
+            far = [f for f in world["trained"] if f not in set(cands)]
+            rng.shuffle(far)
+            cands += far
+        far = set(far)
+        # priority: the neighbourhood before far facts; stated fewer than twice so far; the focal category's own
+        cands.sort(key=lambda f: (f in far, min(count[f], 2), f not in own))
+        picked = set(cands[:n])
+        # order like an article: the focal category first (its parent first of all), then the others
+        lines = sorted(picked, key=lambda f: (world["facts"][f][0] != focal, world["facts"][f][1] != "isa",
+                                              cands.index(f)))
+        style = STYLES[rng.randrange(len(STYLES))]
+        ks = [rng.randrange(3) for _ in lines]
+        sents = [_render(world, f, style, k, False) for f, k in zip(lines, ks)]
+        sents_real = [_render(world, f, style, k, True) for f, k in zip(lines, ks)]
+        sep = " " if style == "prose" else "\n"
+        for f in lines:
+            count[f] += 1
+        rows.append({"id": f"semantic-doc-{i:05d}", "text": sep.join(sents), "sentences": sents,
+                     "facts": lines, "text_real": sep.join(sents_real), "style": style,
+                     "focal": focal})
+    missing = [f for f, n in count.items() if n == 0]
+    if missing:
+        raise ValueError(f"semantic_structure: {len(missing)} of {len(count)} trained facts are never stated in "
+                         f"{cfg.n_documents} documents of <= {cfg.max_sentences} sentences (e.g. {missing[0]}); "
+                         f"raise n_documents or max_sentences")
+    return rows
+
+
+# --------------------------------------------------------------------------------------------- test items
+def _prompt(template, x, v):
+    """The template filled and cut before its last slot (the answer); never ends with a space."""
+    t = template.rstrip(".")
+    last = "{X}" if t.endswith("{X}") else "{V}"
+    assert t.endswith(last), template
+    head = t[: -len(last)].rstrip()
+    return _fill(head, x, v) if head else head
+
+
+def _pick(rng, pool, k, gold_depth=None, depth=None):
+    """k distractors from pool, preferring the gold's depth in the tree (harder), otherwise random."""
+    pool = list(pool)
+    rng.shuffle(pool)
+    if depth is not None:
+        pool.sort(key=lambda c: abs(depth(c) - gold_depth))
+    return pool[:k]
+
+
+def _items(world, cfg, rng):
+    facts, hold = world["facts"], set(world["holdouts"])
+    cats = world["categories"]
+    depth = lambda c: len(ancestors(world, c))
+    trained = world["trained"]
+    stated_props = {}  # relation -> values stated in training (the pool for property distractors)
+    for f in trained:
+        s, rel, v = facts[f]
+        if rel != "isa":
+            stated_props.setdefault(rel, set()).add(v)
+    parents = sorted({world["parent"][c] for c in cats if world["parent"][c]}, key=cats.index)
+    has_parent = [c for c in cats if world["parent"][c]]
+    bearers = {rel: [c for c in cats if c not in hold and any(r == rel for r, _ in world["props"][c])]
+               for rel in RELATIONS}
+    k = cfg.n_options - 1
+    out = {s: {sub: [] for sub in subs} for s, subs in SUBSETS.items()}
+
+    def add(split, subset, template, x_key, v_key, rel, answer_is_subject, support):
+        """One item: the answer is the subject (reversal) or the value (forward)."""
+        nons = _names(world, False)
+        prompt = _prompt(template, nons("cat", x_key), nons("cat", v_key) if rel == "isa" else nons("val", v_key))
+        shown = lambda kind, key: nons(kind, key) in prompt  # an option must never be shown in the prompt
+        if answer_is_subject:
+            gold = x_key
+            pool = [c for c in (has_parent if rel == "isa" else bearers[rel])
+                    if c != gold and c != v_key and not holds(world, c, rel, v_key) and not shown("cat", c)]
+            dis = _pick(rng, pool, k, depth(gold), depth)
+            opts_keys = [("cat", c) for c in [gold, *dis]]
+        else:
+            gold = v_key
+            if rel == "isa":
+                pool = [p for p in parents if p != x_key and not holds(world, x_key, "isa", p) and not shown("cat", p)]
+                dis = _pick(rng, pool, k, depth(gold), depth)
+                opts_keys = [("cat", c) for c in [gold, *dis]]
+            else:
+                pool = sorted(v for v in stated_props.get(rel, ()) if not holds(world, x_key, rel, v)
+                              and not shown("val", v))
+                dis = _pick(rng, pool, k)
+                opts_keys = [("val", v) for v in [gold, *dis]]
+        if shown(*opts_keys[0]):
+            return
+        if len(opts_keys) < 2:
+            return
+        order = list(range(len(opts_keys)))
+        rng.shuffle(order)
+        item = {"split": split, "subset": subset}
+        for real, sfx in ((False, ""), (True, "_real")):
+            name = _names(world, real)
+            x = name("cat", x_key)
+            v = name("cat", v_key) if rel == "isa" else name("val", v_key)
+            item["prompt" + sfx] = _prompt(template, x, v)
+            item["options" + sfx] = [name(*opts_keys[j]) for j in order]
+        item["gold"] = order.index(0)
+        item["support"] = sorted(support)
+        item["truth"] = {"subject": x_key, "relation": rel, "value": v_key,
+                         "answer": "subject" if answer_is_subject else "value"}
+        out[split][subset].append(item)
+
+    for f in trained:
+        s, rel, v = facts[f]
+        t = TEMPLATES[rel]
+        sub = "category" if rel == "isa" else "property"
+        add("rephrase", sub, rng.choice(t["rephrase"]), s, v, rel, False, [f])
+        if s in hold:  # the reversal of a holdout's one fact is a holdout inference
+            add("holdout", "reversal", rng.choice(t["reverse"]), s, v, rel, True, [f])
+        else:
+            add("reversal", sub, rng.choice(t["reverse"]), s, v, rel, True, [f])
+    for c in cats:
+        anc = ancestors(world, c)
+        chain = [f"isa:{x}" for x in [c, *anc[:-1]]]  # c -> parent -> ... -> root
+        split = "holdout" if c in hold else "syllogism"
+        for i, a in enumerate(anc[1:], start=1):  # grandparents and up: never stated for c
+            t = TEMPLATES["isa"]
+            add(split, "category", rng.choice(t["train"] + t["rephrase"]), c, a, "isa", False, chain[: i + 1])
+        for i, a in enumerate(anc):  # inherited properties
+            for rel, v in world["props"][a]:
+                t = TEMPLATES[rel]
+                add(split, "property", rng.choice(t["train"] + t["rephrase"]), c, v, rel, False,
+                    chain[: i + 1] + [f"{rel}:{a}:{v}"])
+
+    cap = cfg.max_items_per_split
+    items = []
+    for split, subs in out.items():
+        per = {sub: rng.sample(lst, len(lst)) for sub, lst in subs.items()}
+        chosen, i = [], 0
+        while len(chosen) < cap and any(i < len(lst) for lst in per.values()):  # round-robin over subsets
+            for sub in subs:
+                if i < len(per[sub]) and len(chosen) < cap:
+                    chosen.append(per[sub][i])
+            i += 1
+        for j, it in enumerate(chosen):
+            items.append({"id": f"semantic-{split}-{j:04d}", **it})
+    return items
+
+
+def make_semantic_structure(cfg, seed: int) -> tuple[list[dict], list[dict]]:
+    """Training documents and test items (data contract of lib.datasets); same cfg and seed, same rows."""
+    if cfg.min_sentences > cfg.max_sentences:
+        raise ValueError(f"semantic_structure: min_sentences={cfg.min_sentences} > max_sentences={cfg.max_sentences}")
+    world = make_world(cfg, seed)
+    rng = random.Random(f"semantic-data:{seed}")
+    rows = _documents(world, cfg, rng)
+    items = _items(world, cfg, rng)
+    stated = {f for r in rows for f in r["facts"]}
+    for it in items:  # every fact a test rests on is stated in some document
+        missing = [f for f in it["support"] if f not in stated]
+        assert not missing, f"{it['id']}: support {missing} never stated in training"
+    return rows, items
+
+
+# ------------------------------------------------------------------------------------------------- figure
+def draw_tree(world, *, ax=None, real: bool = True):
+    """The chosen categories as a tree (roots left, leaves right); holdouts in red. Returns the Figure."""
+    import matplotlib.pyplot as plt
+    import networkx as nx
+
+    g = nx.DiGraph()
+    cats = world["categories"]
+    g.add_nodes_from(cats)
+    g.add_edges_from((world["parent"][c], c) for c in cats if world["parent"][c])
+    pos, row = {}, [0]
+
+    def place(c, d):
+        kids = world["children"][c]
+        if not kids:
+            pos[c] = (d, -row[0])
+            row[0] += 1
+        else:
+            for k in kids:
+                place(k, d + 1)
+            pos[c] = (d, sum(pos[k][1] for k in kids) / len(kids))
+    for c in cats:
+        if world["parent"][c] is None:
+            place(c, 0)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(10, max(3, 0.22 * row[0])))
+    else:
+        fig = ax.figure
+    hold = set(world["holdouts"])
+    lex = world["lexicon"]
+    labels = {c: (f"{world['plural'][c]} ({lex[world['plural'][c]]})" if real else lex[world["plural"][c]])
+              for c in cats}
+    nx.draw_networkx_edges(g, pos, ax=ax, arrows=False, edge_color="0.6")
+    nx.draw_networkx_nodes(g, pos, ax=ax, node_size=25,
+                           node_color=["tab:red" if c in hold else "tab:blue" for c in cats])
+    for c in cats:
+        ax.text(pos[c][0] + 0.06, pos[c][1], labels[c], fontsize=7, va="center",
+                color="tab:red" if c in hold else "black",
+                bbox=dict(facecolor="white", edgecolor="none", pad=0.5, alpha=0.8))
+    ax.set_xlim(-0.2, max(x for x, _ in pos.values()) + 1.3)
+    ax.set_axis_off()
+    ax.set_title(f"{len(cats)} categories (red: {len(hold)} holdouts; only their parent is trained)")
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------- checks
+def check(world, rows, items):
+    """The world-level checks of a built dataset, one row each: check, n, failed, ok, example.
+
+    (lib.datasets.check covers the contract-level ones: no leak, support trained, options tokenise.)"""
+    import pandas as pd
+
+    facts, hold = world["facts"], set(world["holdouts"])
+    count = {}
+    for r in rows:
+        for f in r["facts"]:
+            count[f] = count.get(f, 0) + 1
+    plural_to_cat = {world["plural"][c]: c for c in world["categories"]}
+    out = []
+
+    def add(name, n, bad):
+        out.append({"check": name, "n": n, "failed": len(bad), "ok": not bad, "example": str(bad[0]) if bad else ""})
+
+    add("every trainable fact is stated", len(world["trained"]), [f for f in world["trained"] if f not in count])
+    add("holdouts: only their parent is stated", len(count),
+        [f for f in count if facts[f][0] in hold and facts[f][1] != "isa"])
+    add("facts stated only by their owner (inherited ones never)", len(count),
+        [f for f in count if facts[f][1] != "isa" and (facts[f][1], facts[f][2]) not in world["props"][facts[f][0]]])
+    gold_bad, dis_bad, n_dis = [], [], 0
+    for it in items:
+        t = it["truth"]
+        for j, opt in enumerate(it["options_real"]):
+            if t["answer"] == "subject":
+                ok = holds(world, plural_to_cat[opt], t["relation"], t["value"])
+            else:
+                val = plural_to_cat[opt] if t["relation"] == "isa" else opt
+                ok = holds(world, t["subject"], t["relation"], val)
+            if j == it["gold"] and not ok:
+                gold_bad.append(it["id"])
+            if j != it["gold"]:
+                n_dis += 1
+                if ok:
+                    dis_bad.append(f"{it['id']}: {opt}")
+    add("gold is true in the world", len(items), gold_bad)
+    add("every distractor is false in the world", n_dis, dis_bad)
+    out.append({"check": "redundancy: statements per trained fact (min / mean / max)", "n": len(count), "failed": 0,
+                "ok": True, "example": f"{min(count.values())} / {sum(count.values()) / len(count):.1f} / "
+                                       f"{max(count.values())}"})
+    return pd.DataFrame(out)
