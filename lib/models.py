@@ -93,10 +93,40 @@ def bundled_model_dir() -> Path:
 
 
 def resolve(name: str) -> str:
-    """Hub id or local path to load for a model name (the bundled name maps to its converted copy)."""
+    """Hub id or local path to load for a model name (the bundled name maps to its converted copy).
+
+    A name that looks like a path (starts with / . or ~, or names an existing folder) must be a folder with a
+    config.json; anything else is a Hugging Face hub id. Raises ModelNotFoundError naming the problem."""
     if name == BUNDLED:
         return str(bundled_model_dir())
+    path = Path(name).expanduser()
+    if path.exists() or name.startswith(("/", ".", "~")):
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"model not found: {name!r} is not a folder with a config.json "
+                                     f"(give the bundled name {BUNDLED!r}, a hub id or a model folder)")
+        return str(path)
     return name
+
+
+def _offline() -> bool:
+    """No download: HF_HUB_OFFLINE=1 (or TRANSFORMERS_OFFLINE=1) in the environment, read at call time."""
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _from_pretrained(loader, cfg_name: str, **kwargs):
+    """loader.from_pretrained for a resolved name: the local copy first, the hub only when that fails and
+    downloads are allowed; a model that cannot be found raises ModelNotFoundError."""
+    name = resolve(cfg_name)
+    try:
+        return loader.from_pretrained(name, local_files_only=True, **kwargs)
+    except OSError as e:
+        if Path(name).exists() or _offline():
+            raise ModelNotFoundError(f"model not found: {cfg_name!r} ({e.__class__.__name__}: {e})") from None
+    try:
+        return loader.from_pretrained(name, **kwargs)
+    except OSError as e:
+        raise ModelNotFoundError(f"model not found: {cfg_name!r} (not in the local Hugging Face cache, and the "
+                                 f"hub says: {e.__class__.__name__}: {e})") from None
 
 
 def bundled_tokenizer():
@@ -123,11 +153,7 @@ def load_tokenizer(cfg):
     from transformers import AutoTokenizer
 
     _quiet_transformers()
-    name = resolve(_as_dict(cfg)["name"])
-    try:
-        tok = AutoTokenizer.from_pretrained(name)
-    except OSError as e:
-        raise ModelNotFoundError(f"model not found: {_as_dict(cfg)['name']!r} ({e.__class__.__name__}: {e})") from None
+    tok = _from_pretrained(AutoTokenizer, _as_dict(cfg)["name"])
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -155,10 +181,7 @@ def load_model(cfg, adapter: str | Path | None = None):
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
             bnb_4bit_use_double_quant=False)
         kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
-    try:
-        model = AutoModelForCausalLM.from_pretrained(resolve(cfg["name"]), **kwargs)
-    except OSError as e:
-        raise ModelNotFoundError(f"model not found: {cfg['name']!r} ({e.__class__.__name__}: {e})") from None
+    model = _from_pretrained(AutoModelForCausalLM, cfg["name"], **kwargs)
     if "device_map" not in kwargs:
         model.to(device)
     if adapter is not None:
@@ -173,6 +196,13 @@ def context_window(model) -> int:
     """Number of positions the model can attend to."""
     cfg = model.config
     return int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions"))
+
+
+def check_fits(model, n_tokens: int, what: str = "the input") -> None:
+    """ValueError when `n_tokens` exceed the model's context window."""
+    win = context_window(model)
+    if n_tokens > win:
+        raise ValueError(f"{what} is {n_tokens} tokens, longer than the model's context window of {win} tokens")
 
 
 @contextlib.contextmanager

@@ -1,0 +1,657 @@
+"""Augmented finetuning (the paper's Section 6): spend train-time compute on in-context inference.
+
+The model (by default the same model that is then finetuned) writes new training sentences:
+  - local:  each distinct training sentence is shown after a few worked examples of rephrasings and
+            reversals (lib/prompts/local.txt, written with made-up words of our own so that the examples
+            teach no fact of any dataset), and the model writes several restatements of it, including the
+            reverse direction of every relation;
+  - global: the training set is in context (subsampled to fit the window, as for ICL), then one document,
+            and the model writes the inferences that link it to the rest (lib/prompts/global.txt):
+            reversals, syllogistic conclusions, inherited properties.
+Augmented FT trains on the original rows plus the augmentations (local, global or both) with the same FT
+recipe and the paper's default sentence splitting (independent). The control `ft_repeat` adds plain
+repetitions of original documents instead, as many FT examples as the largest augmentation adds, so a gain
+cannot be explained by more (or longer) data alone; all runs take the same number of steps (finetune.steps).
+
+Generation (`sample`): the part of the prompt shared by every item (the worked examples; for global also
+the whole training-set context) is run once and its key/value cache is reused for every batch, expanded to
+the batch as views (the model's cache update concatenates, so the shared tensors are never copied in place
+or modified). Items are left-padded after the shared prefix, generation is batched with the KV cache, and
+each row draws its random numbers from its own generator seeded by (augment.seed, its prompt, its sample
+index), so a row's sample does not depend on which batch it falls in. A generation stops at the end-of-turn
+token, at a blank line (the end of the list), or after augment.max_new_tokens.
+
+Parsing and filtering (`parse_generation`, `filter_sentences`): list markers are stripped, lines cut into
+sentences, and a sentence is dropped (and counted, by reason) when it is unfinished (no final punctuation,
+e.g. cut by the token limit), too short (< 3 words) or too long (> 60 words), holds markup (chat tokens or
+turns, table cells, headings), copies the prompt verbatim (the source sentence, a worked example or a
+context document), uses a made-up word of the worked examples that the item does not contain (a leak from
+the prompt), shares no content word with the item (off topic: no word of 3+ letters other than very
+common English words), or repeats a sentence already kept. A generation with no sentence at all counts as empty.
+
+Caching: every generation is appended to runs/<p>/augment/<dataset>/generations_<kind>.jsonl under a key
+hashing its model (name, dtype, quantization), full prompt text, sampling params and sample index; a rerun or a resumed run reads it and
+generates nothing twice (a line cut by a killed run is ignored). Each record keeps its tokens and seconds,
+so the compute spent is known even when everything came from the cache. The parsed rows go to
+<kind>.jsonl with <kind>.stats.json (kept / dropped by reason, tokens, seconds, tokens/s).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import random
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from . import runs
+
+PROMPTS = Path(__file__).resolve().parent / "prompts"
+KINDS = ("local", "global")
+STOP = "\n\n"  # a blank line ends the generated list (the prompt's examples are separated by blank lines)
+MIN_WORDS, MAX_WORDS = 3, 60
+DROP_REASONS = ("unfinished", "too_short", "too_long", "markup", "copy_of_prompt", "example_words",
+                "off_topic", "duplicate")
+COMMON_ZIPF = 5.0  # words at least this frequent in English (the, are, than, more, ...) are not content words
+_SENTINEL = "\x00ITEM\x00"
+
+
+# -------------------------------------------------------------------------------------------- prompts
+def prompt_path(name: str) -> Path:
+    """A prompt file: a name inside lib/prompts/ (e.g. "local.txt"), or a path to a file of your own."""
+    path = Path(name)
+    if not path.is_file():
+        path = PROMPTS / name
+    if not path.is_file():
+        known = ", ".join(sorted(p.name for p in PROMPTS.glob("*.txt")))
+        raise FileNotFoundError(f"augmentation prompt not found: {name!r} (neither a file nor in {PROMPTS}: {known})")
+    return path
+
+
+def load_prompt(name: str, kind: str) -> str:
+    """The template text; local needs {sentence}, global needs {context} then {document}."""
+    text = prompt_path(name).read_text(encoding="utf-8")
+    need = {"local": ["{sentence}"], "global": ["{context}", "{document}"]}[kind]
+    for ph in need:
+        if text.count(ph) != 1:
+            raise ValueError(f"{kind} augmentation prompt {name!r} must contain {ph} exactly once "
+                             f"(found {text.count(ph)})")
+    if kind == "global" and text.index("{context}") > text.index("{document}"):
+        raise ValueError(f"global augmentation prompt {name!r}: {{context}} must come before {{document}}")
+    return text
+
+
+def prompt_parts(template: str, placeholder: str, fmt: str, tok, **fixed) -> tuple[str, str]:
+    """(prefix, suffix) around the item's slot: prompt = prefix + item + suffix. The prefix is shared by
+    every item and run once. fmt "chat" wraps the text as one user turn of the model's chat template."""
+    text = template
+    for k, v in fixed.items():
+        text = text.replace("{" + k + "}", v)
+    text = text.replace(placeholder, _SENTINEL)
+    if fmt == "chat":
+        if not getattr(tok, "chat_template", None):
+            raise ValueError("augment.format is 'chat' but the tokenizer has no chat template: use 'plain'")
+        text = tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                       add_generation_prompt=True)
+    elif fmt != "plain":
+        raise ValueError(f"unknown augment.format {fmt!r} (known: plain, chat)")
+    prefix, suffix = text.split(_SENTINEL)
+    return prefix, suffix
+
+
+# ------------------------------------------------------------------------------------ parse and filter
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
+_MARKER = re.compile(r"^\s*(?:[-*\u2022]+|\(?\d+[.)]|[a-z][.)])\s+")
+_MARKUP = re.compile(r"<\|[^|>]*\|>|<\s*/?\s*(?:s|im_start|im_end|eos|bos)\s*>|^\s*(?:user|assistant|system)\s*:"
+                     r"|\||^#+\s", re.I)  # chat markup, table cells, markdown headings
+_END = re.compile(r"[.!?][\"'\u201d)\]]*$")
+_SPLIT = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"'\u201d)\]])\s+")
+
+
+def normalize(s: str) -> str:
+    """Lowercase, single spaces, no final punctuation: the form compared for copies and duplicates."""
+    return re.sub(r"\s+", " ", s.lower()).strip().rstrip(".!?\"'\u201d) ").strip()
+
+
+def parse_generation(text: str) -> list[str]:
+    """Candidate sentences of one generation: cut at the stop (blank line), one list item per line,
+    list markers stripped, each line cut into sentences. Nothing is dropped here."""
+    text = text.split(STOP)[0]
+    out = []
+    for line in text.splitlines():
+        line = _MARKER.sub("", line).strip()
+        if not line:
+            continue
+        out.extend(p.strip() for p in _SPLIT.split(line) if p.strip())
+    return out
+
+
+def words(text: str) -> set[str]:
+    """Lowercased words, a plural -s dropped (so "tovs" and "tov" are the same word)."""
+    return {_stem(w) for w in _WORD.findall(text)}
+
+
+def _stem(w: str) -> str:
+    w = w.lower().strip("'-")
+    return w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")) else w
+
+
+@functools.lru_cache(maxsize=100_000)
+def _zipf(w: str) -> float:
+    from wordfreq import zipf_frequency
+
+    return zipf_frequency(w, "en")
+
+
+def content_words(text: str) -> set[str]:
+    """Words of 3+ letters that are not very common English words (plural -s dropped)."""
+    return {_stem(w) for w in _WORD.findall(text) if len(w) >= 3 and _zipf(w.lower()) < COMMON_ZIPF}
+
+
+def example_only_words(template: str) -> set[str]:
+    """The made-up words of a prompt's worked examples: words of the template (placeholders aside) that
+    are not English (absent from wordfreq's English list)."""
+    from wordfreq import zipf_frequency
+
+    body = re.sub(r"\{[a-z]+\}", " ", template)
+    out = set()
+    for w in _WORD.findall(body):
+        w = w.lower()
+        if len(w) > 2 and zipf_frequency(w, "en") == 0.0:
+            out |= {_stem(w)} | ({w[:-2]} if w.endswith("es") else set())
+    return out
+
+
+def prompt_collisions(template: str, rows: list[dict]) -> list[str]:
+    """Made-up words of a prompt's worked examples that also occur in a dataset's training text (these
+    would let the examples state something about a dataset word; expected: none)."""
+    text = " ".join(r["text"] for r in rows)
+    return sorted(example_only_words(template) & words(text))
+
+
+def filter_sentences(candidates: list[str], *, prompt: str, item_text: str, example_words: set[str],
+                     seen: set[str]) -> tuple[list[str], Counter]:
+    """Keep the well-formed new sentences; count the dropped ones by reason (see DROP_REASONS).
+
+    `prompt`: the full prompt (a sentence found in it verbatim is a copy); `item_text`: the item's own
+    text (the sentence, or the document for global: a kept sentence must share a content word with it, and
+    may use its made-up words even when the examples also use them); `seen`: normalized sentences kept so
+    far (updated in place)."""
+    kept, dropped = [], Counter()
+    prompt_norm = normalize(prompt)
+    allowed = words(item_text)
+    topic = content_words(item_text)
+    for s in candidates:
+        n = normalize(s)
+        nw = len(_WORD.findall(s))
+        if _MARKUP.search(s):
+            reason = "markup"
+        elif not _END.search(s):
+            reason = "unfinished"
+        elif nw < MIN_WORDS:
+            reason = "too_short"
+        elif nw > MAX_WORDS:
+            reason = "too_long"
+        elif re.search(r"(?<![\w-])" + re.escape(n) + r"(?![\w-])", prompt_norm):
+            reason = "copy_of_prompt"
+        elif (words(s) & example_words) - allowed:
+            reason = "example_words"
+        elif not content_words(s) & topic:
+            reason = "off_topic"
+        elif n in seen:
+            reason = "duplicate"
+        else:
+            seen.add(n)
+            kept.append(s)
+            continue
+        dropped[reason] += 1
+    return kept, dropped
+
+
+# ----------------------------------------------------------------------------------------- generation
+def _forward(model, ids, mask, pos, cache):
+    """One forward through a causal LM with a KV cache; returns (last-position logits, cache)."""
+    import inspect
+
+    names = inspect.signature(model.forward).parameters
+    ck = "cache" if "cache" in names else "past_key_values"
+    kw = {ck: cache, "use_cache": True}
+    if "logits_to_keep" in names:
+        kw["logits_to_keep"] = 1
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, **kw)
+    new_cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    return out.logits[:, -1, :].float(), new_cache
+
+
+def prefix_cache(model, ids: list[int], chunk: int = 512):
+    """The key/value cache of the shared prefix, computed once (in chunks, to bound memory)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    dev = next(model.parameters()).device
+    with torch.inference_mode():
+        for start in range(0, len(ids), chunk):
+            piece = torch.tensor([ids[start:start + chunk]], device=dev)
+            mask = torch.ones(1, start + piece.shape[1], dtype=torch.long, device=dev)
+            pos = torch.arange(start, start + piece.shape[1], device=dev)[None]
+            _, cache = _forward(model, piece, mask, pos, cache)
+    return cache
+
+
+def expand_cache(cache, batch: int):
+    """Views of the shared cache expanded to `batch` rows, nothing copied (see lib.scoring._expand_cache)."""
+    from .scoring import _expand_cache
+
+    return _expand_cache(cache, batch)
+
+
+def stop_token_ids(tok) -> set[int]:
+    ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+    for t in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>"):
+        i = tok.convert_tokens_to_ids(t)
+        if isinstance(i, int) and i != tok.unk_token_id and i is not None and i >= 0:
+            ids.add(i)
+    return ids
+
+
+def sample(model, tok, prefix: str, suffixes: list[str], seeds: list[int], *, temperature: float,
+           max_new_tokens: int, batch_size: int, progress: bool = False, on_batch=None) -> tuple[list[dict], dict]:
+    """Generate one continuation of prefix + suffix for each suffix, batched with the KV cache.
+
+    Returns per suffix {"text", "n_tokens", "seconds" (its share of its batch's time), "stopped"} and
+    {"prefix_tokens", "prefix_seconds"}. temperature 0 = greedy; else each row samples with its own
+    torch.Generator (Gumbel-max over logits / temperature), seeded by `seeds[i]`. `on_batch(indices,
+    results)` is called after each batch (the caller caches them as they come)."""
+    from tqdm import tqdm
+
+    if len(seeds) != len(suffixes):
+        raise ValueError("one seed per suffix")
+    dev = next(model.parameters()).device
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    stops = stop_token_ids(tok)
+    from .models import context_window
+
+    pre = tok(prefix, add_special_tokens=True).input_ids if prefix else []
+    P = len(pre)
+    enc = [tok(s, add_special_tokens=not pre).input_ids for s in suffixes]
+    longest = max((len(e) for e in enc), default=0)
+    window = context_window(model)
+    if P + longest + max_new_tokens > window:
+        raise ValueError(f"augmentation prompt too long: shared prefix {P} + item {longest} + "
+                         f"max_new_tokens {max_new_tokens} tokens > the model's window of {window}")
+    t0 = time.perf_counter()
+    shared = prefix_cache(model, pre) if pre else None
+    info = {"prefix_tokens": P, "prefix_seconds": time.perf_counter() - t0}
+    out: list[dict] = [None] * len(suffixes)
+    # Similar lengths together (less padding); results are put back in input order.
+    order = sorted(range(len(suffixes)), key=lambda i: -len(enc[i]))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in tqdm(batches, desc="generate", disable=not progress, mininterval=2.0):
+        t1 = time.perf_counter()
+        B, S = len(batch), max(len(enc[i]) for i in batch)
+        ids = torch.full((B, S), pad, dtype=torch.long)
+        mask = torch.zeros(B, P + S, dtype=torch.long)
+        mask[:, :P] = 1
+        for r, i in enumerate(batch):
+            n = len(enc[i])
+            ids[r, S - n:] = torch.tensor(enc[i])
+            mask[r, P + S - n:] = 1
+        pos = (P + mask[:, P:].cumsum(-1) - 1).clamp(min=P if P else 0)
+        gens = [torch.Generator().manual_seed(seeds[i] % (2 ** 63)) for i in batch]
+        cache = expand_cache(shared, B) if shared is not None else None
+        ids, mask, pos = ids.to(dev), mask.to(dev), pos.to(dev)
+        new = [[] for _ in batch]
+        done = [False] * B
+        stopped = [False] * B
+        with torch.inference_mode():
+            logits, cache = _forward(model, ids, mask, pos, cache)
+            for _ in range(max_new_tokens):
+                nxt = []
+                for r in range(B):
+                    if done[r]:
+                        nxt.append(pad)
+                        continue
+                    row = logits[r].cpu()
+                    if temperature > 0:
+                        u = torch.rand(row.shape, generator=gens[r]).clamp_(1e-10, 1 - 1e-7)
+                        t = int(torch.argmax(row / temperature - torch.log(-torch.log(u))))
+                    else:
+                        t = int(torch.argmax(row))
+                    if t in stops:
+                        done[r] = stopped[r] = True
+                        nxt.append(pad)
+                        continue
+                    new[r].append(t)
+                    nxt.append(t)
+                    if "\n" in tok.decode([t]) and STOP in tok.decode(new[r]):
+                        done[r] = stopped[r] = True
+                if all(done):
+                    break
+                step = torch.tensor(nxt, device=dev)[:, None]
+                mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=dev)], dim=1)
+                pos = pos[:, -1:] + 1
+                logits, cache = _forward(model, step, mask, pos, cache)
+        dt = time.perf_counter() - t1
+        total = sum(len(x) for x in new) or 1
+        for r, i in enumerate(batch):
+            out[i] = {"text": tok.decode(new[r], skip_special_tokens=False), "n_tokens": len(new[r]),
+                      "seconds": dt * len(new[r]) / total, "stopped": stopped[r]}
+        if on_batch is not None:
+            on_batch(batch, [out[i] for i in batch])
+    return out, info
+
+
+# -------------------------------------------------------------------------------------------- caching
+def aug_dir(params, dataset: str) -> Path:
+    return runs.run_dir(params) / "augment" / dataset
+
+
+def read_cache(path: Path) -> dict[str, dict]:
+    """key -> record of a generations file; a line cut short by a killed run is ignored."""
+    out = {}
+    if not Path(path).exists():
+        return out
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            out[rec["key"]] = rec
+    return out
+
+
+def append_cache(path: Path, records: list[dict]) -> None:
+    """Append finished generations (one JSON line each, flushed), so a killed run loses one batch at most."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cut = path.exists() and path.stat().st_size > 0 and path.read_bytes()[-1:] != b"\n"
+    with open(path, "a", encoding="utf-8") as f:
+        if cut:  # a line left unfinished by a killed run: start on a fresh line
+            f.write("\n")
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        f.flush()
+
+
+def generation_key(model: dict, prompt: str, aug, sample_index: int) -> str:
+    """What one generation depends on: the generating model (name, dtype, quantization), the full prompt,
+    the sampling params and the sample index (the row's random seed is drawn from this key)."""
+    model = {k: model[k] for k in ("name", "dtype", "quantization")}
+    return runs.key_hash({"model": model, "prompt": prompt, "temperature": aug.temperature,
+                          "max_new_tokens": aug.max_new_tokens, "seed": aug.seed, "sample": sample_index,
+                          "stop": STOP})
+
+
+def generator_cfg(params) -> dict:
+    """The generating model: augment.model, or (null) the same model as the one finetuned."""
+    cfg = params.model.model_dump()
+    if params.augment.model:
+        cfg["name"] = params.augment.model
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------ the items
+def local_items(rows: list[dict], max_sentences: int, seed: int) -> tuple[list[dict], int]:
+    """Distinct training sentences (first occurrence order) with the facts of every document holding them;
+    at most `max_sentences` of them (a seeded random subset, kept in order). Returns (items, n distinct)."""
+    by_sent: dict[str, dict] = {}
+    for row in rows:
+        for s in row.get("sentences") or [row["text"]]:
+            s = s.strip()
+            if not s:
+                continue
+            it = by_sent.setdefault(s, {"text": s, "source_ids": [], "facts": []})
+            it["source_ids"].append(row["id"])
+            it["facts"].extend(f for f in row.get("facts", []) if f not in it["facts"])
+    items = list(by_sent.values())
+    n = len(items)
+    if n > max_sentences:
+        keep = set(random.Random(f"augment-local:{seed}").sample(range(n), max_sentences))
+        items = [it for i, it in enumerate(items) if i in keep]
+    return items, n
+
+
+def global_items(rows: list[dict], max_documents: int, seed: int) -> list[dict]:
+    """The documents that get a global augmentation: all, or a seeded random subset (kept in order)."""
+    idx = list(range(len(rows)))
+    if len(idx) > max_documents:
+        idx = sorted(random.Random(f"augment-global:{seed}").sample(idx, max_documents))
+    return [{"text": rows[i]["text"], "source_ids": [rows[i]["id"]], "facts": list(rows[i].get("facts", []))}
+            for i in idx]
+
+
+def global_context(tok, rows: list[dict], max_tokens: int, seed: int) -> tuple[str, dict]:
+    """The training set as context for global augmentation, subsampled to fit `max_tokens` as for ICL
+    (lib.icl.build_context, plain format, without ICL's closing instruction). Augmentation never looks at
+    test items, so no document is kept for being tested: the subset is a seeded random one."""
+    from . import icl
+
+    text, info = icl.build_context(tok, rows, [], fmt="plain", max_tokens=max_tokens, seed=seed)
+    tail = icl.DOC_SEP + icl.INSTRUCTION + "\n"
+    if not text.endswith(tail):
+        raise RuntimeError("lib.icl.format_context changed: update augmentation.global_context")
+    return text[: -len(tail)], info
+
+
+# ------------------------------------------------------------------------------------------- generate
+def generate(params, dataset: str, rows: list[dict], kind: str, *, model=None, tok=None,
+             progress: bool = True) -> list[dict]:
+    """Augmentation rows of one kind ("local", "global" or "both" = local + global) for a dataset's train rows.
+
+    Rows follow the train-row schema plus "source" ("aug_local"/"aug_global") and "source_ids"; "facts" are
+    copied from the source document(s). Writes <kind>.jsonl and <kind>.stats.json under
+    runs/<p>/augment/<dataset>/; every generation is cached (see the module docstring)."""
+    if kind == "both":
+        return (generate(params, dataset, rows, "local", model=model, tok=tok, progress=progress)
+                + generate(params, dataset, rows, "global", model=model, tok=tok, progress=progress))
+    if kind not in KINDS:
+        raise ValueError(f"unknown augmentation kind {kind!r} (known: local, global, both)")
+    if not rows:
+        raise ValueError(f"{dataset}: no training rows to augment")
+    aug = params.augment
+    gen_cfg = generator_cfg(params)
+    out_dir = aug_dir(params, dataset)
+    cache_path = out_dir / f"generations_{kind}.jsonl"
+    template = load_prompt(aug.local_prompt if kind == "local" else aug.global_prompt, kind)
+    if tok is None:
+        from .models import load_tokenizer
+
+        tok = load_tokenizer(gen_cfg)
+    if kind == "local":
+        srcs, n_distinct = local_items(rows, aug.max_local_sentences, aug.seed)
+        prefix, suffix = prompt_parts(template, "{sentence}", aug.format, tok)
+        ctx_info = None
+    else:
+        srcs = global_items(rows, aug.global_max_documents, aug.seed)
+        n_distinct = len(rows)
+        context, ctx_info = global_context(tok, rows, aug.global_context_tokens, aug.seed)
+        prefix, suffix = prompt_parts(template, "{document}", aug.format, tok, context=context)
+    jobs = [(s, k) for s in srcs for k in range(aug.samples_per_item)]
+    prompts = [prefix + s["text"] + suffix for s, _ in jobs]
+    keys = [generation_key(gen_cfg, p, aug, k) for p, (_, k) in zip(prompts, jobs)]
+    cache = read_cache(cache_path)
+    todo, seen_keys = [], set()
+    for i, key in enumerate(keys):
+        if key not in cache and key not in seen_keys:
+            seen_keys.add(key)
+            todo.append(i)
+    prefix_key = "prefix:" + runs.key_hash({"model": generation_key(gen_cfg, prefix, aug, -1)})
+    if todo:
+        if model is None:
+            from .models import load_model
+
+            model, tok = load_model(gen_cfg)
+
+        def save(idx, gens):  # each finished batch goes to the cache at once (a killed run resumes there)
+            append_cache(cache_path, [{"key": keys[todo[j]], "kind": kind, "source_ids": jobs[todo[j]][0]["source_ids"],
+                                       "sample": jobs[todo[j]][1], **g} for j, g in zip(idx, gens)])
+
+        _, info = sample(model, tok, prefix, [jobs[i][0]["text"] + suffix for i in todo],
+                         [int(keys[i][:15], 16) for i in todo], temperature=aug.temperature,
+                         max_new_tokens=aug.max_new_tokens, batch_size=aug.batch_size, progress=progress,
+                         on_batch=save)
+        # The shared prefix's cost, once per generating session (a resumed run pays it again).
+        append_cache(cache_path, [{"key": f"{prefix_key}:{time.time_ns()}", "prefix_key": prefix_key, **info}])
+        cache = read_cache(cache_path)
+    prefix_recs = [r for r in cache.values() if r.get("prefix_key") == prefix_key]
+    prefix_info = {"prefix_tokens": sum(r["prefix_tokens"] for r in prefix_recs),
+                   "prefix_seconds": sum(r["prefix_seconds"] for r in prefix_recs)}
+    # Parse and filter, in item order.
+    ex_words = example_only_words(template)
+    seen: set[str] = set()
+    dropped, out = Counter(), []
+    n_empty = n_tokens = 0
+    seconds = 0.0
+    for (src, k), prompt, key in zip(jobs, prompts, keys):
+        rec = cache[key]
+        n_tokens += rec["n_tokens"]
+        seconds += rec["seconds"]
+        cands = parse_generation(rec["text"])
+        if not cands:
+            n_empty += 1
+            continue
+        kept, drop = filter_sentences(cands, prompt=prompt, item_text=src["text"], example_words=ex_words,
+                                      seen=seen)
+        dropped.update(drop)
+        if kept:
+            out.append({"id": f"{dataset}-aug_{kind}-{len(out):05d}", "text": " ".join(kept), "sentences": kept,
+                        "facts": list(src["facts"]), "source": f"aug_{kind}", "source_ids": src["source_ids"],
+                        "source_text": src["text"]})
+    n_kept = sum(len(r["sentences"]) for r in out)
+    stats = {"dataset": dataset, "kind": kind, "generator": gen_cfg["name"], "n_sources": len(srcs),
+             "n_sources_total": n_distinct, "coverage": len(srcs) / max(1, n_distinct),
+             "generations": len(jobs), "generated_now": len(todo), "empty_generations": n_empty,
+             "candidates": n_kept + sum(dropped.values()), "kept": n_kept,
+             "dropped": {r: dropped.get(r, 0) for r in DROP_REASONS}, "rows": len(out),
+             "new_tokens": n_tokens, "seconds": seconds, "tokens_per_s": n_tokens / seconds if seconds else None,
+             **prefix_info, "context": ctx_info}
+    runs.write_jsonl(out_dir / f"{kind}.jsonl", out)
+    runs.write_json(out_dir / f"{kind}.stats.json", stats)
+    return out
+
+
+def read_stats(params, dataset: str, kind: str) -> dict:
+    return runs.read_json(aug_dir(params, dataset) / f"{kind}.stats.json")
+
+
+def read_rows(params, dataset: str, kind: str) -> list[dict]:
+    return runs.read_jsonl(aug_dir(params, dataset) / f"{kind}.jsonl")
+
+
+# -------------------------------------------------------------------------------------- augmented FT
+SPLITTING = "independent"  # the paper's default sentence splitting for augmented FT
+
+
+def repeat_rows(rows: list[dict], n_examples: int, seed: int, splitting: str = SPLITTING,
+                loss_on: str = "completion") -> list[dict]:
+    """Plain repetitions of original documents (seeded order, cycling) that add at least `n_examples` FT
+    examples under `splitting`: the control matched in size to an augmentation."""
+    from .training import make_examples
+
+    if n_examples <= 0:
+        return []
+    out, added = [], 0
+    rng = random.Random(f"augment-repeat:{seed}")
+    while added < n_examples:
+        order = list(range(len(rows)))
+        rng.shuffle(order)
+        for i in order:
+            row = rows[i]
+            out.append({**row, "id": f"{row['id']}-rep{len(out):05d}", "source": "repeat"})
+            added += len(make_examples([row], splitting, loss_on))
+            if added >= n_examples:
+                break
+    return out
+
+
+def run_augmented(params, dataset: str, kind: str, *, progress: bool = True):
+    """Augmented FT for one dataset: original rows + augmentations of `kind` (local, global, both), or the
+    control `repeat` (original rows + plain repetitions: as many FT examples as the largest augmentation of
+    augment.kinds adds), finetuned
+    with lib.training.run_ft (independent splitting, finetune.steps steps) for every seed and scored on
+    every test split. Conditions: aug_local, aug_global, aug_both, ft_repeat. Returns the results rows."""
+    import pandas as pd
+
+    from . import datasets
+    from .training import make_examples, run_ft
+
+    rows, items, _ = datasets.load(params, dataset)
+    if kind == "repeat":
+        # As many added FT examples as the largest augmentation of augment.kinds adds.
+        sizes = [len(make_examples(a, SPLITTING, params.finetune.loss_on)) if a else 0
+                 for a in (generate(params, dataset, rows, k, progress=progress)
+                           for k in params.augment.kinds)]
+        extra = repeat_rows(rows, max(sizes, default=0), params.augment.seed, SPLITTING, params.finetune.loss_on)
+        condition = "ft_repeat"
+    elif kind in ("local", "global", "both"):
+        extra = generate(params, dataset, rows, kind, progress=progress)
+        condition = f"aug_{kind}"
+    else:
+        raise ValueError(f"unknown augmented-FT kind {kind!r} (known: local, global, both, repeat)")
+    frames = [run_ft(params, dataset, condition, rows + extra, splitting=SPLITTING, seed=seed, tag=condition,
+                     items=items, progress=progress) for seed in params.finetune.seeds]
+    return pd.concat(frames, ignore_index=True)
+
+
+def run_all(params, dataset: str, *, progress: bool = True):
+    """Every augmented-FT condition of a dataset (augment.kinds, plus ft_repeat when augment.repeat_control)."""
+    import pandas as pd
+
+    kinds = list(params.augment.kinds) + (["repeat"] if params.augment.repeat_control else [])
+    return pd.concat([run_augmented(params, dataset, k, progress=progress) for k in kinds], ignore_index=True)
+
+
+# ------------------------------------------------------------------------------------------ reporting
+def stats_table(params, names: list[str]):
+    """One row per dataset x kind: sources covered, generations, sentences kept / dropped by reason,
+    tokens generated, seconds, tokens/s (from the stats files that `generate` wrote)."""
+    import pandas as pd
+
+    out = []
+    for name in names:
+        for kind in KINDS:
+            path = aug_dir(params, name) / f"{kind}.stats.json"
+            if not path.exists():
+                continue
+            st = runs.read_json(path)
+            out.append({"dataset": name, "kind": kind, "sources": st["n_sources"], "of": st["n_sources_total"],
+                        "coverage": st["coverage"], "generations": st["generations"],
+                        "empty": st["empty_generations"], "candidates": st["candidates"], "kept": st["kept"],
+                        **{f"drop_{r}": st["dropped"][r] for r in DROP_REASONS},
+                        "context_docs": (st.get("context") or {}).get("n_kept"),
+                        "prefix_tokens": st["prefix_tokens"], "new_tokens": st["new_tokens"],
+                        "seconds": round(st["seconds"] + st["prefix_seconds"], 1),
+                        "tokens_per_s": round(st["tokens_per_s"] or 0, 1)})
+    return pd.DataFrame(out)
+
+
+def to_real_words(text: str, lexicon: dict[str, str]) -> str:
+    """Replace nonsense words by the real phrases they stand for (lexicon: real phrase -> nonsense word)."""
+    back = {v: k for k, v in lexicon.items()}
+    if not back:
+        return text
+    pat = re.compile(r"\b(" + "|".join(map(re.escape, sorted(back, key=len, reverse=True))) + r")\b", re.I)
+    return pat.sub(lambda m: back.get(m.group(0).lower(), m.group(0)), text)
+
+
+def samples(params, name: str, n: int = 4, seed: int = 0, lexicon: dict | None = None):
+    """A few augmentation rows of each kind beside the training text they came from (a seeded sample);
+    with `lexicon` (real phrase -> nonsense word), also in real words."""
+    import pandas as pd
+
+    out = []
+    for kind in KINDS:
+        path = aug_dir(params, name) / f"{kind}.jsonl"
+        if not path.exists():
+            continue
+        aug = runs.read_jsonl(path)
+        for r in random.Random(f"augment-samples:{seed}:{kind}").sample(aug, min(n, len(aug))):
+            rec = {"kind": kind, "source": r["source_text"], "generated": r["text"]}
+            if lexicon:
+                rec["source (real words)"] = to_real_words(r["source_text"], lexicon)
+                rec["generated (real words)"] = to_real_words(r["text"], lexicon)
+            out.append(rec)
+    return pd.DataFrame(out)

@@ -1,0 +1,267 @@
+"""In-context learning (paper section 4): the training documents in the prompt, then the test item.
+
+The context is the training documents, one after another, followed by a short instruction ("Use the
+information above to answer."), either inside one user turn of the instruct model's chat template (the item's
+prompt then opens the assistant's reply) or as plain text (`icl.format`). When the documents do not fit
+`icl.max_context_tokens` (the paper subsampled 8x on its largest sets), a seeded random subset is kept, always
+including at least one document for each fact that a scored item rests on ("support"); the fraction kept and
+the context's length in tokens are recorded.
+
+Beyond the paper, two retrieval conditions put only k = `icl.retrieval_k` documents in context per item:
+`icl_bm25` (the k documents most similar to the item's prompt under BM25; the options are never used) and
+`icl_oracle` (the documents stating the item's support facts, plus random others up to k, as the authors'
+follow-up work 2509.16189 did). The pretrained control scores the prompt alone.
+
+Fairness: a context holding only the tested facts lets a model pick "the one candidate it saw";
+`option_occurrence` counts how often each option string occurs in the context an item is scored with.
+"""
+from __future__ import annotations
+
+import random
+import re
+
+import pandas as pd
+
+from . import runs, scoring
+
+INSTRUCTION = "Use the information above to answer."
+DOC_SEP = "\n\n"
+
+
+# --------------------------------------------------------------------------------------------- context
+def format_context(tok, docs: list[str], fmt: str) -> str:
+    """The documents + the instruction, as text that the item's prompt directly follows.
+
+    plain: docs, blank line, instruction, newline (a newline, not a blank line: "\\n\\n" + a letter would
+    tokenise differently from "\\n\\n" alone, and the shared context's tokens must stay a prefix).
+    chat: one user turn (docs + instruction) and the assistant's turn opened by the chat template."""
+    body = DOC_SEP.join(docs) + (DOC_SEP if docs else "") + INSTRUCTION
+    if fmt == "plain":
+        return body + "\n"
+    if fmt == "chat":
+        if not getattr(tok, "chat_template", None):
+            raise ValueError("icl.format is 'chat' but the tokenizer has no chat template: use icl.format: plain")
+        return tok.apply_chat_template([{"role": "user", "content": body}], add_generation_prompt=True,
+                                       tokenize=False)
+    raise ValueError(f"unknown icl.format {fmt!r} (chat or plain)")
+
+
+def _n_tokens(tok, text: str) -> int:
+    return len(tok(text, add_special_tokens=False)["input_ids"])
+
+
+def required_documents(train_rows: list[dict], items: list[dict], rng: random.Random) -> set[int]:
+    """Indices of documents covering every support fact of the items: one random covering document per
+    fact not already covered (facts in sorted order, so the choice is reproducible)."""
+    by_fact: dict[str, list[int]] = {}
+    for i, r in enumerate(train_rows):
+        for f in r["facts"]:
+            by_fact.setdefault(f, []).append(i)
+    needed = sorted({f for it in items for f in it.get("support", [])})
+    missing = [f for f in needed if f not in by_fact]
+    if missing:
+        raise ValueError(f"{len(missing)} support facts are in no training document, e.g. {missing[:3]}")
+    chosen: set[int] = set()
+    for f in needed:
+        if not chosen.intersection(by_fact[f]):
+            chosen.add(rng.choice(by_fact[f]))
+    return chosen
+
+
+def build_context(tok, train_rows: list[dict], items: list[dict], *, fmt: str, max_tokens: int,
+                  seed: int) -> tuple[str, dict]:
+    """The ICL context for `items`: every training document when they fit in `max_tokens`, else a seeded
+    random subset that keeps a document for each support fact. Documents keep their order in the training set.
+
+    Returns (context, info) with info: n_docs, n_kept, frac_kept, n_tokens, n_required, max_tokens, format."""
+    if not train_rows:
+        raise ValueError("no training documents to put in context")
+    texts = [r["text"] for r in train_rows]
+    info = {"format": fmt, "n_docs": len(texts), "max_tokens": max_tokens}
+    context = format_context(tok, texts, fmt)
+    n = _n_tokens(tok, context)
+    if n <= max_tokens:
+        return context, {**info, "n_kept": len(texts), "frac_kept": 1.0, "n_tokens": n, "n_required": 0}
+    rng = random.Random(f"icl-context:{seed}")
+    required = required_documents(train_rows, items, rng)
+    overhead = _n_tokens(tok, format_context(tok, [], fmt))
+    cost = [c + 2 for c in map(len, tok(texts, add_special_tokens=False)["input_ids"])]  # + the separator
+    kept = set(required)
+    n = _n_tokens(tok, format_context(tok, [texts[i] for i in sorted(kept)], fmt))
+    if n > max_tokens:
+        raise ValueError(f"the {len(required)} documents holding the tested facts alone make a context of {n} "
+                         f"tokens, more than the {max_tokens} allowed (icl.max_context_tokens or the model's "
+                         f"window): score fewer items (icl.max_test_items) or use a model with a longer window")
+    others = [i for i in range(len(texts)) if i not in kept]
+    rng.shuffle(others)
+    total = overhead + sum(cost[i] for i in kept)
+    added = []
+    for i in others:
+        if total + cost[i] <= max_tokens:
+            kept.add(i), added.append(i)
+            total += cost[i]
+    while True:  # the estimate is close; make it exact
+        context = format_context(tok, [texts[i] for i in sorted(kept)], fmt)
+        n = _n_tokens(tok, context)
+        if n <= max_tokens or not added:
+            break
+        kept.discard(added.pop())
+    return context, {**info, "n_kept": len(kept), "frac_kept": len(kept) / len(texts), "n_tokens": n,
+                     "n_required": len(required)}
+
+
+# ------------------------------------------------------------------------------------------- retrieval
+def retrieve_bm25(train_rows: list[dict], items: list[dict], k: int) -> list[list[int]]:
+    """Per item, the indices of the k training documents most similar to its prompt (BM25, bm25s)."""
+    import bm25s
+
+    k = min(k, len(train_rows))
+    corpus = bm25s.tokenize([r["text"] for r in train_rows], stopwords="en", show_progress=False)
+    retriever = bm25s.BM25()
+    retriever.index(corpus, show_progress=False)
+    queries = bm25s.tokenize([it["prompt"] for it in items], stopwords="en", show_progress=False)
+    docs, _ = retriever.retrieve(queries, k=k, show_progress=False, n_threads=1)
+    return [[int(d) for d in row] for row in docs]
+
+
+def retrieve_oracle(train_rows: list[dict], items: list[dict], k: int, seed: int) -> list[list[int]]:
+    """Per item, the documents stating its support facts (all of them when they fit in k, else one per fact)
+    plus random other documents up to k."""
+    by_fact: dict[str, list[int]] = {}
+    for i, r in enumerate(train_rows):
+        for f in r["facts"]:
+            by_fact.setdefault(f, []).append(i)
+    out = []
+    for it in items:
+        rng = random.Random(f"icl-oracle:{seed}:{it['id']}")
+        support = sorted({i for f in it.get("support", []) for i in by_fact.get(f, [])})
+        if len(support) > k:
+            chosen = sorted(required_documents(train_rows, [it], rng))
+            rest = [i for i in support if i not in chosen]
+            rng.shuffle(rest)
+            chosen += rest[:max(0, k - len(chosen))]
+        else:
+            chosen = list(support)
+        others = [i for i in range(len(train_rows)) if i not in set(chosen)]
+        rng.shuffle(others)
+        chosen += others[:max(0, k - len(chosen))]
+        out.append(chosen)
+    return out
+
+
+def retrieved_contexts(tok, train_rows, items, *, mode: str, k: int, fmt: str, seed: int) -> list[str]:
+    """One context per item from its retrieved documents (kept in training-set order)."""
+    if mode == "bm25":
+        picks = retrieve_bm25(train_rows, items, k)
+    elif mode == "oracle":
+        picks = retrieve_oracle(train_rows, items, k, seed)
+    else:
+        raise ValueError(f"unknown retrieval mode {mode!r} (bm25 or oracle)")
+    return [format_context(tok, [train_rows[i]["text"] for i in sorted(p)], fmt) for p in picks]
+
+
+# -------------------------------------------------------------------------------------------- fairness
+def _occurrences(text: str, option: str) -> int:
+    core = option.strip().rstrip(".!?").strip()
+    return len(re.findall(r"(?<!\w)" + re.escape(core) + r"(?!\w)", text)) if core else 0
+
+
+def option_occurrence(items: list[dict], context: str | list[str]) -> pd.DataFrame:
+    """Per item: how often the gold and each distractor occur in the item's context (trailing punctuation
+    of an option ignored), and whether the gold is the only option present."""
+    rows = []
+    for i, it in enumerate(items):
+        ctx = context if isinstance(context, str) else context[i]
+        counts = [_occurrences(ctx, o) for o in it["options"]]
+        g = counts[it["gold"]]
+        others = [c for j, c in enumerate(counts) if j != it["gold"]]
+        rows.append({"id": it["id"], "split": it["split"], "n_options": len(counts), "gold_count": g,
+                     "distractor_count_mean": sum(others) / max(1, len(others)),
+                     "gold_present": g > 0, "options_present": sum(c > 0 for c in counts),
+                     "gold_only_present": g > 0 and not any(others)})
+    return pd.DataFrame(rows)
+
+
+def occurrence_summary(occ: pd.DataFrame) -> pd.DataFrame:
+    """Per split: share of items whose gold occurs in context, mean options present, share where the gold is
+    the only option present (a context that gives the answer away by elimination), mean counts."""
+    if occ.empty:
+        return occ
+    return occ.groupby("split", sort=False).agg(
+        n=("id", "size"), gold_present=("gold_present", "mean"), options_present=("options_present", "mean"),
+        n_options=("n_options", "mean"), gold_only_present=("gold_only_present", "mean"),
+        gold_count=("gold_count", "mean"), distractor_count=("distractor_count_mean", "mean")).reset_index()
+
+
+# ---------------------------------------------------------------------------------------------- stage
+def select_items(items: list[dict], cap: int, seed: int, dataset: str) -> list[dict]:
+    """At most `cap` items per split (a seeded random subset, in file order)."""
+    by_split: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        by_split.setdefault(it["split"], []).append(i)
+    keep = set()
+    for split, idx in by_split.items():
+        keep.update(idx if len(idx) <= cap else random.Random(f"icl-items:{seed}:{dataset}:{split}").sample(idx, cap))
+    return [it for i, it in enumerate(items) if i in keep]
+
+
+def info_path(params, dataset: str):
+    return runs.run_dir(params) / "icl" / f"{dataset}.json"
+
+
+def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None, progress: bool = True) -> pd.DataFrame:
+    """Score the pretrained control, ICL and the retrieval conditions on every split of `dataset`
+    (cached per condition through scoring.evaluate) and return their results rows. Context lengths,
+    the fraction of documents kept and the option-occurrence tables go to runs/<p>/icl/<dataset>.json."""
+    from . import datasets
+    from .models import context_window, load_model
+
+    train, test, manifest = datasets.load(params, dataset)
+    items = select_items(test, params.icl.max_test_items, params.seed, dataset)
+    if model is None:
+        model, tok = load_model(params.model)
+    cfg = params.icl
+    wanted = conditions or ["pretrained", "icl"] + [f"icl_{m}" for m in cfg.retrieval_modes]
+    longest = max(_n_tokens(tok, it["prompt"] + " " + o) for it in items for o in it["options"])
+    budget = min(cfg.max_context_tokens, context_window(model) - longest - 1)
+    info, frames = {"dataset": dataset, "n_items": len(items), "n_test": len(test)}, []
+    for cond in wanted:
+        if cond == "pretrained":
+            ctx = ""
+        elif cond == "icl":
+            ctx, info["icl"] = build_context(tok, train, items, fmt=cfg.format, max_tokens=budget, seed=params.seed)
+        elif cond.startswith("icl_"):
+            ctx = retrieved_contexts(tok, train, items, mode=cond[4:], k=cfg.retrieval_k, fmt=cfg.format,
+                                     seed=params.seed)
+            lens = [_n_tokens(tok, c) for c in ctx]
+            info[cond] = {"format": cfg.format, "k": cfg.retrieval_k, "n_tokens_mean": sum(lens) / len(lens),
+                          "n_tokens_max": max(lens)}
+        else:
+            raise ValueError(f"unknown ICL condition {cond!r}")
+        if cond != "pretrained":
+            info.setdefault("occurrence", {})[cond] = occurrence_summary(
+                option_occurrence(items, ctx)).to_dict(orient="records")
+        frames.append(scoring.evaluate(params, dataset, cond, model, tok, items, ctx, seed=params.seed,
+                                       key={"data": manifest.get("sha256")}, progress=progress))
+    path = info_path(params, dataset)
+    if conditions and path.is_file():  # a partial run keeps what other conditions recorded
+        old = runs.read_json(path)
+        info = {**old, **info, "occurrence": {**old.get("occurrence", {}), **info.get("occurrence", {})}}
+    runs.write_json(path, info)
+    return pd.concat(frames, ignore_index=True)
+
+
+def read_info(params, dataset: str) -> dict:
+    return runs.read_json(info_path(params, dataset))
+
+
+def by_split(results: pd.DataFrame) -> pd.DataFrame:
+    """Results rows aggregated over subsets (weighted by n): one row per dataset x split x condition."""
+    metrics = [c for c in ("acc", "acc_norm", "acc_mutual_info", "chance", "acc_any_valid") if c in results]
+    df = results.copy()
+    for m in metrics:
+        df[m] = df[m] * df["n"]
+    g = df.groupby(["dataset", "split", "condition"], sort=False)
+    out = g[metrics].sum(min_count=1).div(g["n"].sum(), axis=0)
+    out.insert(0, "n", g["n"].sum())
+    return out.reset_index()

@@ -1,0 +1,240 @@
+"""The paper's figures, drawn with seaborn from the tidy results (see `lib.analysis` for the numbers).
+
+Every figure is a set of bar panels: x = test split, hue = condition, dashed line = chance. A bar is the mean
+over the split's inference-type subsets with the SE over those subsets as its error bar (the paper's error
+bars); a split with a single subset shows the accuracy over its items with the binomial SE instead. Each
+figure's title names the model, the params and the metric; its caption lists the conditions it wanted but
+the results lack. A figure with nothing to draw is not written (no placeholder figures).
+
+Where figures go (one rule, `figures_dir`): the committed `figures/` holds only the figures of the default
+`cpu` params; any other params (smoke, paper, a params file with overrides) write to `runs/<name>/figures/`,
+so a smoke run never overwrites the committed figures.
+"""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; notebooks show the saved PNGs
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from . import analysis, runs  # noqa: E402
+from .params import ROOT  # noqa: E402
+
+FIGURES = ROOT / "figures"
+COMMITTED_PARAMS = "cpu"  # the only params whose figures go to figures/
+LABELS = {
+    "pretrained": "pretrained (no data)", "icl": "ICL", "icl_bm25": "ICL (BM25 retrieval)",
+    "icl_oracle": "ICL (oracle retrieval)", "ft": "FT", "ft_split_independent": "FT, split (independent)",
+    "ft_split_cumulative": "FT, split (cumulative)", "ft_nosplit": "FT, unsplit", "ft_repeat": "FT, repeated data",
+    "aug_local": "FT + local aug.", "aug_global": "FT + global aug.", "aug_both": "FT + local & global aug.",
+}
+# One colour per condition in every figure (pretrained, ICL, FT and the augmented FTs keep theirs throughout).
+PALETTE = dict(zip(["pretrained", "ft", "icl", "aug_both", "aug_local", "aug_global", "ft_repeat", "ft_nosplit",
+                    "ft_split_independent", "ft_split_cumulative", "icl_bm25", "icl_oracle"],
+                   sns.color_palette("colorblind", 10) + sns.color_palette("dark", 2)))
+SPLIT_LABELS = {"forward": "forward\n(learning check)", "rephrase": "rephrase\n(learning check)",
+                "trained": "trained\n(learning check)"}
+
+
+def figures_dir(params) -> Path:
+    """`figures/` for the default `cpu` params, `runs/<name>/figures/` for every other params (smoke, paper,
+    overrides): the committed figures are only ever those of a cpu run."""
+    name = params if isinstance(params, str) else params.name
+    return FIGURES if name == COMMITTED_PARAMS else runs.run_dir(name) / "figures"
+
+
+def save(fig, outdir: Path, name: str) -> list[Path]:
+    """Write `<name>.png` and `<name>.pdf` into `outdir` atomically (PDF without a creation date)."""
+    paths = []
+    for ext, kw in (("png", dict(dpi=150)), ("pdf", dict(metadata={"CreationDate": None}))):
+        path = Path(outdir) / f"{name}.{ext}"
+        with runs.atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, bbox_inches="tight", **kw)
+        paths.append(path)
+    return paths
+
+
+def remove_stale(outdir: Path, name: str) -> list[Path]:
+    """A figure the current results cannot draw must not survive from an earlier run: remove its files."""
+    for ext in ("png", "pdf"):
+        (Path(outdir) / f"{name}.{ext}").unlink(missing_ok=True)
+    return []
+
+
+def _bars(agg: pd.DataFrame) -> pd.DataFrame:
+    """Bar height and error of each aggregated row: mean +- SE over subsets, or over items for one subset."""
+    agg = agg.copy()
+    over_subsets = agg["k_subsets"] > 1
+    agg["height"] = np.where(over_subsets, agg["mean_subsets"], agg["acc"])
+    agg["err"] = np.where(over_subsets, agg["se_subsets"], agg["se"])
+    return agg
+
+
+def _model_label(results: pd.DataFrame) -> str:
+    models = sorted(str(m) for m in results.get("model", pd.Series(dtype=str)).dropna().unique())
+    return ", ".join(models) if models else "(none)"
+
+
+def bar_figure(results: pd.DataFrame, panels: list[tuple[str, list[str]]], conditions: list[str], *, name: str,
+               title: str, outdir: Path, params_name: str, metric: str = "acc", note: str = "") -> list[Path]:
+    """Bar panels (up to three a row), one per (dataset, splits); bars for `conditions` in that order.
+
+    Draws what exists and lists in the caption the (dataset, condition) pairs that are missing. When no panel
+    has a bar it writes nothing, returns [] and removes this figure's files from an earlier run (unless the
+    results are empty altogether: then it touches nothing)."""
+    sns.set_theme(style="whitegrid", context="paper")
+    df = analysis.tidy(results, metric) if len(results) else pd.DataFrame(columns=analysis.COLUMNS)
+    agg = _bars(analysis.aggregate(df, metric, by=("dataset", "split", "condition")))
+    drawn, missing = [], []
+    for ds, splits in panels:
+        a = agg[(agg["dataset"] == ds) & agg["split"].isin(splits) & agg["condition"].isin(conditions)]
+        have = [c for c in conditions if c in set(a["condition"])]
+        missing += [f"{ds}: {LABELS.get(c, c)}" for c in conditions if c not in have] if len(a) else [f"{ds} (all)"]
+        if len(a):
+            drawn.append((ds, [s for s in splits if s in set(a["split"])], a, have))
+    if not drawn:  # with no results at all (a fresh clone), leave the committed figures alone
+        return remove_stale(outdir, name) if len(df) else []
+    ncols = min(len(drawn), 3)
+    nrows = -(-len(drawn) // ncols)
+    widths = [len(s) * max(len(h), 1) for _, s, _, h in drawn]
+    row_width = max(sum(widths[i:i + ncols]) for i in range(0, len(drawn), ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.0 + 0.32 * row_width + 0.6 * ncols, 0.6 + 3.4 * nrows),
+                             squeeze=False, sharey=True,
+                             gridspec_kw=dict(width_ratios=widths) if nrows == 1 else None)
+    axes = axes.ravel()
+    for ax in axes[len(drawn):]:
+        ax.remove()
+    for ax, (ds, splits, a, have) in zip(axes, drawn):
+        width = 0.8 / len(have)
+        for i, cond in enumerate(have):
+            rows = a[a["condition"] == cond].set_index("split").reindex(splits)
+            x = np.arange(len(splits)) - 0.4 + width * (i + 0.5)
+            ax.bar(x, rows["height"], width, yerr=rows["err"], capsize=2, color=PALETTE.get(cond, "0.5"),
+                   label=LABELS.get(cond, cond), error_kw=dict(lw=0.8))
+        chance = a.groupby("split")["chance"].mean().reindex(splits)
+        for j, ch in enumerate(chance):
+            ax.hlines(ch, j - 0.45, j + 0.45, colors="0.25", linestyles="--", lw=1,
+                      label="chance" if j == 0 else None)
+        ax.set_xticks(range(len(splits)), [SPLIT_LABELS.get(s, s) for s in splits])
+        ax.set_title(ds.replace("_", " "))
+        ax.set_ylim(0, 1.02)
+        ax.set_xlim(-0.55, len(splits) - 0.45)
+    for ax in axes[:len(drawn):ncols]:
+        ax.set_ylabel(f"accuracy ({metric})")
+    handles = {}
+    for ax in axes[:len(drawn)]:
+        for h, l in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(l, h)
+    fig.legend(list(handles.values()), list(handles.keys()), loc="upper left", bbox_to_anchor=(1.0, 0.9), frameon=False)
+    n_seeds = int(df.groupby("condition")["seed"].nunique().max()) if len(df) else 0
+    fig.suptitle(f"{title}\nmodel {_model_label(df)} · params {params_name} · metric {metric}", fontsize=10, y=1.0)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    caption = ("Bars: mean over inference-type subsets ± SE over subsets (one-subset splits: accuracy ± binomial SE "
+               f"over items){'; mean over ' + str(n_seeds) + ' seeds' if n_seeds > 1 else ''}. Dashed: chance. "
+               + (note + " " if note else "") + ("Missing: " + "; ".join(missing) if missing else ""))
+    fig.text(0.01, -0.02, "\n".join(textwrap.wrap(caption, 140)), ha="left", va="top", fontsize=7)
+    try:
+        return save(fig, outdir, name)
+    finally:
+        plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------ the figures
+def fig2_reversal_curse(results, outdir, *, params_name, metric="acc", augmented="aug_both"):
+    """Fig. 2: the reversal curse (Berglund et al.) after pretraining, FT, ICL and augmented FT."""
+    return bar_figure(results, [("reversal_curse", analysis.SPLITS["reversal_curse"])],
+                      ["pretrained", "ft", "icl", augmented], name="fig2_reversal_curse",
+                      title="Fig. 2 analogue: the reversal curse", outdir=outdir, params_name=params_name,
+                      metric=metric)
+
+
+def fig3_simple_reversals_syllogisms(results, outdir, *, params_name, metric="acc", augmented="aug_both"):
+    """Fig. 3: simple reversals (left) and simple syllogisms (right)."""
+    return bar_figure(results, [("simple_reversals", analysis.SPLITS["simple_reversals"]),
+                                ("syllogisms", analysis.SPLITS["syllogisms"])],
+                      ["pretrained", "ft", "icl", augmented], name="fig3_simple_reversals_syllogisms",
+                      title="Fig. 3 analogue: simple reversals and syllogisms", outdir=outdir,
+                      params_name=params_name, metric=metric)
+
+
+def fig4_semantic_structure(results, outdir, *, params_name, metric="acc", augmented="aug_both"):
+    """Fig. 4: the semantic structure benchmark, four splits in rough order of difficulty."""
+    return bar_figure(results, [("semantic_structure", analysis.SPLITS["semantic_structure"])],
+                      ["pretrained", "ft", "icl", augmented], name="fig4_semantic_structure",
+                      title="Fig. 4 analogue: semantic structure benchmark", outdir=outdir,
+                      params_name=params_name, metric=metric)
+
+
+def figB1_sentence_splitting(results, outdir, *, params_name, metric="acc", augmented="aug_both"):
+    """Appx. B.1/B.4: FT on whole documents vs split into sentences (independent / cumulative), same steps."""
+    present = set(analysis.tidy(results, metric)["dataset"]) if len(results) else set()
+    conds = ["ft_nosplit", "ft_split_independent", "ft_split_cumulative", "ft"]
+    with_ablation = [d for d in analysis.SPLITS if d in present and
+                     results.loc[results["dataset"] == d, "condition"].map(analysis.base_condition)
+                     .isin(analysis.SPLITTING).any()]
+    return bar_figure(results, [(d, analysis.SPLITS[d]) for d in with_ablation], conds,
+                      name="figB1_sentence_splitting", title="Appx. B.1 analogue: sentence splitting for FT",
+                      outdir=outdir, params_name=params_name, metric=metric,
+                      note="All FT variants train for the same number of steps on the same documents.")
+
+
+def figB_local_vs_global_augmentation(results, outdir, *, params_name, metric="acc", augmented="aug_both"):
+    """Local vs global augmentation, with FT on plain repetitions of the data (matched in size) as control."""
+    conds = ["ft", "ft_repeat", "aug_local", "aug_global", "aug_both", "icl"]
+    present = (set(results.loc[results["condition"].map(analysis.base_condition).str.startswith("aug_"), "dataset"])
+               if len(results) else set())
+    return bar_figure(results, [(d, analysis.SPLITS[d]) for d in analysis.SPLITS if d in present], conds,
+                      name="figB_local_vs_global_augmentation", title="Local vs global augmentation",
+                      outdir=outdir, params_name=params_name, metric=metric,
+                      note="'FT, repeated data' repeats the original documents to the size of the augmented set.")
+
+
+def figB5_derivatoids(results, outdir, *, params_name, metric="acc", augmented="aug_both"):
+    """Appx. B.5: process knowledge (derivatoids), trained rule combinations vs new compositions."""
+    return bar_figure(results, [("derivatoids", analysis.SPLITS["derivatoids"])],
+                      ["pretrained", "ft", "icl", "aug_local", "aug_global", "aug_both"], name="figB5_derivatoids",
+                      title="Appx. B.5 analogue: process knowledge (derivatoids, our own design)", outdir=outdir,
+                      params_name=params_name, metric=metric)
+
+
+def figS_loss_curves(curves: pd.DataFrame, outdir, *, params_name, model=""):
+    """Training loss of every FT run found under runs/<p>/ft/ (one panel per dataset)."""
+    if curves is None or curves.empty:
+        return []
+    sns.set_theme(style="whitegrid", context="paper")
+    g = sns.relplot(data=curves, x="step", y="loss", hue="run", col="dataset", kind="line", col_wrap=min(3, curves["dataset"].nunique()),
+                    height=2.6, facet_kws=dict(sharey=False), legend="brief")
+    g.figure.suptitle(f"FT training loss · model {model or '(see notebook 03)'} · params {params_name}",
+                      y=1.03, fontsize=10)
+    try:
+        return save(g.figure, outdir, "figS_ft_loss_curves")
+    finally:
+        plt.close(g.figure)
+
+
+FIGURE_FUNCTIONS = [fig2_reversal_curse, fig3_simple_reversals_syllogisms, fig4_semantic_structure,
+                    figB1_sentence_splitting, figB_local_vs_global_augmentation, figB5_derivatoids]
+
+
+def draw_all(results: pd.DataFrame, outdir: Path, *, params_name: str, metric: str = "acc",
+             augmented: str = "aug_both") -> dict[str, list[Path]]:
+    """Every bar figure: {figure name: [png, pdf]} ([] where the results hold nothing it can draw)."""
+    return {f.__name__: f(results, outdir, params_name=params_name, metric=metric, augmented=augmented)
+            for f in FIGURE_FUNCTIONS}
+
+
+def show(paths: list[Path], what: str = "") -> None:
+    """In a notebook: display a written figure's PNG, or say that the results hold nothing it could draw."""
+    from IPython.display import Image, display
+
+    if paths:
+        display(Image(filename=str(paths[0])))
+        print("written:", ", ".join(str(p.relative_to(ROOT) if p.is_relative_to(ROOT) else p) for p in paths))
+    else:
+        print(f"{what or 'figure'}: not drawn, the results hold none of its conditions yet")

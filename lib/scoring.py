@@ -1,0 +1,431 @@
+"""Multiple-choice log-likelihood scoring, with the semantics of lm-evaluation-harness.
+
+An item is a prompt and options; each option is scored as the continuation " " + option of the prompt,
+never shown to the model beforehand. As in lm-eval (`TemplateLM._encode_pair`), the context (shared
+context + prompt) and the continuation are tokenised *jointly* and the joint tokens are cut at the
+context's own token length; a trailing space of the context moves onto the continuation. Per option we
+keep the summed log-probability of the continuation tokens, its token count and its character count
+(lm-eval's `acc_norm` divides by `len(option)`), and the log-probability of the option with no context at
+all (lm-eval's `acc_mutual_info`: the empty context is the tokenizer's BOS token, or EOS when it has none,
+as lm-eval's `prefix_token_id`). Per item:
+
+    pred      = argmax  ll                     -> acc
+    pred_norm = argmax  ll / n_chars           -> acc_norm
+    pred_mi   = argmax  ll - ll_uncond         -> acc_mutual_info
+
+Shared-context reuse. In ICL every item of a dataset follows the same long context (the training
+documents). The context's tokens are run once and their key/value cache is kept; every option of every
+item is then run from that cache, and the vocabulary head is applied only at the positions that are scored.
+Options (of many items) are packed side by side into one sequence after the cache, with a block-causal 4D
+attention mask (each option sees the cached context and its own earlier tokens only), so one pass reads the
+cache once for ~PACK_TOKENS scored tokens; with attention implementations that take no 4D mask (flash) the
+options are batched as rows over the cache expanded as a view (never deep-copied per option). The result
+equals a full recomputation (tests/test_scoring.py checks this to 1e-4): the cached prefix stops one token
+before the context's end, and for every item we check that the joint tokenisation starts with exactly the
+cached tokens (a token that merges across the join would break this; such an item is recomputed in full).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import warnings
+from collections import defaultdict
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import runs
+from .models import check_fits
+
+SCORING_VERSION = 1
+PREFIX_CHUNK = 2048  # tokens per forward pass when filling the shared context's cache
+CACHE_ROWS = 32768  # batch x cached tokens per forward: the expanded cache is concatenated (copied) by the model
+
+
+# ------------------------------------------------------------------------------------------ tokenising
+def _encode(tok, text: str) -> list[int]:
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def encode_pair(tok, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """lm-eval's split of (context, continuation) into tokens: joint tokenisation cut at the context's length."""
+    if context == "":
+        return [prefix_token_id(tok)], _encode(tok, continuation)
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        continuation = context[-n_spaces:] + continuation
+        context = context[:-n_spaces]
+    whole = _encode(tok, context + continuation)
+    n_ctx = len(_encode(tok, context))
+    return whole[:n_ctx], whole[n_ctx:]
+
+
+def prefix_token_id(tok) -> int:
+    """The token that stands for an empty context (lm-eval: BOS when the tokenizer has one, else EOS)."""
+    return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+
+
+# ---------------------------------------------------------------------------------------- the forward
+def _parts(model):
+    """(decoder, output head, final logit softcap) of a causal LM, also under a peft wrapper."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder()
+    head = base.get_output_embeddings()
+    return decoder, head, getattr(base.config, "final_logit_softcapping", None)
+
+
+def _logprobs_at(model, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) from the hidden states of the positions that predict them (vocabulary head only there)."""
+    _, head, cap = _parts(model)
+    logits = head(hidden).float()
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None])[:, 0]
+
+
+def _expand_cache(cache, batch: int):
+    """A cache whose layers are views of `cache`'s tensors expanded to `batch` rows: nothing is copied, and
+    the model's update (a concatenation) makes new tensors, so the shared cache is never modified."""
+    import copy
+
+    new = copy.copy(cache)
+    new.layers = []
+    for layer in cache.layers:
+        view = copy.copy(layer)
+        view.keys = layer.keys.expand(batch, -1, -1, -1)
+        view.values = layer.values.expand(batch, -1, -1, -1)
+        new.layers.append(view)
+    return new
+
+
+def _call_decoder(decoder, ids: torch.Tensor, start: int, cache=None) -> torch.Tensor:
+    """Hidden states of `ids` at positions start.. (after `cache`), with the keyword names of this
+    transformers version (`cache` in 5.x, `past_key_values` before)."""
+    import inspect
+
+    params = inspect.signature(decoder.forward).parameters
+    pos = torch.arange(start, start + ids.shape[1], device=ids.device)
+    kw = {"position_ids": pos[None].expand(ids.shape[0], -1)}
+    if "cache_position" in params:
+        kw["cache_position"] = pos
+    if cache is not None:
+        kw["cache" if "cache" in params else "past_key_values"] = cache
+        kw["use_cache"] = True
+    else:
+        kw["use_cache"] = False
+    return decoder(input_ids=ids, **kw).last_hidden_state
+
+
+def fill_cache(model, ids: list[int]):
+    """Run the shared context once (in chunks, no vocabulary head) and return its key/value cache."""
+    from transformers import DynamicCache
+
+    decoder, _, _ = _parts(model)
+    cache = DynamicCache()
+    dev = model.device
+    with torch.inference_mode():
+        for start in range(0, len(ids), PREFIX_CHUNK):
+            chunk = torch.tensor([ids[start:start + PREFIX_CHUNK]], device=dev)
+            _call_decoder(decoder, chunk, start, cache)
+    return cache
+
+
+PACKED = True  # rows after a shared cache go through _score_packed (False: batched rows, the cache expanded)
+PACK_TOKENS = 1024  # query tokens per packed forward pass after a shared cache
+
+
+def _attn_impl(model) -> str:
+    return getattr(_parts(model)[0].config, "_attn_implementation", None) or "eager"
+
+
+def _score_packed(model, rows: list[dict], cache, n_prefix: int) -> list[float]:
+    """Rows after a shared cache, packed side by side into one sequence with a block-causal 4D attention mask
+    (every row sees the whole cached prefix and its own earlier tokens, never another row's): the cache is
+    read once per pass instead of once per row, and its keys are not copied per row."""
+    decoder, _, _ = _parts(model)
+    dev = model.device
+    sdpa = _attn_impl(model) == "sdpa"
+    out = [0.0] * len(rows)
+    packs, cur, size = [], [], 0
+    for i, r in enumerate(rows):
+        n = len(r["ids"]) - 1
+        if cur and size + n > PACK_TOKENS:
+            packs.append(cur)
+            cur, size = [], 0
+        cur.append(i)
+        size += n
+    if cur:
+        packs.append(cur)
+    with torch.inference_mode():
+        for idx in packs:
+            q = sum(len(rows[i]["ids"]) - 1 for i in idx)
+            inp, pos, sel, tgt, owner = [], [], [], [], []
+            allowed = torch.zeros(q, n_prefix + q, dtype=torch.bool)
+            allowed[:, :n_prefix] = True
+            a = 0
+            for k, i in enumerate(idx):
+                ids = rows[i]["ids"]
+                n = len(ids) - 1
+                inp += ids[:-1]
+                pos += range(n_prefix, n_prefix + n)
+                allowed[a:a + n, n_prefix + a:n_prefix + a + n] = torch.ones(n, n, dtype=torch.bool).tril()
+                for t in range(rows[i]["start"], len(ids)):
+                    sel.append(a + t - 1), tgt.append(ids[t]), owner.append(k)
+                a += n
+            mask = allowed if sdpa else torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+            mask = mask[None, None].to(dev)
+            if not sdpa:
+                mask = mask.to(_parts(model)[1].weight.dtype)
+            import inspect
+
+            params = inspect.signature(decoder.forward).parameters
+            ids_t = torch.tensor([inp], device=dev)
+            kw = {"position_ids": torch.tensor([pos], device=dev), "attention_mask": mask, "use_cache": True,
+                  ("cache" if "cache" in params else "past_key_values"): _expand_cache(cache, 1)}
+            if "cache_position" in params:
+                kw["cache_position"] = torch.arange(n_prefix, n_prefix + q, device=dev)
+            hidden = decoder(input_ids=ids_t, **kw).last_hidden_state[0]
+            lp = _logprobs_at(model, hidden[torch.tensor(sel, device=dev)], torch.tensor(tgt, device=dev)).double().cpu()
+            sums = torch.zeros(len(idx), dtype=torch.float64).index_add_(0, torch.tensor(owner), lp)
+            for k, i in enumerate(idx):
+                out[i] = float(sums[k])
+    return out
+
+
+def _score_rows(model, rows: list[dict], cache, n_prefix: int, batch_size: int) -> list[float]:
+    """Summed log-prob of each row's scored tokens. A row: {"ids": tokens after the cached prefix,
+    "start": index in "ids" of the first scored token}. Rows are right-padded into batches (causal
+    attention: padding at the end cannot change earlier positions)."""
+    if cache is not None and PACKED and _attn_impl(model) in ("sdpa", "eager"):
+        return _score_packed(model, rows, cache, n_prefix)
+    decoder, _, _ = _parts(model)
+    dev = model.device
+    batch_size = max(1, min(batch_size, CACHE_ROWS // max(1, n_prefix)))
+    out = [0.0] * len(rows)
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]["ids"]))
+    pad = 0
+    with torch.inference_mode():
+        for b in range(0, len(order), batch_size):
+            idx = order[b:b + batch_size]
+            width = max(len(rows[i]["ids"]) for i in idx) - 1  # the last token is only a target
+            inp = torch.full((len(idx), width), pad, dtype=torch.long)
+            sel_r, sel_c, tgt = [], [], []
+            for r, i in enumerate(idx):
+                ids = rows[i]["ids"]
+                inp[r, :len(ids) - 1] = torch.tensor(ids[:-1])
+                for t in range(rows[i]["start"], len(ids)):
+                    sel_r.append(r), sel_c.append(t - 1), tgt.append(ids[t])
+            hidden = _call_decoder(decoder, inp.to(dev), n_prefix,
+                                   None if cache is None else _expand_cache(cache, len(idx)))
+            sel_r_t, sel_c_t = torch.tensor(sel_r, device=dev), torch.tensor(sel_c, device=dev)
+            lp = _logprobs_at(model, hidden[sel_r_t, sel_c_t], torch.tensor(tgt, device=dev)).double().cpu()
+            sums = torch.zeros(len(idx), dtype=torch.float64).index_add_(0, torch.tensor(sel_r), lp)
+            for r, i in enumerate(idx):
+                out[i] = float(sums[r])
+    return out
+
+
+# ------------------------------------------------------------------------------------------- scoring
+def _rows_for(tok, context: str, item: dict) -> list[dict]:
+    """The joint tokens of each option of an item, and where its continuation starts."""
+    if not item.get("options"):
+        raise ValueError(f"item {item.get('id')!r} has no options")
+    ctx = context + item["prompt"]
+    rows = []
+    for o in item["options"]:
+        if not isinstance(o, str) or not o.strip():
+            raise ValueError(f"item {item.get('id')!r} has an empty option {o!r}")
+        c_ids, k_ids = encode_pair(tok, ctx, " " + o)
+        if not k_ids:
+            raise ValueError(f"item {item.get('id')!r}: option {o!r} gives an empty continuation "
+                             f"(it merges into the prompt's last token); fix the item")
+        rows.append({"ids": c_ids + k_ids, "start": len(c_ids)})
+    return rows
+
+
+def _check_window(model, n: int, what: str) -> None:
+    check_fits(model, n, what)
+
+
+def loglikelihoods(model, tok, items: list[dict], context: str = "", *, batch_size: int = 16,
+                   progress: bool = False) -> tuple[list[list[float]], list[list[int]]]:
+    """Per item, the summed log-prob and the token count of each option's continuation given
+    `context` + prompt. The context's tokens are run once and reused for every item (see the module doc)."""
+    if not items:
+        return [], []
+    rows = [_rows_for(tok, context, it) for it in items]
+    for it, rs in zip(items, rows):
+        _check_window(model, max(len(r["ids"]) for r in rs), f"item {it.get('id')!r} with its context")
+    prefix = _encode(tok, context)[:-1] if context else []  # stop one token early: it may merge with the prompt
+    fits = [bool(prefix) and all(r["ids"][:len(prefix)] == prefix and r["start"] > len(prefix) for r in rs)
+            for rs in rows]
+    if prefix and not all(fits):
+        warnings.warn(f"{fits.count(False)} of {len(items)} items do not tokenise with the shared context's "
+                      f"tokens as a prefix: they are recomputed in full")
+    result: list = [[None] * len(rs) for rs in rows]
+    for reuse in (True, False):
+        flat, where = [], []
+        for i, (rs, ok) in enumerate(zip(rows, fits)):
+            if ok == reuse:
+                for j, r in enumerate(rs):
+                    flat.append(r), where.append((i, j))
+        if not flat:
+            continue
+        n = len(prefix) if reuse else 0
+        cache = fill_cache(model, prefix) if reuse else None
+        flat = [{"ids": r["ids"][n:], "start": r["start"] - n} for r in flat]
+        for (i, j), v in zip(where, _batched(model, flat, cache, n, batch_size, progress)):
+            result[i][j] = v
+        del cache
+    ntok = [[len(r["ids"]) - r["start"] for r in rs] for rs in rows]
+    return result, ntok
+
+
+def _batched(model, flat, cache, n_prefix, batch_size, progress):
+    if not flat:
+        return []
+    if not progress:
+        return _score_rows(model, flat, cache, n_prefix, batch_size)
+    from tqdm.auto import tqdm
+
+    out, step = [], batch_size * 8
+    for s in tqdm(range(0, len(flat), step), desc="scoring", leave=False):
+        out += _score_rows(model, flat[s:s + step], cache, n_prefix, batch_size)
+    return out
+
+
+def unconditional(model, tok, options: list[str], *, batch_size: int = 16) -> dict[str, float]:
+    """log p(" " + option | empty context) for each distinct option string (lm-eval's acc_mutual_info)."""
+    distinct = sorted(set(options))
+    rows = []
+    for o in distinct:
+        c_ids, k_ids = encode_pair(tok, "", " " + o)
+        rows.append({"ids": c_ids + k_ids, "start": len(c_ids)})
+    return dict(zip(distinct, _score_rows(model, rows, None, 0, batch_size))) if rows else {}
+
+
+def _argmax(xs) -> int:
+    return int(np.argmax(np.asarray(xs, dtype=float)))
+
+
+def score_items(model, tok, items: list[dict], context: str | list[str] = "", *, batch_size: int = 16,
+                progress: bool = True) -> list[dict]:
+    """Score every option of every item. `context`: a shared prefix ("" = none) or one string per item.
+
+    Returns per item {"id", "loglikelihoods", "n_tokens", "n_chars", "loglikelihoods_uncond",
+    "pred", "pred_norm", "pred_mi", "gold"}."""
+    if isinstance(context, str):
+        groups = {context: list(range(len(items)))}
+    else:
+        if len(context) != len(items):
+            raise ValueError(f"got {len(context)} contexts for {len(items)} items")
+        groups = defaultdict(list)
+        for i, c in enumerate(context):
+            groups[c].append(i)
+    lls: list = [None] * len(items)
+    ntok: list = [None] * len(items)
+    for ctx, idx in groups.items():
+        ll, nt = loglikelihoods(model, tok, [items[i] for i in idx], ctx, batch_size=batch_size,
+                                progress=progress and len(groups) == 1)
+        for k, i in enumerate(idx):
+            lls[i], ntok[i] = ll[k], nt[k]
+    uncond = unconditional(model, tok, [o for it in items for o in it["options"]], batch_size=batch_size)
+    out = []
+    for it, ll, nt in zip(items, lls, ntok):
+        n_chars = [len(o) for o in it["options"]]
+        ll_u = [uncond[o] for o in it["options"]]
+        out.append({"id": it["id"], "loglikelihoods": ll, "n_tokens": nt, "n_chars": n_chars,
+                    "loglikelihoods_uncond": ll_u, "pred": _argmax(ll),
+                    "pred_norm": _argmax([a / c for a, c in zip(ll, n_chars)]),
+                    "pred_mi": _argmax([a - u for a, u in zip(ll, ll_u)]), "gold": it["gold"]})
+    return out
+
+
+# ------------------------------------------------------------------------------------- summaries, stage
+RESULT_COLUMNS = ["dataset", "split", "subset", "condition", "model", "seed", "n", "acc", "acc_norm",
+                  "acc_mutual_info", "chance", "acc_any_valid"]
+
+
+def summarize(items: list[dict], scores: list[dict], *, dataset: str, condition: str, model: str,
+              seed: int) -> pd.DataFrame:
+    """One row per split x subset: n, acc, acc_norm, acc_mutual_info, chance (mean 1/#options) and
+    acc_any_valid (the prediction is any of the item's "valid" options; NaN where items have none)."""
+    if len(items) != len(scores):
+        raise ValueError(f"{len(items)} items but {len(scores)} scores")
+    recs = []
+    for it, sc in zip(items, scores):
+        if it["id"] != sc["id"]:
+            raise ValueError(f"scores out of order: item {it['id']!r} vs score {sc['id']!r}")
+        valid = it.get("valid")
+        recs.append({"split": it["split"], "subset": it.get("subset", ""),
+                     "acc": float(sc["pred"] == it["gold"]), "acc_norm": float(sc["pred_norm"] == it["gold"]),
+                     "acc_mutual_info": float(sc["pred_mi"] == it["gold"]),
+                     "chance": 1.0 / len(it["options"]),
+                     "acc_any_valid": float(sc["pred"] in valid) if valid else math.nan})
+    if not recs:
+        return pd.DataFrame(columns=RESULT_COLUMNS)
+    df = pd.DataFrame(recs)
+    g = df.groupby(["split", "subset"], sort=False)
+    out = g.agg(n=("acc", "size"), acc=("acc", "mean"), acc_norm=("acc_norm", "mean"),
+                acc_mutual_info=("acc_mutual_info", "mean"), chance=("chance", "mean"),
+                acc_any_valid=("acc_any_valid", "mean")).reset_index()
+    out.insert(0, "dataset", dataset)
+    out.insert(3, "condition", condition)
+    out.insert(4, "model", model)
+    out.insert(5, "seed", seed)
+    return out[RESULT_COLUMNS]
+
+
+def _sha(obj) -> str:
+    return hashlib.sha256(runs.canonical_json(obj).encode()).hexdigest()
+
+
+def scores_path(params, dataset: str, condition: str):
+    return runs.run_dir(params) / "scores" / f"{dataset}__{condition}.jsonl"
+
+
+def results_path(params, dataset: str, condition: str):
+    return runs.run_dir(params) / "results" / f"{dataset}__{condition}.csv"
+
+
+def evaluate(params, dataset: str, condition: str, model, tok, items: list[dict], context: str | list[str] = "",
+             *, seed: int = 0, key=None, batch_size: int = 16, progress: bool = True) -> pd.DataFrame:
+    """The cached scoring stage: score `items` (after `context`), write runs/<p>/scores/<dataset>__<condition>.jsonl
+    (one line per item) and runs/<p>/results/<dataset>__<condition>.csv (summarize's rows); return the rows.
+
+    Fresh when the stamp's key matches: scoring version, model params, the items, the context and `key`
+    (callers add what else decides the model's weights, e.g. a finetuned adapter's hash)."""
+    if not items:
+        raise ValueError(f"{dataset}/{condition}: no items to score")
+    full_key = {"version": SCORING_VERSION, "model": params.model.model_dump(), "dataset": dataset,
+                "condition": condition, "seed": seed, "items": _sha(items), "context": _sha(context), "extra": key}
+    sp, rp = scores_path(params, dataset, condition), results_path(params, dataset, condition)
+    if runs.is_fresh(rp, full_key) and sp.exists():
+        return _read_csv(rp)
+    scores = score_items(model, tok, items, context, batch_size=batch_size, progress=progress)
+    extra = [{"split": it["split"], "subset": it.get("subset", "")} for it in items]
+    runs.write_jsonl(sp, [{**s, **e} for s, e in zip(scores, extra)])
+    df = summarize(items, scores, dataset=dataset, condition=condition, model=params.model.name, seed=seed)
+    runs.write_text(rp, df.to_csv(index=False))
+    runs.mark_fresh(rp, full_key)
+    return df
+
+
+def read_scores(params, dataset: str, condition: str) -> list[dict]:
+    return runs.read_jsonl(scores_path(params, dataset, condition))
+
+
+def read_results(params) -> pd.DataFrame:
+    """All results CSVs of a run, concatenated (empty frame with the columns when there are none)."""
+    paths = sorted((runs.run_dir(params) / "results").glob("*.csv"))
+    if not paths:
+        return pd.DataFrame(columns=RESULT_COLUMNS)
+    return pd.concat([_read_csv(p) for p in paths], ignore_index=True)
+
+
+def _read_csv(path) -> pd.DataFrame:
+    df = pd.read_csv(path, dtype={"dataset": str, "split": str, "subset": str, "condition": str, "model": str})
+    for c in ("split", "subset"):
+        df[c] = df[c].fillna("")
+    return df

@@ -1,0 +1,576 @@
+"""Finetuning (the paper's Section 5): LoRA, QLoRA or full finetuning with our own small training loop.
+
+The model is finetuned on the same training documents that ICL sees in its context (data-matched), then
+scored on every test split with the prompt alone (no context) by the same scorer as ICL.
+
+Sentence splitting (`make_examples`): a multi-sentence document is trained on
+  - `none`:        as one example (the whole document is the target);
+  - `independent`: each sentence is its own example (the paper's default);
+  - `cumulative`:  one example per sentence, with all preceding sentences of its document as unscored context.
+Where a document has "prompt"/"completion" and `finetune.loss_on` is `completion`, the prompt is unscored
+context and only the completion is the target (any splitting: such a document is a single "sentence").
+
+The loop (`train`), chosen for 2 CPU cores:
+  - AdamW (lr, weight decay from params) on the trainable parameters; linear warmup from 0 over
+    `warmup_steps`, then `schedule`: constant, or cosine decay to 0 at the last step; gradients clipped to
+    `max_grad_norm`. Each step takes `batch_size` examples from a seeded shuffle (a fresh permutation per epoch).
+  - No padding: a step's examples are packed back to back into rows of at most `max_length` tokens
+    (first-fit decreasing), positions restarting at 0 for each example; transformers turns restarting
+    `position_ids` into a block-diagonal causal mask, so packed examples never attend to each other. Each row
+    is one forward/backward (gradients accumulate over rows); the loss is the mean over the step's target tokens.
+  - Logits only where the loss is taken: the backbone's hidden states at the positions that predict a
+    target token go through the output layer; the other positions never touch the 49K-word vocabulary.
+  - LoRA through peft: the number of trainable parameters must equal r * (in + out) summed over the Linear
+    layers that `target_modules` names (peft silently ignores names that match nothing; we do not).
+    `model.quantization: nf4` loads the base in 4-bit NormalFloat (bitsandbytes): QLoRA, same code.
+
+Outputs are cached under runs/<params>/ft/<dataset>/<tag>-<hash>/ keyed by the model params, the finetune
+params that shape training, the hash of the examples (which fixes rows, splitting and loss_on) and the seed:
+the adapter (or the full model), loss_curve.json and train_info.json. The folder is written under a temp
+name, renamed, then stamped: a killed run leaves no stamp and retrains from scratch.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from . import runs
+from .models import load_model
+
+SPLITTINGS = ("none", "independent", "cumulative")
+# The paper's plain-FT splitting per dataset: independent, except the semantic-structure baseline (unsplit).
+DEFAULT_SPLITTING = {"semantic_structure": "none"}
+CONDITION_OF_SPLITTING = {"independent": "ft_split_independent", "cumulative": "ft_split_cumulative",
+                          "none": "ft_nosplit"}
+# Params of `finetune.*` that do not change one training run (they choose which runs happen).
+_NOT_TRAINING_KEYS = ("seeds", "splitting_ablation")
+
+
+# ------------------------------------------------------------------------------------------- examples
+def default_splitting(dataset: str) -> str:
+    """The splitting of the paper's plain `ft` condition for a dataset."""
+    return DEFAULT_SPLITTING.get(dataset, "independent")
+
+
+def _sentence_spans(text: str, sentences: list[str]) -> list[tuple[int, int]]:
+    """(start, end) of each sentence inside the document text, found in order."""
+    spans, pos = [], 0
+    for s in sentences:
+        i = text.find(s, pos)
+        if i < 0:
+            raise ValueError(f"sentence {s!r} not found in order in the document text {text[:80]!r}...")
+        spans.append((i, i + len(s)))
+        pos = i + len(s)
+    return spans
+
+
+def make_examples(rows: list[dict], splitting: str, loss_on: str) -> list[dict]:
+    """Training examples {"context": unscored text, "target": scored text, "row": row id} from train rows.
+
+    - A row with "prompt"/"completion" under loss_on="completion": one example (prompt | completion).
+    - none: one example per row, target = the whole text.
+    - independent: one example per sentence, target = the sentence, no context.
+    - cumulative: one example per sentence; context = the document up to the end of the previous sentence,
+      target = the separator that follows it plus the sentence (so context + target is a prefix of the
+      document, tokenised the way the document is: " Word" rather than "Word").
+    """
+    if splitting not in SPLITTINGS:
+        raise ValueError(f"unknown splitting {splitting!r} (known: {', '.join(SPLITTINGS)})")
+    if loss_on not in ("all", "completion"):
+        raise ValueError(f"unknown loss_on {loss_on!r} (known: all, completion)")
+    if not rows:
+        raise ValueError("no training rows: cannot finetune on an empty dataset")
+    out = []
+    for row in rows:
+        rid = row.get("id", "")
+        if loss_on == "completion" and "prompt" in row and "completion" in row:
+            out.append({"context": row["prompt"], "target": row["completion"], "row": rid})
+            continue
+        text = row["text"]
+        sentences = row.get("sentences") or [text]
+        if splitting == "none" or len(sentences) == 1:
+            out.append({"context": "", "target": text, "row": rid})
+        elif splitting == "independent":
+            out.extend({"context": "", "target": s, "row": rid} for s in sentences)
+        else:
+            spans = _sentence_spans(text, sentences)
+            prev_end = 0
+            for k, (start, end) in enumerate(spans):
+                ctx = text[:prev_end] if k else ""
+                tgt = text[prev_end:end] if k else text[start:end]
+                out.append({"context": ctx, "target": tgt, "row": rid})
+                prev_end = end
+    return out
+
+
+def tokenize_examples(tok, examples: list[dict], max_length: int) -> list[dict]:
+    """Token ids and the scored positions of each example: {"ids": [...], "n_context": int}.
+
+    As in the scorer (lib.scoring.encode_pair, lm-eval's convention), context + target are tokenised jointly
+    and cut at the context's own token length, so a training example is tokenised exactly like the document
+    it comes from. The tokenizer's own special tokens (BOS where it adds one) start the example. An example
+    longer than max_length is an error naming it, never silently cut.
+    """
+    out = []
+    for i, ex in enumerate(examples):
+        if not ex["target"]:
+            raise ValueError(f"example {i} (row {ex.get('row')!r}) has an empty target")
+        special = tok("", add_special_tokens=True).input_ids  # [] or [BOS]
+        context = ex["context"].rstrip()  # a trailing space belongs to the target's first token
+        whole = tok(ex["context"] + ex["target"], add_special_tokens=False).input_ids
+        n_ctx = len(tok(context, add_special_tokens=False).input_ids) if context else 0
+        ctx = special + whole[:n_ctx]
+        ids = special + whole
+        if len(ids) > max_length:
+            raise ValueError(
+                f"example {i} (row {ex.get('row')!r}) has {len(ids)} tokens, more than finetune.max_length="
+                f"{max_length}: raise max_length or split the document (splitting: independent/cumulative)")
+        n_context = max(len(ctx), 1)  # the first token of a document with no BOS is never predicted
+        if len(ids) - n_context < 1:
+            raise ValueError(f"example {i} (row {ex.get('row')!r}) has no token to predict: {ex['target']!r}")
+        out.append({"ids": ids, "n_context": n_context})
+    return out
+
+
+def pack(examples: list[dict], capacity: int) -> list[list[int]]:
+    """Indices of `examples` (tokenised) packed into rows of at most `capacity` tokens (first-fit decreasing)."""
+    order = sorted(range(len(examples)), key=lambda i: -len(examples[i]["ids"]))
+    rows, free = [], []
+    for i in order:
+        n = len(examples[i]["ids"])
+        for r, f in enumerate(free):
+            if n <= f:
+                rows[r].append(i)
+                free[r] -= n
+                break
+        else:
+            rows.append([i])
+            free.append(capacity - n)
+    return rows
+
+
+def collate_row(examples: list[dict]) -> dict:
+    """One packed row: input_ids, position_ids (restarting per example), the positions whose next token is
+    a target (`positions`), and those next tokens (`labels`). Shapes (1, T), (1, T), (K,), (K,)."""
+    ids, pos, sel, lab = [], [], [], []
+    for ex in examples:
+        off, n = len(ids), len(ex["ids"])
+        ids.extend(ex["ids"])
+        pos.extend(range(n))
+        sel.extend(off + j - 1 for j in range(ex["n_context"], n))
+        lab.extend(ex["ids"][ex["n_context"]:])
+    return {"input_ids": torch.tensor([ids]), "position_ids": torch.tensor([pos]),
+            "positions": torch.tensor(sel), "labels": torch.tensor(lab)}
+
+
+# ---------------------------------------------------------------------------------------------- model
+def _linear_shape(module) -> tuple[int, int] | None:
+    """(in_features, out_features) of a Linear-like layer (torch Linear, bitsandbytes Linear4bit), else None."""
+    if isinstance(module, torch.nn.Linear) or type(module).__name__ in ("Linear4bit", "Linear8bitLt"):
+        return int(module.in_features), int(module.out_features)
+    return None
+
+
+def expected_lora_parameters(model, target_modules: list[str], r: int) -> int:
+    """r * (in + out) summed over the Linear layers whose name ends with a target name.
+
+    A target name that matches no Linear layer is an error (peft would silently skip it)."""
+    counts = {t: 0 for t in target_modules}
+    total = 0
+    linear_names = set()
+    for name, module in model.named_modules():
+        shape = _linear_shape(module)
+        if shape is None:
+            continue
+        leaf = name.rsplit(".", 1)[-1]
+        linear_names.add(leaf)
+        for t in target_modules:
+            if name == t or name.endswith("." + t):
+                counts[t] += 1
+                total += r * (shape[0] + shape[1])
+                break
+    missing = [t for t, c in counts.items() if c == 0]
+    if missing:
+        raise ValueError(f"finetune.target_modules {missing} match no Linear layer of the model "
+                         f"(its Linear layers: {', '.join(sorted(linear_names))})")
+    return total
+
+
+def n_trainable(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def prepare_model(model, ft) -> torch.nn.Module:
+    """Put LoRA adapters on the model (or unfreeze it for full finetuning) and check the trainable count."""
+    ft = ft if isinstance(ft, dict) else ft.model_dump()
+    quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_quantized", False)
+    if ft["method"] == "full":
+        if quantized:
+            raise ValueError("finetune.method full cannot train a 4-bit (nf4) model: use method lora (QLoRA)")
+        for p in model.parameters():
+            p.requires_grad_(True)
+        expected = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+        got = n_trainable(model)
+    elif ft["method"] == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        expected = expected_lora_parameters(model, ft["target_modules"], ft["lora_r"])
+        config = LoraConfig(r=ft["lora_r"], lora_alpha=ft["lora_alpha"], lora_dropout=ft["lora_dropout"],
+                            target_modules=list(ft["target_modules"]), bias="none", task_type="CAUSAL_LM")
+        model = get_peft_model(model, config)
+        got = n_trainable(model)
+    else:
+        raise ValueError(f"unknown finetune.method {ft['method']!r} (known: lora, full)")
+    if got != expected:
+        raise RuntimeError(f"{got:,} trainable parameters, but finetune params imply {expected:,} "
+                           f"(method {ft['method']}, target_modules {ft.get('target_modules')})")
+    return model
+
+
+def _backbone_and_head(model):
+    """The decoder (returns hidden states) and the output layer, for a plain or a peft-wrapped causal LM."""
+    m = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(m, m.base_model_prefix), m.get_output_embeddings()
+
+
+def row_loss(backbone, head, batch: dict) -> torch.Tensor:
+    """Summed next-token cross-entropy of a packed row, logits computed only at the target positions."""
+    hidden = backbone(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                      use_cache=False).last_hidden_state[0]
+    logits = head(hidden.index_select(0, batch["positions"])).float()
+    return torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum")
+
+
+def lr_at(step: int, ft) -> float:
+    """Learning rate of step `step` (0-based): linear warmup, then constant or cosine decay to 0."""
+    ft = ft if isinstance(ft, dict) else ft.model_dump()
+    lr, warm, total = ft["learning_rate"], ft["warmup_steps"], ft["steps"]
+    if step < warm:
+        return lr * (step + 1) / warm
+    if ft["schedule"] == "constant":
+        return lr
+    progress = (step - warm) / max(1, total - warm)
+    return lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train(model, tok, examples: list[dict], ft, *, seed: int, progress: bool = True,
+          desc: str = "finetune") -> dict:
+    """Finetune `model` (already prepared) on `examples` in place; returns the loss curve and timing.
+
+    {"step": [...], "loss": [...] (mean over the step's target tokens), "lr": [...], "tokens": [...]
+     (tokens forwarded per step), "seconds": float, "tokens_per_s": float, "s_per_step": float, ...}
+    """
+    from tqdm import tqdm
+
+    ft = ft if isinstance(ft, dict) else ft.model_dump()
+    data = tokenize_examples(tok, examples, ft["max_length"])
+    torch.manual_seed(seed)
+    order_rng = random.Random(f"ft-order:{seed}")
+    backbone, head = _backbone_and_head(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": ft["weight_decay"]},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=ft["learning_rate"])
+    model.train()
+    stream: list[int] = []
+    curve = {"step": [], "loss": [], "lr": [], "tokens": [], "target_tokens": [], "step_seconds": []}
+    t0 = time.perf_counter()
+    n_tok = 0
+    bar = tqdm(range(ft["steps"]), desc=desc, disable=not progress, mininterval=1.0)
+    for step in bar:
+        ts = time.perf_counter()
+        while len(stream) < ft["batch_size"]:
+            perm = list(range(len(data)))
+            order_rng.shuffle(perm)
+            stream.extend(perm)
+        batch, stream = stream[:ft["batch_size"]], stream[ft["batch_size"]:]
+        exs = [data[i] for i in batch]
+        n_target = sum(len(e["ids"]) - e["n_context"] for e in exs)
+        lr = lr_at(step, ft)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        total = 0.0
+        for row in pack(exs, ft["max_length"]):
+            loss = row_loss(backbone, head, collate_row([exs[i] for i in row])) / n_target
+            loss.backward()
+            total += loss.item()
+        torch.nn.utils.clip_grad_norm_(params, ft["max_grad_norm"])
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        tokens = sum(len(e["ids"]) for e in exs)
+        n_tok += tokens
+        for k, v in (("step", step + 1), ("loss", total), ("lr", lr), ("tokens", tokens), ("target_tokens", n_target),
+                     ("step_seconds", time.perf_counter() - ts)):
+            curve[k].append(v)
+        el = time.perf_counter() - t0
+        bar.set_postfix(loss=f"{total:.3f}", tok_s=f"{n_tok / el:.0f}")
+    bar.close()
+    model.eval()
+    seconds = time.perf_counter() - t0
+    return {**curve, "seconds": seconds, "tokens_per_s": n_tok / seconds, "s_per_step": seconds / ft["steps"],
+            "n_examples": len(data), "n_trainable": n_trainable(model)}
+
+
+# -------------------------------------------------------------------------------------------- caching
+def _ft_dict(params) -> dict:
+    return {k: v for k, v in params.finetune.model_dump().items() if k not in _NOT_TRAINING_KEYS}
+
+
+def ft_key(params, examples: list[dict], seed: int) -> dict:
+    """What a finetuned model depends on: model params, training params, the examples and the seed."""
+    return {"model": params.model.model_dump(), "finetune": _ft_dict(params), "seed": seed,
+            "examples": runs.key_hash([[e["context"], e["target"]] for e in examples])}
+
+
+def ft_dir(params, dataset: str, tag: str, key: dict) -> Path:
+    return runs.run_dir(params) / "ft" / dataset / f"{tag}-{runs.key_hash(key, 12)}"
+
+
+def finetune(params, dataset: str, rows: list[dict], *, splitting: str, seed: int, tag: str | None = None,
+             progress: bool = True) -> Path:
+    """Finetune the params' model on `rows` (cached); returns the folder holding the adapter (or model),
+    loss_curve.json and train_info.json. Same model, finetune params, examples and seed -> same folder, reused."""
+    ft = params.finetune
+    examples = make_examples(rows, splitting, ft.loss_on)
+    key = ft_key(params, examples, seed)
+    out = ft_dir(params, dataset, tag or "ft", key)
+    if runs.is_fresh(out, key):
+        return out
+    model, tok = load_model(params.model)
+    model = prepare_model(model, ft)
+    info = train(model, tok, examples, ft, seed=seed, progress=progress,
+                 desc=f"{dataset} {tag or 'ft'} {splitting} s{seed}")
+    tmp = out.parent / f".{out.name}.tmp"
+    for stale in (tmp, out):
+        if stale.exists():
+            shutil.rmtree(stale)
+    tmp.mkdir(parents=True)
+    if ft.method == "full":
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+    else:
+        model.save_pretrained(tmp)
+    curve = {k: info[k] for k in ("step", "loss", "lr", "tokens", "target_tokens", "step_seconds")}
+    runs.write_json(tmp / "loss_curve.json", curve)
+    runs.write_json(tmp / "train_info.json", {
+        "dataset": dataset, "tag": tag or "ft", "splitting": splitting, "seed": seed,
+        **{k: info[k] for k in ("seconds", "tokens_per_s", "s_per_step", "n_examples", "n_trainable")},
+        "first_loss": info["loss"][0], "last_loss": info["loss"][-1]})
+    os.replace(tmp, out)
+    runs.mark_fresh(out, key)
+    return out
+
+
+def load_finetuned(params, folder: Path):
+    """(model, tokenizer) of a finetune() folder, in eval mode."""
+    if params.finetune.method == "full":
+        return load_model({**params.model.model_dump(), "name": str(folder)})
+    return load_model(params.model, adapter=folder)
+
+
+def read_loss_curve(folder: Path) -> dict:
+    return runs.read_json(Path(folder) / "loss_curve.json")
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+def condition_name(base: str, seed: int, params) -> str:
+    """`base`, or `base__s<seed>` when the params ask for several seeds."""
+    return f"{base}__s{seed}" if len(params.finetune.seeds) > 1 else base
+
+
+def run_ft(params, dataset: str, condition: str, rows: list[dict], *, splitting: str, seed: int,
+           tag: str | None = None, items: list[dict] | None = None, progress: bool = True):
+    """Finetune on `rows`, then score every test item with the prompt alone (lib.scoring.evaluate).
+
+    `condition` is the results' condition name (seed suffix added here when params ask for several seeds);
+    `items` default to the dataset's test items. Returns the results DataFrame."""
+    from . import datasets, scoring
+
+    if items is None:
+        _, items, _ = datasets.load(params, dataset)
+    folder = finetune(params, dataset, rows, splitting=splitting, seed=seed, tag=tag, progress=progress)
+    model, tok = load_finetuned(params, folder)
+    key = {"ft": runs.read_json(runs.stamp_path(folder))["key_hash"]}
+    return scoring.evaluate(params, dataset, condition_name(condition, seed, params), model, tok, items,
+                            context="", seed=seed, key=key)
+
+
+def ft_plan(params, dataset: str) -> list[dict]:
+    """The runs of the plain-FT arm of a dataset: `ft` (the paper's default splitting) for every seed and, for
+    datasets in finetune.splitting_ablation, the three splittings at matched steps. Each entry
+    {"condition", "splitting", "seed"} (condition without the seed suffix)."""
+    from .params import DATASETS
+
+    unknown = [d for d in params.finetune.splitting_ablation if d not in DATASETS]
+    if unknown:
+        raise ValueError(f"finetune.splitting_ablation names unknown datasets {unknown} (known: {', '.join(DATASETS)})")
+    plan = []
+    for seed in params.finetune.seeds:
+        plan.append({"condition": "ft", "splitting": default_splitting(dataset), "seed": seed})
+        if dataset in params.finetune.splitting_ablation:
+            plan += [{"condition": CONDITION_OF_SPLITTING[s], "splitting": s, "seed": seed} for s in SPLITTINGS]
+    return plan
+
+
+def arm_items(params, dataset: str, test: list[dict]) -> list[dict]:
+    """The test items FT is scored on: the same seeded subset as ICL (icl.max_test_items per split)."""
+    from .icl import select_items
+
+    return select_items(test, params.icl.max_test_items, params.seed, dataset)
+
+
+def run_ft_arm(params, dataset: str, progress: bool = True):
+    """Train and score every run of `ft_plan` (cached); returns all their results rows.
+
+    Identical example sets (e.g. `ft` and `ft_split_independent`) share one trained model (same cache key)."""
+    import pandas as pd
+
+    from . import datasets
+
+    rows, test, _ = datasets.load(params, dataset)
+    items = arm_items(params, dataset, test)
+    frames = [run_ft(params, dataset, r["condition"], rows, splitting=r["splitting"], seed=r["seed"], items=items,
+                     progress=progress) for r in ft_plan(params, dataset)]
+    return pd.concat(frames, ignore_index=True)
+
+
+def arm_runs(params, dataset: str) -> list[dict]:
+    """train_info.json of each finished run of the dataset's FT arm (for the current data), with its
+    condition and folder; runs not trained yet are left out."""
+    from . import datasets
+
+    rows, _, _ = datasets.load(params, dataset)
+    out = []
+    for r in ft_plan(params, dataset):
+        examples = make_examples(rows, r["splitting"], params.finetune.loss_on)
+        key = ft_key(params, examples, r["seed"])
+        folder = ft_dir(params, dataset, "ft", key)
+        if runs.is_fresh(folder, key):
+            out.append({**runs.read_json(folder / "train_info.json"), "splitting": r["splitting"],
+                        "condition": condition_name(r["condition"], r["seed"], params), "folder": str(folder)})
+    return out
+
+
+def ft_runs(params, dataset: str | None = None) -> list[dict]:
+    """train_info.json of every finished FT run of these params (one dataset or all), with its folder."""
+    base = runs.run_dir(params) / "ft"
+    out = []
+    for info in sorted(base.glob(f"{dataset or '*'}/*/train_info.json")):
+        if runs.stamp_path(info.parent).exists():
+            out.append({**runs.read_json(info), "folder": str(info.parent)})
+    return out
+
+
+# ------------------------------------------------------------------------------------------- benchmark
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """The machine's measured fp32 matmul rate: best of `repeats` torch.mm of two n x n matrices (GFLOP/s)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9
+
+
+def _flops_per_step(model, data: list[dict], full: bool) -> float:
+    """Matmul FLOPs of one training step: decoder Linear layers on every token (forward 2N, backward 2N for
+    activations, + 2N for weights when full), the output layer only on target tokens (same factors)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings()
+    n_dec = sum(m.in_features * m.out_features for n, m in base.named_modules()
+                if _linear_shape(m) and "lora_" not in n and m is not head)
+    n_head = head.in_features * head.out_features
+    k = 6 if full else 4
+    return sum(k * n_dec * len(d["ids"]) + k * n_head * (len(d["ids"]) - d["n_context"]) for d in data)
+
+
+def _hf_trainer_tokens_per_s(params, examples, steps: int, seed: int) -> dict:
+    """HF Trainer + peft with default settings on the same examples, model, batch size and LoRA config:
+    padded batches (DataCollatorForSeq2Seq pads to the longest, labels -100 on context and padding), full
+    logits at every position. Tokens/s counts real (non-padding) tokens, steps after the first."""
+    import datasets as hfds
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+    import tempfile
+
+    ft = params.finetune
+    model, tok = load_model(params.model)
+    model = prepare_model(model, ft)
+    data = tokenize_examples(tok, examples, ft.max_length)
+    rows = [{"input_ids": d["ids"], "attention_mask": [1] * len(d["ids"]),
+             "labels": [-100] * d["n_context"] + d["ids"][d["n_context"]:]} for d in data]
+    times = []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            times.append([time.perf_counter()])
+
+        def on_step_end(self, args, state, control, **kw):
+            times[-1].append(time.perf_counter())
+
+    seen = []
+
+    def collate(batch):
+        seen.append(sum(len(b["input_ids"]) for b in batch))
+        return DataCollatorForSeq2Seq(tok, padding=True)(batch)
+
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(output_dir=out, per_device_train_batch_size=ft.batch_size, max_steps=steps,
+                                 learning_rate=ft.learning_rate, seed=seed, report_to=[], save_strategy="no",
+                                 logging_strategy="no", use_cpu=not torch.cuda.is_available(),
+                                 disable_tqdm=True, dataloader_num_workers=0)
+        trainer = Trainer(model=model, args=args, train_dataset=hfds.Dataset.from_list(rows),
+                          data_collator=collate, callbacks=[Clock()])
+        trainer.train()
+    secs = sum(t1 - t0 for t0, t1 in times[1:])
+    tokens = sum(seen[1:len(times)])
+    return {"tokens_per_s": tokens / secs, "s_per_step": secs / (len(times) - 1)}
+
+
+def benchmark(params=None, dataset: str | None = None, *, steps: int = 8, seed: int = 0) -> dict:
+    """Tokens/s of our trainer vs HF Trainer + peft (defaults) on the same data, model, LoRA config and batch
+    size, and our matmul FLOP/s as a share of the machine's fp32 matmul peak. Prints and returns the numbers.
+
+    Data: the dataset's training rows with the paper's default splitting (first dataset of the params when
+    `dataset` is None). The first step of each trainer (warm-up) is not timed."""
+    from . import datasets
+    from . import params as P
+
+    params = params or P.load("cpu")
+    dataset = dataset or params.dataset_names[0]
+    rows, _, _ = datasets.load(params, dataset)
+    ft = params.finetune.model_dump()
+    examples = make_examples(rows, default_splitting(dataset), ft["loss_on"])
+    peak = matmul_peak_gflops()
+
+    model, tok = load_model(params.model)
+    model = prepare_model(model, ft)
+    info = train(model, tok, examples, {**ft, "steps": steps}, seed=seed, progress=False)
+    secs = sum(info["step_seconds"][1:])
+    ours_tps = sum(info["tokens"][1:]) / secs
+    data = tokenize_examples(tok, examples, ft["max_length"])
+    mean_flops_per_token = _flops_per_step(model, data, ft["method"] == "full") / sum(len(d["ids"]) for d in data)
+    ours_gflops = ours_tps * mean_flops_per_token / 1e9
+    hf = _hf_trainer_tokens_per_s(params, examples, steps, seed)
+    out = {"dataset": dataset, "model": params.model.name, "method": ft["method"], "batch_size": ft["batch_size"],
+           "steps_timed": steps - 1, "threads": torch.get_num_threads(),
+           "ours_tokens_per_s": ours_tps, "ours_s_per_step": secs / (steps - 1),
+           "hf_trainer_tokens_per_s": hf["tokens_per_s"], "hf_trainer_s_per_step": hf["s_per_step"],
+           "speedup_vs_hf": ours_tps / hf["tokens_per_s"],
+           "matmul_peak_gflops": peak, "ours_gflops": ours_gflops, "frac_of_peak": ours_gflops / peak}
+    print(f"finetune benchmark ({dataset}, {params.model.name}, {ft['method']}, batch {ft['batch_size']}, "
+          f"{torch.get_num_threads()} threads, {steps - 1} timed steps):")
+    print(f"  ours        {ours_tps:8.0f} tokens/s  {out['ours_s_per_step']:.2f} s/step")
+    print(f"  HF Trainer  {hf['tokens_per_s']:8.0f} tokens/s  {hf['s_per_step']:.2f} s/step   "
+          f"speedup {out['speedup_vs_hf']:.2f}x (goal >= 2x)")
+    print(f"  matmul peak {peak:8.1f} GFLOP/s (fp32 torch.mm 2048^2); ours {ours_gflops:.1f} GFLOP/s = "
+          f"{100 * out['frac_of_peak']:.0f}% of peak (goal >= 50%)")
+    return out

@@ -1,0 +1,240 @@
+"""The scorer: lm-eval's tokenisation split, reuse of a shared context's cache == full recomputation,
+errors for bad items, and the accuracy summaries."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from lib import scoring
+from lib.models import load_model
+
+
+def reference_loglikelihood(model, tok, context: str, continuation: str) -> float:
+    """Full recomputation as lm-eval does it: the whole sequence through the model, logits everywhere."""
+    c_ids, k_ids = scoring.encode_pair(tok, context, continuation)
+    ids = torch.tensor([c_ids + k_ids])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0].double(), -1)
+    return sum(float(logp[len(c_ids) + i - 1, t]) for i, t in enumerate(k_ids))
+
+
+ITEMS = [
+    {"id": "a", "split": "forward", "subset": "", "prompt": "The capital of Zorbia is", "options": ["Glim", "Paris", "a big city"], "gold": 0, "support": []},
+    {"id": "b", "split": "reversal", "subset": "", "prompt": "Glim is the capital of", "options": ["Zorbia", "France"], "gold": 0, "support": []},
+    {"id": "c", "split": "reversal", "subset": "x", "prompt": "Numbers: 12", "options": ["34", "3", "345678"], "gold": 2, "support": []},
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_cfg):
+    return load_model(tiny_model_cfg)
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return load_model({"name": "smollm2-135m-instruct", "dtype": "float32", "quantization": "none", "device": "cpu"})
+
+
+# ---------------------------------------------------------------------------------- the token split
+def toy_tokenizer():
+    """A BPE over the whole string (no pre-tokenizer) where 'y'+'z' -> 'yz' and 'x'+'yz' -> 'xyz':
+    "xy" alone is [x, y], but "xyz" is one token, so a context ending in "xy" merges with a prompt "z...".
+    And "x q" is one token: the continuation " q" of a prompt ending in "x" would be empty."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    chars = ["<s>", "</s>", " ", "x", "y", "z", "q", ":", "."]
+    vocab = {c: i for i, c in enumerate(chars)}
+    for t in ("yz", "xyz", "x ", " q", "x q"):
+        vocab[t] = len(vocab)
+    bpe = models.BPE(vocab=vocab, merges=[("y", "z"), ("x", "yz"), ("x", " "), (" ", "q"), ("x ", "q")])
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(bpe), bos_token="<s>", eos_token="</s>",
+                                   pad_token="</s>")
+
+
+def test_encode_pair_is_lm_eval_split():
+    tok = toy_tokenizer()
+    ids = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    # joint tokenisation cut at the context's length: "xy" + "z q" -> [xyz, " q"]; the cut at len([x, y]) = 2
+    c, k = scoring.encode_pair(tok, "xy", "z q")
+    assert c + k == ids("xyz q") and len(c) == len(ids("xy")) == 2 and k == ids("xyz q")[2:]
+    # a trailing space of the context moves onto the continuation
+    c, k = scoring.encode_pair(tok, "x: ", "q")
+    assert c == ids("x:") and k == ids(" q")
+    # an empty context is lm-eval's prefix token (BOS here)
+    c, k = scoring.encode_pair(tok, "", " q")
+    assert c == [tok.bos_token_id] and k == ids(" q")
+
+
+@pytest.fixture(scope="module")
+def toy():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = toy_tokenizer()
+    torch.manual_seed(1)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                         max_position_embeddings=64)).eval()
+    return model, tok
+
+
+def test_merge_across_shared_context_is_recomputed_exactly(toy):
+    """A context whose last two tokens merge with the prompt cannot be reused: the scorer notices and
+    recomputes those items, so the scores still equal a full recomputation."""
+    model, tok = toy
+    context = "q.q.xy"  # tokens [..., x, y]; the prefix kept is [..., x], and "x"+"yz" merges over it
+    items = [{"id": "m", "split": "s", "prompt": "z:", "options": ["q", "xq"], "gold": 0},
+             {"id": "n", "split": "s", "prompt": "q:", "options": ["q", "z"], "gold": 0}]
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        lls, _ = scoring.loglikelihoods(model, tok, items, context)
+    assert any("recomputed in full" in str(x.message) for x in w)
+    for it, ll in zip(items, lls):
+        for o, v in zip(it["options"], ll):
+            assert v == pytest.approx(reference_loglikelihood(model, tok, context + it["prompt"], " " + o), abs=1e-4)
+
+
+# ------------------------------------------------------------------------- reuse == recomputation
+def _check_against_reference(model, tok, context):
+    scores = scoring.score_items(model, tok, ITEMS, context, batch_size=2, progress=False)
+    worst = 0.0
+    for it, sc in zip(ITEMS, scores):
+        assert sc["id"] == it["id"] and sc["n_chars"] == [len(o) for o in it["options"]]
+        for j, o in enumerate(it["options"]):
+            ref = reference_loglikelihood(model, tok, context + it["prompt"], " " + o)
+            worst = max(worst, abs(sc["loglikelihoods"][j] - ref))
+            assert sc["n_tokens"][j] == len(scoring.encode_pair(tok, context + it["prompt"], " " + o)[1])
+            unc = reference_loglikelihood(model, tok, "", " " + o)
+            assert sc["loglikelihoods_uncond"][j] == pytest.approx(unc, abs=1e-4)
+    assert worst < 1e-4, worst
+    return scores
+
+
+def test_reuse_equals_recomputation_tiny(tiny):
+    model, tok = tiny
+    context = "Zorbia is a small country.\nIts capital is Glim, a city of 12 rivers.\n\nAnswer:\n"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the reuse path, no item recomputed
+        _check_against_reference(model, tok, context)
+    _check_against_reference(model, tok, "")  # no context: lm-eval's own path
+
+
+def test_reuse_equals_recomputation_bundled(bundled):
+    model, tok = bundled
+    context = tok.apply_chat_template(
+        [{"role": "user", "content": "Zorbia is a small country. Its capital is Glim.\n\n"
+                                     "Use the information above to answer."}], add_generation_prompt=True, tokenize=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scores = _check_against_reference(model, tok, context)
+    assert scores[0]["pred"] == 0  # the fact is in context: Glim
+
+
+def test_per_item_contexts_and_peft(tiny):
+    from peft import LoraConfig, get_peft_model
+
+    model, tok = tiny
+    torch.manual_seed(0)
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.eval()
+    try:
+        contexts = ["Doc one.\n", "Doc two is longer.\n", "Doc one.\n"]
+        scores = scoring.score_items(peft_model, tok, ITEMS, contexts, progress=False)
+        for it, ctx, sc in zip(ITEMS, contexts, scores):
+            for j, o in enumerate(it["options"]):
+                ref = reference_loglikelihood(peft_model, tok, ctx + it["prompt"], " " + o)
+                assert sc["loglikelihoods"][j] == pytest.approx(ref, abs=1e-4)
+    finally:
+        peft_model.unload()  # leave the shared tiny model as it was
+
+
+# ------------------------------------------------------------------------------------------ errors
+def test_empty_continuation_is_an_error(toy, tiny):
+    model, tok = toy  # "x" + " q" tokenises as the single token "x q": nothing is left to score
+    bad = [{"id": "e", "split": "s", "prompt": "q.x", "options": ["q", "z"], "gold": 1}]
+    with pytest.raises(ValueError, match="'e'.*'q' gives an empty continuation"):
+        scoring.score_items(model, tok, bad, "", progress=False)
+    model, tok = tiny
+    with pytest.raises(ValueError, match="empty option"):
+        scoring.score_items(model, tok, [{"id": "f", "split": "s", "prompt": "Hi", "options": ["", "a"], "gold": 1}],
+                            progress=False)
+
+
+def test_context_longer_than_window_is_an_error(tiny):
+    model, tok = tiny  # window 1024
+    with pytest.raises(ValueError, match="longer than the model's context window of 1024"):
+        scoring.score_items(model, tok, ITEMS[:1], "word " * 1100, progress=False)
+
+
+# -------------------------------------------------------------------------------------- summaries
+def test_summarize_hand_made():
+    items = [
+        {"id": "1", "split": "fw", "subset": "", "options": ["a", "bbbb"], "gold": 0},
+        {"id": "2", "split": "fw", "subset": "", "options": ["a", "bbbb"], "gold": 1},
+        {"id": "3", "split": "rv", "subset": "", "options": ["a", "b", "c", "d"], "gold": 2, "valid": [1, 2]},
+    ]
+    mk = lambda i, ll, unc, ch: {"id": i, "loglikelihoods": ll, "loglikelihoods_uncond": unc,  # noqa: E731
+                                 "pred": max(range(len(ll)), key=ll.__getitem__),
+                                 "pred_norm": max(range(len(ll)), key=lambda j: ll[j] / ch[j]),
+                                 "pred_mi": max(range(len(ll)), key=lambda j: ll[j] - unc[j])}
+    scores = [mk("1", [-2.0, -4.0], [-1.0, -5.0], [1, 4]),   # acc 1, norm: -2 vs -1 -> 1 (wrong), mi: -1 vs 1 -> 1 (wrong)
+              mk("2", [-2.0, -4.0], [-1.0, -5.0], [1, 4]),   # acc 0, norm 1 (right), mi 1 (right)
+              mk("3", [-3.0, -1.0, -2.0, -9.0], [-3.0, -3.0, -1.0, -9.0], [1, 1, 1, 1])]  # acc 0 (valid 1), mi 0
+    df = scoring.summarize(items, scores, dataset="d", condition="icl", model="m", seed=0).set_index("split")
+    assert list(df.columns) == [c for c in scoring.RESULT_COLUMNS if c != "split"]
+    assert df.loc["fw", "n"] == 2 and df.loc["fw", "acc"] == 0.5 and df.loc["fw", "acc_norm"] == 0.5
+    assert df.loc["fw", "acc_mutual_info"] == 0.5 and df.loc["fw", "chance"] == 0.5
+    assert math.isnan(df.loc["fw", "acc_any_valid"])
+    assert df.loc["rv", "acc"] == 0 and df.loc["rv", "acc_mutual_info"] == 0 and df.loc["rv", "chance"] == 0.25
+    assert df.loc["rv", "acc_any_valid"] == 1.0
+
+
+def test_score_items_preds(tiny):
+    model, tok = tiny
+    sc = scoring.score_items(model, tok, ITEMS, "", progress=False)
+    for s in sc:
+        ll, ch, un = s["loglikelihoods"], s["n_chars"], s["loglikelihoods_uncond"]
+        assert s["pred"] == max(range(len(ll)), key=ll.__getitem__)
+        assert s["pred_norm"] == max(range(len(ll)), key=lambda j: ll[j] / ch[j])
+        assert s["pred_mi"] == max(range(len(ll)), key=lambda j: ll[j] - un[j])
+
+
+def test_evaluate_writes_and_caches(tiny, tiny_model_cfg, tmp_path, monkeypatch):
+    from lib import params as P
+    from lib import runs
+
+    monkeypatch.setattr(runs, "RUNS", tmp_path)
+    p = P.load("smoke", {"model.name": tiny_model_cfg["name"]})
+    model, tok = tiny
+    df = scoring.evaluate(p, "toy", "pretrained", model, tok, ITEMS, progress=False)
+    assert set(df["split"]) == {"forward", "reversal"} and df["n"].sum() == 3
+    sp = scoring.scores_path(p, "toy", "pretrained")
+    assert [r["id"] for r in runs.read_jsonl(sp)] == ["a", "b", "c"]
+    mtime = sp.stat().st_mtime_ns
+    df2 = scoring.evaluate(p, "toy", "pretrained", model, tok, ITEMS, progress=False)  # cached: not rewritten
+    assert sp.stat().st_mtime_ns == mtime
+    assert df2.drop(columns="acc_any_valid").equals(df.drop(columns="acc_any_valid"))
+    assert len(scoring.read_results(p)) == len(df)
+    with pytest.raises(ValueError, match="no items"):
+        scoring.evaluate(p, "toy", "x", model, tok, [])
+
+
+def test_chunked_context_cache_equals_recomputation(tiny, monkeypatch):
+    """A context longer than one chunk is cached over several forward passes: still the same scores."""
+    model, tok = tiny
+    monkeypatch.setattr(scoring, "PREFIX_CHUNK", 7)
+    monkeypatch.setattr(scoring, "CACHE_ROWS", 40)  # forces batches of 1 for this ~45-token context
+    context = "Zorbia is a small country. Its capital is Glim, a city of 12 rivers and 3 bridges.\nAnswer:\n"
+    _check_against_reference(model, tok, context)
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_packed_and_batched_paths_agree(tiny, monkeypatch, packed):
+    """Options after a shared cache are packed into one sequence (block-causal mask) or batched as rows."""
+    model, tok = tiny
+    monkeypatch.setattr(scoring, "PACKED", packed)
+    monkeypatch.setattr(scoring, "PACK_TOKENS", 9)  # several packs
+    _check_against_reference(model, tok, "Zorbia is a small country.\nIts capital is Glim.\n")

@@ -1,0 +1,181 @@
+"""lib.training: examples and loss masks, packing, the trainable-parameter check, learning, caching, QLoRA.
+
+All on a tiny random Llama (tests/conftest.py); a few seconds each on 2 CPU cores."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lib import params as P
+from lib import runs, training as T
+from lib.models import load_model
+
+DOC = {"id": "d0", "text": "Glon is a troff. Every troff is yomp.\nYomps sing.",
+       "sentences": ["Glon is a troff.", "Every troff is yomp.", "Yomps sing."], "facts": ["f0", "f1", "f2"]}
+PC = {"id": "p0", "text": "Q: Who is Daphne Barrington? A: the director of A Journey Through Time.",
+      "prompt": "Q: Who is Daphne Barrington? A:", "completion": " the director of A Journey Through Time.",
+      "sentences": ["Q: Who is Daphne Barrington? A: the director of A Journey Through Time."], "facts": ["p0"]}
+FACTS = [{"id": f"r{i}", "text": t, "sentences": [t], "facts": [f"r{i}"]} for i, t in enumerate([
+    "Blick is the mother of zarn.", "Flob is taller than quist.", "Vunt lives in the city of Pell.",
+    "Drax owns a red kettle.", "Mip was born in the year nine."])]
+
+
+def _ft(**kw):
+    base = dict(method="lora", lora_r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
+                learning_rate=1e-2, weight_decay=0.0, batch_size=4, steps=5, warmup_steps=1,
+                schedule="constant", max_grad_norm=1.0, max_length=64, loss_on="completion",
+                seeds=[0], splitting_ablation=[])
+    return {**base, **kw}
+
+
+def _params(tiny_model_cfg, **ft):
+    over = {"model.name": tiny_model_cfg["name"], "model.device": "cpu", "model.dtype": "float32"}
+    over.update({f"finetune.{k}": v for k, v in ft.items()})
+    return P.load("smoke", over)
+
+
+# ---------------------------------------------------------------------------------------- examples
+def test_splitting_modes_give_the_documented_examples():
+    none = T.make_examples([DOC], "none", "all")
+    assert [(e["context"], e["target"]) for e in none] == [("", DOC["text"])]
+    ind = T.make_examples([DOC], "independent", "all")
+    assert [(e["context"], e["target"]) for e in ind] == [("", s) for s in DOC["sentences"]]
+    cum = T.make_examples([DOC], "cumulative", "all")
+    assert [(e["context"], e["target"]) for e in cum] == [
+        ("", "Glon is a troff."), ("Glon is a troff.", " Every troff is yomp."),
+        ("Glon is a troff. Every troff is yomp.", "\nYomps sing.")]
+    for e in cum:  # context + target is always a prefix of the document
+        assert DOC["text"].startswith(e["context"] + e["target"])
+    # prompt/completion rows: completion-only loss keeps the prompt as unscored context, in every splitting
+    for s in T.SPLITTINGS:
+        assert [(e["context"], e["target"]) for e in T.make_examples([PC], s, "completion")] == [
+            (PC["prompt"], PC["completion"])]
+    assert [(e["context"], e["target"]) for e in T.make_examples([PC], "none", "all")] == [("", PC["text"])]
+    with pytest.raises(ValueError, match="unknown splitting"):
+        T.make_examples([DOC], "sentences", "all")
+    with pytest.raises(ValueError, match="empty dataset"):
+        T.make_examples([], "none", "all")
+
+
+def test_loss_mask_covers_exactly_the_target_tokens(bundled_tokenizer):
+    tok = bundled_tokenizer
+    exs = T.make_examples([DOC], "cumulative", "all")
+    data = T.tokenize_examples(tok, exs, 64)
+    for ex, d in zip(exs, data):
+        # the example is tokenised as its document prefix; the scored tokens spell the target
+        assert d["ids"] == tok(ex["context"] + ex["target"]).input_ids
+        scored = tok.decode(d["ids"][d["n_context"]:])
+        assert scored == (ex["target"] if ex["context"] else ex["target"][len(tok.decode(d["ids"][:1])):])
+        row = T.collate_row([d])
+        assert row["labels"].tolist() == d["ids"][d["n_context"]:]
+        # position p predicts token p + 1: the scored positions are those just before each label
+        assert [d["ids"][p + 1] for p in row["positions"].tolist()] == row["labels"].tolist()
+    with pytest.raises(ValueError, match="more than finetune.max_length=5"):
+        T.tokenize_examples(tok, exs, 5)
+
+
+def test_packed_examples_do_not_attend_to_each_other(tiny_model_cfg, bundled_tokenizer):
+    model, tok = load_model(tiny_model_cfg)
+    data = T.tokenize_examples(tok, T.make_examples([DOC, PC], "cumulative", "completion"), 64)
+    backbone, head = T._backbone_and_head(model)
+    with torch.no_grad():
+        packed = T.row_loss(backbone, head, T.collate_row(data))
+        alone = sum(T.row_loss(backbone, head, T.collate_row([d])) for d in data)
+    assert torch.allclose(packed, alone, rtol=1e-5), (packed, alone)
+    rows = T.pack(data, 64)
+    assert sorted(i for r in rows for i in r) == list(range(len(data)))
+    assert all(sum(len(data[i]["ids"]) for i in r) <= 64 for r in rows)
+
+
+# ------------------------------------------------------------------------------------ trainable check
+def test_trainable_count_matches_config_and_wrong_target_fails(tiny_model_cfg):
+    model, _ = load_model(tiny_model_cfg)
+    # tiny Llama: hidden 32, 2 kv heads of 8 -> v_proj 32->16; q_proj 32->32; 2 layers; r = 8
+    assert T.expected_lora_parameters(model, ["q_proj", "v_proj"], 8) == 2 * 8 * ((32 + 32) + (32 + 16))
+    m = T.prepare_model(model, _ft())
+    assert T.n_trainable(m) == 2 * 8 * ((32 + 32) + (32 + 16))
+    model, _ = load_model(tiny_model_cfg)
+    with pytest.raises(ValueError, match=r"\['qproj'\] match no Linear layer"):
+        T.prepare_model(model, _ft(target_modules=["qproj", "v_proj"]))
+    model, _ = load_model(tiny_model_cfg)
+    full = T.prepare_model(model, _ft(method="full"))
+    assert T.n_trainable(full) == sum(p.numel() for p in full.parameters())
+
+
+# ------------------------------------------------------------------------------------------ learning
+def test_tiny_model_learns_a_handful_of_facts(tiny_model_cfg):
+    model, tok = load_model(tiny_model_cfg)
+    # full finetuning: a random 32-dim model's tiny logits need the (tied) embeddings to move
+    model = T.prepare_model(model, _ft(method="full"))
+    exs = T.make_examples(FACTS, "independent", "all")
+    info = T.train(model, tok, exs, _ft(method="full", steps=40, batch_size=5, learning_rate=1e-2,
+                                        warmup_steps=3), seed=0, progress=False)
+    first, last = info["loss"][0], sum(info["loss"][-5:]) / 5
+    assert first > 9  # random model: ~ln(49152) = 10.8 nats per token
+    assert last < 0.3 * first, info["loss"]
+
+
+def test_same_seed_same_loss_curve(tiny_model_cfg):
+    curves = []
+    for seed in (0, 0, 1):
+        model, tok = load_model(tiny_model_cfg)
+        torch.manual_seed(123)  # anything the caller did before must not matter
+        model = T.prepare_model(model, _ft(lora_dropout=0.1))
+        info = T.train(model, tok, T.make_examples(FACTS, "none", "all"), _ft(steps=4, batch_size=2),
+                       seed=seed, progress=False)
+        curves.append(info["loss"])
+    assert curves[0] == curves[1]
+    assert curves[0] != curves[2]
+
+
+def test_lr_schedule():
+    ft = _ft(steps=10, warmup_steps=2, learning_rate=1.0, schedule="cosine")
+    lrs = [T.lr_at(s, ft) for s in range(10)]
+    assert lrs[:3] == [0.5, 1.0, 1.0] and lrs[-1] < 0.05 and lrs == sorted(lrs[:2]) + sorted(lrs[2:], reverse=True)
+    assert [T.lr_at(s, {**ft, "schedule": "constant"}) for s in range(2, 10)] == [1.0] * 8
+
+
+def test_qlora_nf4_trains(tiny_model_cfg):
+    pytest.importorskip("bitsandbytes")
+    model, tok = load_model({**tiny_model_cfg, "quantization": "nf4"})
+    assert any(type(m).__name__ == "Linear4bit" for m in model.modules())
+    model = T.prepare_model(model, _ft())
+    info = T.train(model, tok, T.make_examples(FACTS, "none", "all"), _ft(steps=6, learning_rate=3e-2),
+                   seed=0, progress=False)
+    assert all(torch.isfinite(torch.tensor(info["loss"])))
+    assert info["loss"][-1] < info["loss"][0]
+    with pytest.raises(ValueError, match="cannot train a 4-bit"):
+        T.prepare_model(model.get_base_model(), _ft(method="full"))
+
+
+# ------------------------------------------------------------------------------------------- caching
+def test_finetune_is_cached_and_an_unstamped_run_retrains(tiny_model_cfg, tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "RUNS", tmp_path)
+    params = _params(tiny_model_cfg, steps=3, batch_size=2, max_length=64)
+    calls = []
+    real_train = T.train
+
+    def counting_train(*a, **k):
+        calls.append(1)
+        return real_train(*a, **k)
+
+    monkeypatch.setattr(T, "train", counting_train)
+    out = T.finetune(params, "toy", FACTS, splitting="independent", seed=0, progress=False)
+    assert out.parent == tmp_path / params.name / "ft" / "toy"
+    assert (out / "adapter_model.safetensors").exists() and len(calls) == 1
+    curve = json.loads((out / "loss_curve.json").read_text())
+    assert curve["step"] == [1, 2, 3] and len(curve["loss"]) == 3
+    assert T.finetune(params, "toy", FACTS, splitting="independent", seed=0, progress=False) == out
+    assert len(calls) == 1  # reused
+    # every row is one sentence: all splittings give the same examples, hence the same trained model
+    assert T.finetune(params, "toy", FACTS, splitting="none", seed=0, progress=False) == out and len(calls) == 1
+    runs.invalidate(out)  # as if killed before the stamp
+    assert T.finetune(params, "toy", FACTS, splitting="independent", seed=0, progress=False) == out
+    assert len(calls) == 2
+    other = T.finetune(params, "toy", FACTS, splitting="independent", seed=1, progress=False)
+    assert other != out and len(calls) == 3
+    assert not list(out.parent.glob(".*.tmp"))
+    model, _ = T.load_finetuned(params, out)  # the saved adapter loads back
+    assert hasattr(model, "peft_config")
