@@ -572,13 +572,16 @@ def run_augmented(params, dataset: str, kind: str, *, progress: bool = True):
     control `repeat` (original rows + plain repetitions: as many FT examples as the largest augmentation of
     augment.kinds adds), finetuned
     with lib.training.run_ft (independent splitting, finetune.steps steps) for every seed and scored on
-    every test split. Conditions: aug_local, aug_global, aug_both, ft_repeat. Returns the results rows."""
+    every test split, on the same seeded item subset as ICL and plain FT (lib.training.arm_items), so every
+    condition of a dataset is compared on the same items. Conditions: aug_local, aug_global, aug_both,
+    ft_repeat. Returns the results rows."""
     import pandas as pd
 
     from . import datasets
-    from .training import make_examples, run_ft
+    from .training import arm_items, make_examples, run_ft
 
-    rows, items, _ = datasets.load(params, dataset)
+    rows, test, _ = datasets.load(params, dataset)
+    items = arm_items(params, dataset, test)
     if kind == "repeat":
         # As many added FT examples as the largest augmentation of augment.kinds adds.
         sizes = [len(make_examples(a, SPLITTING, params.finetune.loss_on)) if a else 0
