@@ -561,11 +561,12 @@ def counts_table(params_or_manifests):
 
 # ============================================================================================== checks
 def continuation_tokens(tokenizer, prompt: str, option: str) -> tuple[list[int], bool]:
-    """lm-eval's split: encode prompt and prompt + " " + option, keep the tokens past the prompt's length.
+    """The scorer's lm-eval split of prompt + " " + option (lib.scoring.encode_pair), as the data check sees it.
     Returns (continuation ids, whether the joint encoding starts with the prompt's own tokens)."""
-    ctx = tokenizer.encode(prompt, add_special_tokens=False)
-    whole = tokenizer.encode(prompt + " " + option, add_special_tokens=False)
-    return whole[len(ctx):], whole[:len(ctx)] == ctx
+    from .scoring import encode_pair
+
+    ctx, cont = encode_pair(tokenizer, prompt, " " + option)
+    return cont, ctx == tokenizer.encode(prompt, add_special_tokens=False)
 
 
 def check(train: list[dict], test: list[dict], tokenizer=None):
