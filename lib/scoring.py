@@ -27,6 +27,7 @@ cached tokens (a token that merges across the join would break this; such an ite
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 import warnings
 from collections import defaultdict
@@ -99,14 +100,16 @@ def _expand_cache(cache, batch: int):
     return new
 
 
-def _call_decoder(decoder, ids: torch.Tensor, start: int, cache=None) -> torch.Tensor:
-    """Hidden states of `ids` at positions start.. (after `cache`), with the keyword names of this
-    transformers version (`cache` in 5.x, `past_key_values` before)."""
-    import inspect
-
+def _call_decoder(decoder, ids: torch.Tensor, start: int, cache=None, *, position_ids=None,
+                  attention_mask=None) -> torch.Tensor:
+    """Hidden states of `ids` at cache slots start.. (after `cache`), with the keyword names of this
+    transformers version (`cache` in 5.x, `past_key_values` before). Positions default to the slots
+    (packed rows pass their own); `attention_mask`, when given, is passed through (a 4D mask)."""
     params = inspect.signature(decoder.forward).parameters
     pos = torch.arange(start, start + ids.shape[1], device=ids.device)
-    kw = {"position_ids": pos[None].expand(ids.shape[0], -1)}
+    kw = {"position_ids": pos[None].expand(ids.shape[0], -1) if position_ids is None else position_ids}
+    if attention_mask is not None:
+        kw["attention_mask"] = attention_mask
     if "cache_position" in params:
         kw["cache_position"] = pos
     if cache is not None:
@@ -177,15 +180,8 @@ def _score_packed(model, rows: list[dict], cache, n_prefix: int) -> list[float]:
             mask = mask[None, None].to(dev)
             if not sdpa:
                 mask = mask.to(_parts(model)[1].weight.dtype)
-            import inspect
-
-            params = inspect.signature(decoder.forward).parameters
-            ids_t = torch.tensor([inp], device=dev)
-            kw = {"position_ids": torch.tensor([pos], device=dev), "attention_mask": mask, "use_cache": True,
-                  ("cache" if "cache" in params else "past_key_values"): _expand_cache(cache, 1)}
-            if "cache_position" in params:
-                kw["cache_position"] = torch.arange(n_prefix, n_prefix + q, device=dev)
-            hidden = decoder(input_ids=ids_t, **kw).last_hidden_state[0]
+            hidden = _call_decoder(decoder, torch.tensor([inp], device=dev), n_prefix, _expand_cache(cache, 1),
+                                   position_ids=torch.tensor([pos], device=dev), attention_mask=mask)[0]
             lp = _logprobs_at(model, hidden[torch.tensor(sel, device=dev)], torch.tensor(tgt, device=dev)).double().cpu()
             sums = torch.zeros(len(idx), dtype=torch.float64).index_add_(0, torch.tensor(owner), lp)
             for k, i in enumerate(idx):
