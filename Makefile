@@ -8,8 +8,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
-OUT := runs/$(PARAMS)/notebooks
-PM_ARGS := -p params_name $(PARAMS) $(if $(MODEL),-y '{"overrides": {"model.name": "$(MODEL)"}}',)
+OVERRIDES := $(if $(MODEL),{"model.name": "$(MODEL)"},{})
+PM_ARGS := -p params_name $(PARAMS) -y '{"overrides": $(OVERRIDES)}'
 
 .PHONY: venv test data reproduce bench strip clean-runs
 venv: $(VENV)/.installed
@@ -36,15 +36,17 @@ test: venv
 data: venv
 	$(PY) -m lib.datasets $(PARAMS)
 
-# Each notebook runs with papermill; executed copies go to runs/<PARAMS>/notebooks/ (git-ignored).
+# Each notebook runs with papermill; executed copies go to the run's folder, runs/<PARAMS>/notebooks/ (or
+# runs/<PARAMS>-<hash of the overrides>/notebooks/ with MODEL=), git-ignored. The params are validated first.
 reproduce: venv
-	@mkdir -p $(OUT) figures
-	@total=$$(date +%s); \
+	@run=$$($(PY) -m lib.params '$(PARAMS)' '$(OVERRIDES)') || exit 2; \
+	OUT=runs/$$run/notebooks; mkdir -p $$OUT figures; echo "== run folder: runs/$$run"; \
+	total=$$(date +%s); \
 	for nb in $(NOTEBOOKS); do \
 	  t=$$(date +%s); echo "== $$nb (PARAMS=$(PARAMS))"; \
-	  $(PY) -m papermill --log-level WARNING -k python3 --cwd notebooks $$nb $(OUT)/$$(basename $$nb) $(PM_ARGS); rc=$$?; \
+	  $(PY) -m papermill --log-level WARNING -k python3 --cwd notebooks $$nb $$OUT/$$(basename $$nb) $(PM_ARGS); rc=$$?; \
 	  if [ $$rc -eq 138 ]; then echo "!! $$nb: the kernel died (exit 138: out of memory?)" >&2; exit 138; fi; \
-	  if [ $$rc -ne 0 ]; then echo "!! $$nb failed (exit $$rc); executed copy: $(OUT)/$$(basename $$nb)" >&2; exit $$rc; fi; \
+	  if [ $$rc -ne 0 ]; then echo "!! $$nb failed (exit $$rc); executed copy: $$OUT/$$(basename $$nb)" >&2; exit $$rc; fi; \
 	  echo "== $$nb done in $$(( $$(date +%s) - t )) s"; \
 	done; \
 	echo "== make reproduce PARAMS=$(PARAMS): all stages done in $$(( $$(date +%s) - total )) s"

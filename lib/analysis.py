@@ -366,6 +366,41 @@ def write_claims(table: pd.DataFrame, outdir: Path, *, params_name: str, metric:
     return [csv, md]
 
 
+def accuracy_table(results: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
+    """One row per model x dataset x split, one column per condition (in `CONDITIONS` order): the split's
+    pooled accuracy (`aggregate`'s `acc`, mean over seeds), beside `n` (items; "lo-hi" when conditions scored
+    different numbers of items) and `chance`."""
+    agg = aggregate(results, metric)
+    if agg.empty:
+        return pd.DataFrame(columns=["model", "dataset", "split", "n", "chance"])
+    keys = ["model", "dataset", "split"]
+    wide = agg.pivot_table(index=keys, columns="condition", values="acc", aggfunc="first")
+    extra = sorted(c for c in wide.columns if c not in CONDITIONS)
+    wide = wide[[c for c in CONDITIONS if c in wide.columns] + extra]
+    info = agg.groupby(keys).agg(n_lo=("n", "min"), n_hi=("n", "max"), chance=("chance", "max"))
+    info.insert(0, "n", [f"{lo}" if lo == hi else f"{lo}-{hi}" for lo, hi in zip(info.pop("n_lo"), info.pop("n_hi"))])
+    out = info.join(wide).reset_index()
+    out["_order"] = [SPLITS.get(d, []).index(s) if s in SPLITS.get(d, []) else 99
+                     for d, s in zip(out["dataset"], out["split"])]
+    return out.sort_values(["model", "dataset", "_order", "split"]).drop(columns="_order").reset_index(drop=True)
+
+
+def write_results(results: pd.DataFrame, outdir: Path, *, params_name: str,
+                  metrics=("acc", "acc_mutual_info")) -> list[Path]:
+    """Write `results.csv` (`aggregate` rows of every metric) and `results.md` (an `accuracy_table` per metric)
+    into `outdir`, atomically: the accuracies the figures draw and the claims test, as numbers."""
+    outdir = Path(outdir)
+    csv, md = outdir / "results.csv", outdir / "results.md"
+    runs.write_text(csv, pd.concat([aggregate(results, m) for m in metrics]).to_csv(index=False))
+    text = (f"# Accuracy per split and condition, params `{params_name}`\n\n"
+            "Pooled over the split's items (mean over seeds where there are several); `n` items per split. "
+            "Written by `notebooks/05_analysis.ipynb` (`lib.analysis.write_results`); SEs in `results.csv`.\n")
+    for m in metrics:
+        text += f"\n## `{m}`\n\n" + _md_table(accuracy_table(results, m).round(2))
+    runs.write_text(md, text)
+    return [csv, md]
+
+
 # ---------------------------------------------------------------------------- other stages' saved files
 def loss_curves(params) -> pd.DataFrame:
     """The FT loss curves saved under runs/<p>/ft/ (`loss_curve.json`), tidy: run, dataset, step, loss.

@@ -213,3 +213,15 @@ def _overrides_hash(overrides: dict) -> str:
     import json
 
     return hashlib.sha256(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+if __name__ == "__main__":
+    # `python -m lib.params <name> [overrides as JSON]`: validate and print the run's name (its folder under
+    # runs/), or one line naming the problem. The Makefile calls this before running any notebook.
+    import json
+    import sys
+
+    try:
+        print(load(sys.argv[1], json.loads(sys.argv[2]) if len(sys.argv) > 2 else None).name)
+    except (ParamsError, json.JSONDecodeError) as e:
+        sys.exit(f"params: {e}")

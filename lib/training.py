@@ -50,6 +50,9 @@ CONDITION_OF_SPLITTING = {"independent": "ft_split_independent", "cumulative": "
                           "none": "ft_nosplit"}
 # Params of `finetune.*` that do not change one training run (they choose which runs happen).
 _NOT_TRAINING_KEYS = ("seeds", "splitting_ablation")
+# Part of every finetuning cache key: raise it when a change to this file changes what a seed trains, so that
+# adapters cached by older code are retrained (2: the LoRA initialisation is seeded).
+TRAINER_VERSION = 2
 
 
 # ------------------------------------------------------------------------------------------- examples
@@ -206,8 +209,11 @@ def n_trainable(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def prepare_model(model, ft) -> torch.nn.Module:
-    """Put LoRA adapters on the model (or unfreeze it for full finetuning) and check the trainable count."""
+def prepare_model(model, ft, *, seed: int) -> torch.nn.Module:
+    """Put LoRA adapters on the model (or unfreeze it for full finetuning) and check the trainable count.
+
+    The adapters' random initialisation (peft draws LoRA A from torch's global generator) is seeded with
+    `seed`, so the same seed gives the same adapter whatever the caller drew before."""
     ft = ft if isinstance(ft, dict) else ft.model_dump()
     quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_quantized", False)
     if ft["method"] == "full":
@@ -223,6 +229,7 @@ def prepare_model(model, ft) -> torch.nn.Module:
         expected = expected_lora_parameters(model, ft["target_modules"], ft["lora_r"])
         config = LoraConfig(r=ft["lora_r"], lora_alpha=ft["lora_alpha"], lora_dropout=ft["lora_dropout"],
                             target_modules=list(ft["target_modules"]), bias="none", task_type="CAUSAL_LM")
+        torch.manual_seed(seed)
         model = get_peft_model(model, config)
         got = n_trainable(model)
     else:
@@ -326,7 +333,7 @@ def _ft_dict(params) -> dict:
 def ft_key(params, examples: list[dict], seed: int) -> dict:
     """What a finetuned model depends on: model params, training params, the examples and the seed."""
     return {"model": params.model.model_dump(), "finetune": _ft_dict(params), "seed": seed,
-            "examples": runs.key_hash([[e["context"], e["target"]] for e in examples])}
+            "trainer_version": TRAINER_VERSION, "examples": runs.key_hash([[e["context"], e["target"]] for e in examples])}
 
 
 def ft_dir(params, dataset: str, tag: str, key: dict) -> Path:
@@ -344,7 +351,7 @@ def finetune(params, dataset: str, rows: list[dict], *, splitting: str, seed: in
     if runs.is_fresh(out, key):
         return out
     model, tok = load_model(params.model)
-    model = prepare_model(model, ft)
+    model = prepare_model(model, ft, seed=seed)
     info = train(model, tok, examples, ft, seed=seed, progress=progress,
                  desc=f"{dataset} {tag or 'ft'} {splitting} s{seed}")
     tmp = out.parent / f".{out.name}.tmp"
@@ -503,7 +510,7 @@ def _hf_trainer_tokens_per_s(params, examples, steps: int, seed: int) -> dict:
 
     ft = params.finetune
     model, tok = load_model(params.model)
-    model = prepare_model(model, ft)
+    model = prepare_model(model, ft, seed=seed)
     data = tokenize_examples(tok, examples, ft.max_length)
     rows = [{"input_ids": d["ids"], "attention_mask": [1] * len(d["ids"]),
              "labels": [-100] * d["n_context"] + d["ids"][d["n_context"]:]} for d in data]
@@ -552,7 +559,7 @@ def benchmark(params=None, dataset: str | None = None, *, steps: int = 8, seed: 
     peak = matmul_peak_gflops()
 
     model, tok = load_model(params.model)
-    model = prepare_model(model, ft)
+    model = prepare_model(model, ft, seed=seed)
     info = train(model, tok, examples, {**ft, "steps": steps}, seed=seed, progress=False)
     secs = sum(info["step_seconds"][1:])
     ours_tps = sum(info["tokens"][1:]) / secs

@@ -168,6 +168,26 @@ def test_write_claims_csv_and_markdown(tmp_path):
     assert "| C2 |" in md and "params `unit`" in md and A.HOLDS in md
 
 
+def test_results_table_and_files(tmp_path):
+    res = table(rows("reversal_curse", "reversal", "ft", [0.0, 0.2], n=10),  # 2 subsets x 10 items
+                rows("reversal_curse", "forward", "icl", [1.0], n=20, mi=0.5),
+                rows("reversal_curse", "reversal", "icl", [0.5], n=20),
+                rows("reversal_curse", "forward", "ft", [0.6], n=20))
+    wide = A.accuracy_table(res)
+    assert list(wide["split"]) == ["forward", "reversal"]  # the dataset's split order, not alphabetical
+    assert list(wide.columns) == ["model", "dataset", "split", "n", "chance", "icl", "ft"]  # CONDITIONS order
+    rev = wide.set_index("split").loc["reversal"]
+    assert rev["ft"] == pytest.approx(0.1) and rev["icl"] == pytest.approx(0.5)
+    assert rev["n"] == "20" and wide.set_index("split").loc["forward", "n"] == "20"
+    assert A.accuracy_table(res, "acc_mutual_info").set_index("split").loc["forward", "icl"] == pytest.approx(0.5)
+    paths = A.write_results(res, tmp_path, params_name="unit")
+    assert [p.name for p in paths] == ["results.csv", "results.md"]
+    back = pd.read_csv(tmp_path / "results.csv")
+    assert set(back["metric"]) == {"acc", "acc_mutual_info"} and len(back) == 8
+    md = (tmp_path / "results.md").read_text()
+    assert "## `acc_mutual_info`" in md and "| m | reversal_curse | reversal | 20 | 0.250 | 0.500 | 0.100 |" in md
+
+
 def test_reads_other_stages_files(tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "RUNS", tmp_path)
     assert A.load_results("nothing").empty

@@ -94,13 +94,13 @@ def test_trainable_count_matches_config_and_wrong_target_fails(tiny_model_cfg):
     model, _ = load_model(tiny_model_cfg)
     # tiny Llama: hidden 32, 2 kv heads of 8 -> v_proj 32->16; q_proj 32->32; 2 layers; r = 8
     assert T.expected_lora_parameters(model, ["q_proj", "v_proj"], 8) == 2 * 8 * ((32 + 32) + (32 + 16))
-    m = T.prepare_model(model, _ft())
+    m = T.prepare_model(model, _ft(), seed=0)
     assert T.n_trainable(m) == 2 * 8 * ((32 + 32) + (32 + 16))
     model, _ = load_model(tiny_model_cfg)
     with pytest.raises(ValueError, match=r"\['qproj'\] match no Linear layer"):
-        T.prepare_model(model, _ft(target_modules=["qproj", "v_proj"]))
+        T.prepare_model(model, _ft(target_modules=["qproj", "v_proj"]), seed=0)
     model, _ = load_model(tiny_model_cfg)
-    full = T.prepare_model(model, _ft(method="full"))
+    full = T.prepare_model(model, _ft(method="full"), seed=0)
     assert T.n_trainable(full) == sum(p.numel() for p in full.parameters())
 
 
@@ -108,7 +108,7 @@ def test_trainable_count_matches_config_and_wrong_target_fails(tiny_model_cfg):
 def test_tiny_model_learns_a_handful_of_facts(tiny_model_cfg):
     model, tok = load_model(tiny_model_cfg)
     # full finetuning: a random 32-dim model's tiny logits need the (tied) embeddings to move
-    model = T.prepare_model(model, _ft(method="full"))
+    model = T.prepare_model(model, _ft(method="full"), seed=0)
     exs = T.make_examples(FACTS, "independent", "all")
     info = T.train(model, tok, exs, _ft(method="full", steps=40, batch_size=5, learning_rate=1e-2,
                                         warmup_steps=3), seed=0, progress=False)
@@ -118,14 +118,17 @@ def test_tiny_model_learns_a_handful_of_facts(tiny_model_cfg):
 
 
 def test_same_seed_same_loss_curve(tiny_model_cfg):
-    curves = []
-    for seed in (0, 0, 1):
+    curves, adapters = [], []
+    for before, seed in ((123, 0), (456, 0), (123, 1)):
         model, tok = load_model(tiny_model_cfg)
-        torch.manual_seed(123)  # anything the caller did before must not matter
-        model = T.prepare_model(model, _ft(lora_dropout=0.1))
+        torch.manual_seed(before)  # whatever the caller drew before must not matter
+        torch.rand(before)
+        model = T.prepare_model(model, _ft(lora_dropout=0.1), seed=seed)
+        adapters.append(torch.cat([p.detach().flatten().clone() for p in model.parameters() if p.requires_grad]))
         info = T.train(model, tok, T.make_examples(FACTS, "none", "all"), _ft(steps=4, batch_size=2),
                        seed=seed, progress=False)
         curves.append(info["loss"])
+    assert torch.equal(adapters[0], adapters[1]) and not torch.equal(adapters[0], adapters[2])
     assert curves[0] == curves[1]
     assert curves[0] != curves[2]
 
@@ -141,13 +144,13 @@ def test_qlora_nf4_trains(tiny_model_cfg):
     pytest.importorskip("bitsandbytes")
     model, tok = load_model({**tiny_model_cfg, "quantization": "nf4"})
     assert any(type(m).__name__ == "Linear4bit" for m in model.modules())
-    model = T.prepare_model(model, _ft())
+    model = T.prepare_model(model, _ft(), seed=0)
     info = T.train(model, tok, T.make_examples(FACTS, "none", "all"), _ft(steps=6, learning_rate=3e-2),
                    seed=0, progress=False)
     assert all(torch.isfinite(torch.tensor(info["loss"])))
     assert info["loss"][-1] < info["loss"][0]
     with pytest.raises(ValueError, match="cannot train a 4-bit"):
-        T.prepare_model(model.get_base_model(), _ft(method="full"))
+        T.prepare_model(model.get_base_model(), _ft(method="full"), seed=0)
 
 
 # ------------------------------------------------------------------------------------------- caching
