@@ -396,7 +396,7 @@ def write_results(results: pd.DataFrame, outdir: Path, *, params_name: str,
             "Pooled over the split's items (mean over seeds where there are several); `n` items per split. "
             "Written by `notebooks/05_analysis.ipynb` (`lib.analysis.write_results`); SEs in `results.csv`.\n")
     for m in metrics:
-        text += f"\n## `{m}`\n\n" + _md_table(accuracy_table(results, m).round(2))
+        text += f"\n## `{m}`\n\n" + _md_table(accuracy_table(results, m))
     runs.write_text(md, text)
     return [csv, md]
 
