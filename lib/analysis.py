@@ -402,43 +402,33 @@ def write_results(results: pd.DataFrame, outdir: Path, *, params_name: str,
 
 
 # ---------------------------------------------------------------------------- other stages' saved files
-def loss_curves(params) -> pd.DataFrame:
-    """The FT loss curves saved under runs/<p>/ft/ (`loss_curve.json`), tidy: run, dataset, step, loss.
+def scored_ft_runs(params) -> set[str]:
+    """Stamp hashes of the FT runs (lib.training.finetune folders) that the current results were scored with:
+    each FT results file's stamp names its run (`extra.ft`)."""
+    out = set()
+    for stamp in (runs.run_dir(params) / "results").glob("*.stamp.json"):
+        extra = runs.read_json(stamp).get("key", {}).get("extra")
+        if isinstance(extra, dict) and "ft" in extra:
+            out.add(extra["ft"])
+    return out
 
-    Reads what exists; a file in a shape it does not understand is skipped with its path in `skipped`
-    (returned in `df.attrs["skipped"]`)."""
-    rows, skipped = [], []
+
+def loss_curves(params) -> pd.DataFrame:
+    """The loss curves (`loss_curve.json`, lib.training) of the FT runs behind the current results, tidy: run,
+    dataset, step, loss. Runs cached under runs/<p>/ft/ by earlier params or code that no results file was
+    scored with are left out; their folders are listed in `df.attrs["not_scored"]`."""
+    scored, rows, not_scored = scored_ft_runs(params), [], []
     for path in sorted((runs.run_dir(params) / "ft").glob("*/*/loss_curve.json")):
-        try:
-            obj = runs.read_json(path)
-        except (OSError, ValueError):
-            skipped.append(str(path))
+        folder = path.parent
+        stamp = runs.stamp_path(folder)
+        if not stamp.exists() or runs.read_json(stamp).get("key_hash") not in scored:
+            not_scored.append(str(folder))
             continue
-        if isinstance(obj, dict):
-            steps = obj.get("step") or obj.get("steps")
-            losses = obj.get("loss") or obj.get("losses")
-        elif isinstance(obj, list) and obj and isinstance(obj[0], dict):
-            steps, losses = [r.get("step", i) for i, r in enumerate(obj)], [r.get("loss") for r in obj]
-        elif isinstance(obj, list):
-            steps, losses = None, obj
-        else:
-            steps = losses = None
-        if not isinstance(losses, list) or not losses:
-            skipped.append(str(path))
-            continue
-        steps = steps if isinstance(steps, list) and len(steps) == len(losses) else list(range(1, len(losses) + 1))
-        run = path.parent.name
-        info_path = path.parent / "train_info.json"
-        if info_path.exists():  # lib.training's train_info.json names the run: tag (splitting, seed)
-            try:
-                info = runs.read_json(info_path)
-                run = f"{info.get('tag', run)} ({info.get('splitting', '?')}, s{info.get('seed', '?')})"
-            except (OSError, ValueError):
-                pass
-        for s, l in zip(steps, losses):
-            rows.append(dict(run=run, dataset=path.parent.parent.name, step=s, loss=l))
+        curve, info = runs.read_json(path), runs.read_json(folder / "train_info.json")
+        run = f"{info['tag']} ({info['splitting']}, s{info['seed']})"
+        rows += [dict(run=run, dataset=folder.parent.name, step=s, loss=l) for s, l in zip(curve["step"], curve["loss"])]
     df = pd.DataFrame(rows, columns=["run", "dataset", "step", "loss"])
-    df.attrs["skipped"] = skipped
+    df.attrs["not_scored"] = not_scored
     return df
 
 

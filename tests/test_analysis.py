@@ -1,5 +1,6 @@
 """Claims verdicts, standard errors and figures, on small results tables the tests make by hand."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -191,13 +192,18 @@ def test_results_table_and_files(tmp_path):
 def test_reads_other_stages_files(tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "RUNS", tmp_path)
     assert A.load_results("nothing").empty
-    folder = tmp_path / "unit" / "ft" / "syllogisms" / "ft-abc"
-    runs.write_json(folder / "loss_curve.json", {"step": [1, 2, 3], "loss": [3.0, 2.0, 1.5]})
-    runs.write_json(folder / "train_info.json", {"tag": "ft", "splitting": "independent", "seed": 0})
+    for name, key, loss in (("ft-abc", "current", [3.0, 2.0, 1.5]), ("ft-old", "older code", [9.0, 9.0, 9.0])):
+        folder = tmp_path / "unit" / "ft" / "syllogisms" / name  # as lib.training.finetune leaves it
+        runs.write_json(folder / "loss_curve.json", {"step": [1, 2, 3], "loss": loss})
+        runs.write_json(folder / "train_info.json", {"tag": "ft", "splitting": "independent", "seed": 0})
+        runs.mark_fresh(folder, key)
+    # only the run a results file was scored with (its stamp names it, as lib.scoring.evaluate writes it) counts
+    runs.mark_fresh(tmp_path / "unit" / "results" / "syllogisms__ft.csv", {"extra": {"ft": runs.key_hash("current")}})
     runs.write_json(tmp_path / "unit" / "augment" / "syllogisms" / "local.stats.json",
                     {"kind": "local", "kept": 7, "dropped": {"copy": 2}})
     curves = A.loss_curves("unit")
     assert list(curves["loss"]) == [3.0, 2.0, 1.5] and set(curves["run"]) == {"ft (independent, s0)"}
+    assert [Path(f).name for f in curves.attrs["not_scored"]] == ["ft-old"]
     stats = A.augmentation_stats("unit")
     assert stats.loc[0, "kept"] == 7 and stats.loc[0, "dropped.copy"] == 2
     assert plotting.figS_loss_curves(curves, tmp_path / "figs", params_name="unit")[0].exists()
