@@ -385,6 +385,20 @@ def results_path(params, dataset: str, condition: str):
     return runs.run_dir(params) / "results" / f"{dataset}__{condition}.csv"
 
 
+def _results_key(params, dataset, condition, items, context, seed, key) -> dict:
+    return {"version": SCORING_VERSION, "model": params.model.model_dump(), "dataset": dataset,
+            "condition": condition, "seed": seed, "items": _sha(items), "context": _sha(context), "extra": key}
+
+
+def cached_results(params, dataset: str, condition: str, items: list[dict], context: str | list[str] = "",
+                   *, seed: int = 0, key=None) -> pd.DataFrame | None:
+    """The rows `evaluate` would return, when they are cached for exactly these arguments; else None
+    (lets a caller skip loading a model whose scores are already there)."""
+    rp = results_path(params, dataset, condition)
+    fresh = runs.is_fresh(rp, _results_key(params, dataset, condition, items, context, seed, key))
+    return _read_csv(rp) if fresh and scores_path(params, dataset, condition).exists() else None
+
+
 def evaluate(params, dataset: str, condition: str, model, tok, items: list[dict], context: str | list[str] = "",
              *, seed: int = 0, key=None, batch_size: int = 16, progress: bool = True) -> pd.DataFrame:
     """The cached scoring stage: score `items` (after `context`), write runs/<p>/scores/<dataset>__<condition>.jsonl
@@ -394,11 +408,11 @@ def evaluate(params, dataset: str, condition: str, model, tok, items: list[dict]
     (callers add what else decides the model's weights, e.g. a finetuned adapter's hash)."""
     if not items:
         raise ValueError(f"{dataset}/{condition}: no items to score")
-    full_key = {"version": SCORING_VERSION, "model": params.model.model_dump(), "dataset": dataset,
-                "condition": condition, "seed": seed, "items": _sha(items), "context": _sha(context), "extra": key}
+    done = cached_results(params, dataset, condition, items, context, seed=seed, key=key)
+    if done is not None:
+        return done
+    full_key = _results_key(params, dataset, condition, items, context, seed, key)
     sp, rp = scores_path(params, dataset, condition), results_path(params, dataset, condition)
-    if runs.is_fresh(rp, full_key) and sp.exists():
-        return _read_csv(rp)
     scores = score_items(model, tok, items, context, batch_size=batch_size, progress=progress)
     extra = [{"split": it["split"], "subset": it.get("subset", "")} for it in items]
     runs.write_jsonl(sp, [{**s, **e} for s, e in zip(scores, extra)])

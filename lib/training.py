@@ -403,10 +403,13 @@ def run_ft(params, dataset: str, condition: str, rows: list[dict], *, splitting:
     if items is None:
         _, items, _ = datasets.load(params, dataset)
     folder = finetune(params, dataset, rows, splitting=splitting, seed=seed, tag=tag, progress=progress)
-    model, tok = load_finetuned(params, folder)
     key = {"ft": runs.read_json(runs.stamp_path(folder))["key_hash"]}
-    return scoring.evaluate(params, dataset, condition_name(condition, seed, params), model, tok, items,
-                            context="", seed=seed, key=key)
+    name = condition_name(condition, seed, params)
+    done = scoring.cached_results(params, dataset, name, items, "", seed=seed, key=key)
+    if done is not None:  # scored already: no need to load the model
+        return done
+    model, tok = load_finetuned(params, folder)
+    return scoring.evaluate(params, dataset, name, model, tok, items, context="", seed=seed, key=key)
 
 
 def ft_plan(params, dataset: str) -> list[dict]:
