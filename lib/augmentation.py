@@ -47,7 +47,7 @@ from pathlib import Path
 
 import torch
 
-from . import runs
+from . import runs, scoring
 
 PROMPTS = Path(__file__).resolve().parent / "prompts"
 KINDS = ("local", "global")
@@ -241,13 +241,6 @@ def prefix_cache(model, ids: list[int], chunk: int = 512):
     return cache
 
 
-def expand_cache(cache, batch: int):
-    """Views of the shared cache expanded to `batch` rows, nothing copied (see lib.scoring._expand_cache)."""
-    from .scoring import _expand_cache
-
-    return _expand_cache(cache, batch)
-
-
 def stop_token_ids(tok) -> set[int]:
     ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
     for t in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>"):
@@ -301,7 +294,7 @@ def sample(model, tok, prefix: str, suffixes: list[str], seeds: list[int], *, te
             mask[r, P + S - n:] = 1
         pos = (P + mask[:, P:].cumsum(-1) - 1).clamp(min=P if P else 0)
         gens = [torch.Generator().manual_seed(seeds[i] % (2 ** 63)) for i in batch]
-        cache = expand_cache(shared, B) if shared is not None else None
+        cache = scoring.expand_cache(shared, B) if shared is not None else None
         ids, mask, pos = ids.to(dev), mask.to(dev), pos.to(dev)
         new = [[] for _ in batch]
         done = [False] * B

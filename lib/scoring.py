@@ -85,7 +85,7 @@ def _logprobs_at(model, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None])[:, 0]
 
 
-def _expand_cache(cache, batch: int):
+def expand_cache(cache, batch: int):
     """A cache whose layers are views of `cache`'s tensors expanded to `batch` rows: nothing is copied, and
     the model's update (a concatenation) makes new tensors, so the shared cache is never modified."""
     import copy
@@ -180,7 +180,7 @@ def _score_packed(model, rows: list[dict], cache, n_prefix: int) -> list[float]:
             mask = mask[None, None].to(dev)
             if not sdpa:
                 mask = mask.to(_parts(model)[1].weight.dtype)
-            hidden = _call_decoder(decoder, torch.tensor([inp], device=dev), n_prefix, _expand_cache(cache, 1),
+            hidden = _call_decoder(decoder, torch.tensor([inp], device=dev), n_prefix, expand_cache(cache, 1),
                                    position_ids=torch.tensor([pos], device=dev), attention_mask=mask)[0]
             lp = _logprobs_at(model, hidden[torch.tensor(sel, device=dev)], torch.tensor(tgt, device=dev)).double().cpu()
             sums = torch.zeros(len(idx), dtype=torch.float64).index_add_(0, torch.tensor(owner), lp)
@@ -213,7 +213,7 @@ def _score_rows(model, rows: list[dict], cache, n_prefix: int, batch_size: int) 
                 for t in range(rows[i]["start"], len(ids)):
                     sel_r.append(r), sel_c.append(t - 1), tgt.append(ids[t])
             hidden = _call_decoder(decoder, inp.to(dev), n_prefix,
-                                   None if cache is None else _expand_cache(cache, len(idx)))
+                                   None if cache is None else expand_cache(cache, len(idx)))
             sel_r_t, sel_c_t = torch.tensor(sel_r, device=dev), torch.tensor(sel_c, device=dev)
             lp = _logprobs_at(model, hidden[sel_r_t, sel_c_t], torch.tensor(tgt, device=dev)).double().cpu()
             sums = torch.zeros(len(idx), dtype=torch.float64).index_add_(0, torch.tensor(sel_r), lp)
