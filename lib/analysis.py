@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from . import runs
-from .datasets import LEARNING_CHECK_SPLITS as LEARNING_CHECKS, SPLITS  # the splits of every dataset
+from .datasets import SPLITS  # the splits of every dataset
 
 COLUMNS = ["dataset", "split", "subset", "condition", "model", "seed", "n", "acc", "acc_norm",
            "acc_mutual_info", "chance", "acc_any_valid"]
@@ -354,8 +354,9 @@ def write_claims(table: pd.DataFrame, outdir: Path, *, params_name: str, metric:
     csv, md = outdir / "claims.csv", outdir / "claims.md"
     runs.write_text(csv, table.to_csv(index=False))
     models = ", ".join(m for m in table["model"].unique() if m) or "(no results)"
+    beside = next(c.removeprefix("verdict_") for c in table.columns if c.startswith("verdict_"))
     text = (f"# Claims C1-C7 tested on the results of params `{params_name}`\n\n"
-            f"Model: {models}. Metric: `{metric}` (its verdicts; the `_{'acc' if metric == 'acc_mutual_info' else 'acc_mutual_info'}` "
+            f"Model: {models}. Metric: `{metric}` (its verdicts; the `_{beside}` "
             f"columns repeat each test on the other metric). Intervals: {ci_level:.0%} normal CIs from item-level "
             f"binomial SEs (pooled over the inference-type subsets of a split; over seeds where there are several). "
             f"Band for 'at chance' / 'near zero' / 'near ceiling': {margin:g}. "
@@ -370,7 +371,11 @@ def accuracy_table(results: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
     """One row per model x dataset x split, one column per condition (in `CONDITIONS` order): the split's
     pooled accuracy (`aggregate`'s `acc`, mean over seeds), beside `n` (items; "lo-hi" when conditions scored
     different numbers of items) and `chance`."""
-    agg = aggregate(results, metric)
+    return _wide(aggregate(results, metric))
+
+
+def _wide(agg: pd.DataFrame) -> pd.DataFrame:
+    """accuracy_table of rows `aggregate` returned."""
     if agg.empty:
         return pd.DataFrame(columns=["model", "dataset", "split", "n", "chance"])
     keys = ["model", "dataset", "split"]
@@ -391,12 +396,13 @@ def write_results(results: pd.DataFrame, outdir: Path, *, params_name: str,
     into `outdir`, atomically: the accuracies the figures draw and the claims test, as numbers."""
     outdir = Path(outdir)
     csv, md = outdir / "results.csv", outdir / "results.md"
-    runs.write_text(csv, pd.concat([aggregate(results, m) for m in metrics]).to_csv(index=False))
+    aggs = {m: aggregate(results, m) for m in metrics}
+    runs.write_text(csv, pd.concat(aggs.values()).to_csv(index=False))
     text = (f"# Accuracy per split and condition, params `{params_name}`\n\n"
             "Pooled over the split's items (mean over seeds where there are several); `n` items per split. "
             "Written by `notebooks/05_analysis.ipynb` (`lib.analysis.write_results`); SEs in `results.csv`.\n")
     for m in metrics:
-        text += f"\n## `{m}`\n\n" + _md_table(accuracy_table(results, m))
+        text += f"\n## `{m}`\n\n" + _md_table(_wide(aggs[m]))
     runs.write_text(md, text)
     return [csv, md]
 
@@ -417,14 +423,15 @@ def loss_curves(params) -> pd.DataFrame:
     """The loss curves (`loss_curve.json`, lib.training) of the FT runs behind the current results, tidy: run,
     dataset, step, loss. Runs cached under runs/<p>/ft/ by earlier params or code that no results file was
     scored with are left out; their folders are listed in `df.attrs["not_scored"]`."""
+    from . import training
+
     scored, rows, not_scored = scored_ft_runs(params), [], []
-    for path in sorted((runs.run_dir(params) / "ft").glob("*/*/loss_curve.json")):
-        folder = path.parent
-        stamp = runs.stamp_path(folder)
-        if not stamp.exists() or runs.read_json(stamp).get("key_hash") not in scored:
+    for info in training.ft_runs(params):
+        folder = Path(info["folder"])
+        if runs.read_json(runs.stamp_path(folder))["key_hash"] not in scored:
             not_scored.append(str(folder))
             continue
-        curve, info = runs.read_json(path), runs.read_json(folder / "train_info.json")
+        curve = training.read_loss_curve(folder)
         run = f"{info['tag']} ({info['splitting']}, s{info['seed']})"
         rows += [dict(run=run, dataset=folder.parent.name, step=s, loss=l) for s, l in zip(curve["step"], curve["loss"])]
     df = pd.DataFrame(rows, columns=["run", "dataset", "step", "loss"])

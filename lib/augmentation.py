@@ -212,14 +212,20 @@ def filter_sentences(candidates: list[str], *, prompt: str, item_text: str, exam
 
 
 # ----------------------------------------------------------------------------------------- generation
-def _forward(model, ids, mask, pos, cache):
-    """One forward through a causal LM with a KV cache; returns (last-position logits, cache)."""
+@functools.lru_cache(maxsize=None)
+def _forward_keywords(model_type) -> tuple[str, bool]:
+    """(the cache keyword, whether `logits_to_keep` exists) of a model class's forward, read once per class."""
     import inspect
 
-    names = inspect.signature(model.forward).parameters
-    ck = "cache" if "cache" in names else "past_key_values"
+    names = inspect.signature(model_type.forward).parameters
+    return ("cache" if "cache" in names else "past_key_values"), "logits_to_keep" in names
+
+
+def _forward(model, ids, mask, pos, cache):
+    """One forward through a causal LM with a KV cache; returns (last-position logits, cache)."""
+    ck, keep = _forward_keywords(type(model))
     kw = {ck: cache, "use_cache": True}
-    if "logits_to_keep" in names:
+    if keep:
         kw["logits_to_keep"] = 1
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, **kw)
     new_cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
@@ -292,7 +298,7 @@ def sample(model, tok, prefix: str, suffixes: list[str], seeds: list[int], *, te
             n = len(enc[i])
             ids[r, S - n:] = torch.tensor(enc[i])
             mask[r, P + S - n:] = 1
-        pos = (P + mask[:, P:].cumsum(-1) - 1).clamp(min=P if P else 0)
+        pos = (P + mask[:, P:].cumsum(-1) - 1).clamp(min=P)
         gens = [torch.Generator().manual_seed(seeds[i] % (2 ** 63)) for i in batch]
         cache = scoring.expand_cache(shared, B) if shared is not None else None
         ids, mask, pos = ids.to(dev), mask.to(dev), pos.to(dev)
@@ -528,10 +534,6 @@ def generate(params, dataset: str, rows: list[dict], kind: str, *, model=None, t
 
 def read_stats(params, dataset: str, kind: str) -> dict:
     return runs.read_json(aug_dir(params, dataset) / f"{kind}.stats.json")
-
-
-def read_rows(params, dataset: str, kind: str) -> list[dict]:
-    return runs.read_jsonl(aug_dir(params, dataset) / f"{kind}.jsonl")
 
 
 # -------------------------------------------------------------------------------------- augmented FT

@@ -50,13 +50,21 @@ def _n_tokens(tok, text: str) -> int:
     return len(tok(text, add_special_tokens=False)["input_ids"])
 
 
-def required_documents(train_rows: list[dict], items: list[dict], rng: random.Random) -> set[int]:
-    """Indices of documents covering every support fact of the items: one random covering document per
-    fact not already covered (facts in sorted order, so the choice is reproducible)."""
+def docs_by_fact(train_rows: list[dict]) -> dict[str, list[int]]:
+    """fact -> indices of the training documents stating it."""
     by_fact: dict[str, list[int]] = {}
     for i, r in enumerate(train_rows):
         for f in r["facts"]:
             by_fact.setdefault(f, []).append(i)
+    return by_fact
+
+
+def required_documents(train_rows: list[dict], items: list[dict], rng: random.Random,
+                       by_fact: dict[str, list[int]] | None = None) -> set[int]:
+    """Indices of documents covering every support fact of the items: one random covering document per
+    fact not already covered (facts in sorted order, so the choice is reproducible). `by_fact`:
+    docs_by_fact(train_rows), when the caller has it already."""
+    by_fact = docs_by_fact(train_rows) if by_fact is None else by_fact
     needed = sorted({f for it in items for f in it.get("support", [])})
     missing = [f for f in needed if f not in by_fact]
     if missing:
@@ -127,16 +135,13 @@ def retrieve_bm25(train_rows: list[dict], items: list[dict], k: int) -> list[lis
 def retrieve_oracle(train_rows: list[dict], items: list[dict], k: int, seed: int) -> list[list[int]]:
     """Per item, the documents stating its support facts (all of them when they fit in k, else one per fact)
     plus random other documents up to k."""
-    by_fact: dict[str, list[int]] = {}
-    for i, r in enumerate(train_rows):
-        for f in r["facts"]:
-            by_fact.setdefault(f, []).append(i)
+    by_fact = docs_by_fact(train_rows)
     out = []
     for it in items:
         rng = random.Random(f"icl-oracle:{seed}:{it['id']}")
         support = sorted({i for f in it.get("support", []) for i in by_fact.get(f, [])})
         if len(support) > k:
-            chosen = sorted(required_documents(train_rows, [it], rng))
+            chosen = sorted(required_documents(train_rows, [it], rng, by_fact))
             rest = [i for i in support if i not in chosen]
             rng.shuffle(rest)
             chosen += rest[:max(0, k - len(chosen))]

@@ -26,7 +26,6 @@ cached tokens (a token that merges across the join would break this; such an ite
 """
 from __future__ import annotations
 
-import hashlib
 import inspect
 import math
 import warnings
@@ -240,10 +239,6 @@ def _rows_for(tok, context: str, item: dict) -> list[dict]:
     return rows
 
 
-def _check_window(model, n: int, what: str) -> None:
-    check_fits(model, n, what)
-
-
 def loglikelihoods(model, tok, items: list[dict], context: str = "", *, batch_size: int = 16,
                    progress: bool = False) -> tuple[list[list[float]], list[list[int]]]:
     """Per item, the summed log-prob and the token count of each option's continuation given
@@ -252,7 +247,7 @@ def loglikelihoods(model, tok, items: list[dict], context: str = "", *, batch_si
         return [], []
     rows = [_rows_for(tok, context, it) for it in items]
     for it, rs in zip(items, rows):
-        _check_window(model, max(len(r["ids"]) for r in rs), f"item {it.get('id')!r} with its context")
+        check_fits(model, max(len(r["ids"]) for r in rs), f"item {it.get('id')!r} with its context")
     prefix = _encode(tok, context)[:-1] if context else []  # stop one token early: it may merge with the prompt
     fits = [bool(prefix) and all(r["ids"][:len(prefix)] == prefix and r["start"] > len(prefix) for r in rs)
             for rs in rows]
@@ -373,10 +368,6 @@ def summarize(items: list[dict], scores: list[dict], *, dataset: str, condition:
     return out[RESULT_COLUMNS]
 
 
-def _sha(obj) -> str:
-    return hashlib.sha256(runs.canonical_json(obj).encode()).hexdigest()
-
-
 def scores_path(params, dataset: str, condition: str):
     return runs.run_dir(params) / "scores" / f"{dataset}__{condition}.jsonl"
 
@@ -387,7 +378,7 @@ def results_path(params, dataset: str, condition: str):
 
 def _results_key(params, dataset, condition, items, context, seed, key) -> dict:
     return {"version": SCORING_VERSION, "model": params.model.model_dump(), "dataset": dataset,
-            "condition": condition, "seed": seed, "items": _sha(items), "context": _sha(context), "extra": key}
+            "condition": condition, "seed": seed, "items": runs.key_hash(items), "context": runs.key_hash(context), "extra": key}
 
 
 def cached_results(params, dataset: str, condition: str, items: list[dict], context: str | list[str] = "",

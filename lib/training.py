@@ -121,10 +121,10 @@ def tokenize_examples(tok, examples: list[dict], max_length: int) -> list[dict]:
     longer than max_length is an error naming it, never silently cut.
     """
     out = []
+    special = tok("", add_special_tokens=True).input_ids  # [] or [BOS]
     for i, ex in enumerate(examples):
         if not ex["target"]:
             raise ValueError(f"example {i} (row {ex.get('row')!r}) has an empty target")
-        special = tok("", add_special_tokens=True).input_ids  # [] or [BOS]
         context = ex["context"].rstrip()  # a trailing space belongs to the target's first token
         whole = tok(ex["context"] + ex["target"], add_special_tokens=False).input_ids
         n_ctx = len(tok(context, add_special_tokens=False).input_ids) if context else 0
