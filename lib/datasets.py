@@ -38,6 +38,7 @@ import random
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from . import runs
@@ -502,8 +503,11 @@ def build(params, name: str, *, force: bool = False) -> Path:
     """Build one dataset (or reuse it when its stamp matches) and return its folder."""
     out = data_dir(params, name)
     key = cache_key(params, name)
-    if not force and runs.is_fresh(out, key) and all((out / f).is_file() for f in FILES):
+    reason = None if force else runs.stale_reason(out, key)
+    if reason is None and not force:
         return out
+    if reason not in ("not built", "inputs changed", None):
+        warnings.warn(f"dataset {name!r} in {out}: {reason}; rebuilding it")
     _, make = _generator(name)
     runs.invalidate(out)  # from here on, a killed build leaves no stamp
     t0 = time.time()
@@ -513,7 +517,7 @@ def build(params, name: str, *, force: bool = False) -> Path:
     runs.write_jsonl(paths["train.jsonl"], train)
     runs.write_jsonl(paths["test.jsonl"], test)
     runs.write_json(paths["manifest.json"], _manifest(name, key, train, test, paths))
-    runs.mark_fresh(out, key, seconds=round(time.time() - t0, 2))
+    runs.mark_fresh(out, key, outputs=paths.values(), seconds=round(time.time() - t0, 2))
     return out
 
 

@@ -199,8 +199,10 @@ def occurrence_summary(occ: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------- stage
-def select_items(items: list[dict], cap: int, seed: int, dataset: str) -> list[dict]:
-    """At most `cap` items per split (a seeded random subset, in file order)."""
+def select_items(items: list[dict], cap: int | None, seed: int, dataset: str) -> list[dict]:
+    """At most `cap` items per split (a seeded random subset, in file order); every item when cap is None."""
+    if cap is None:
+        return list(items)
     by_split: dict[str, list[int]] = {}
     for i, it in enumerate(items):
         by_split.setdefault(it["split"], []).append(i)

@@ -85,7 +85,7 @@ class ICLParams(_Strict):
     max_context_tokens: int = Field(gt=0)  # documents are subsampled to fit (always keeping tested facts)
     retrieval_k: int = Field(gt=0)  # documents per question for icl_retrieved
     retrieval_modes: list[Literal["bm25", "oracle"]]
-    max_test_items: int = Field(gt=0)  # cap on scored items per split (all when larger than the split)
+    max_test_items: Optional[int] = Field(gt=0)  # cap on scored items per split; null: every item (cpu, paper)
 
 
 # ------------------------------------------------------------------------------------------------- FT

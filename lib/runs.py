@@ -8,8 +8,10 @@ Layout (all git-ignored):
     runs/<params name>/ft/..., augment/..., notebooks/...                      later stages
 
 A stage is cached by a *stamp*: a small JSON file written last, holding the hash of the inputs the stage
-depends on. `is_fresh(path, key)` is true only when the stamp exists and its hash matches, so a killed run
-(no stamp) or changed params (other hash) recompute; every file is written to a temp file and renamed.
+depends on and the sha256 of every file it wrote. A stage removes its stamp before it writes (`invalidate`)
+and writes it last (`mark_fresh`); `is_fresh(path, key)` is true only when the stamp parses, its key hash
+matches and every output still has its recorded hash, so a killed run (no stamp), changed params (other hash)
+or a damaged output (other sha256) recompute; every file is written to a temp file and renamed.
 """
 from __future__ import annotations
 
@@ -85,8 +87,16 @@ def read_json(path: Path) -> Any:
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSONL file; a line that does not parse raises ValueError naming the file and line."""
+    rows = []
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for i, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}, line {i}: not valid JSON ({e.msg})") from None
+    return rows
 
 
 # --------------------------------------------------------------------------------------------- caching
@@ -96,22 +106,63 @@ def stamp_path(path: Path) -> Path:
     return path.parent / f"{path.name}.stamp.json"
 
 
-def is_fresh(path: Path, key: Any) -> bool:
-    """True when `path` exists and was finished with this exact key."""
+def _output_files(path: Path) -> list[Path]:
+    """The files a stamp vouches for: `path` itself, or every file under the folder `path` (stamps and
+    temp files excluded)."""
+    if path.is_file():
+        return [path]
+    return sorted(f for f in path.rglob("*") if f.is_file() and not f.name.endswith((".stamp.json", ".tmp")))
+
+
+def _hashes(path: Path, outputs) -> dict[str, str]:
+    files = [Path(o) for o in outputs] if outputs is not None else _output_files(path)
+    base = path if path.is_dir() else path.parent
+    return {os.path.relpath(f, base): sha256_file(f) for f in files}
+
+
+def stale_reason(path: Path, key: Any) -> str | None:
+    """None when `path` exists, its stamp is a JSON object with this exact key, and every output file the
+    stamp lists still has the sha256 it had when the stage finished; else why not, in a few words. Anything
+    odd (no stamp, a stamp that does not parse or has the wrong shape, a missing, truncated or edited output)
+    is a reason to recompute, never an exception."""
     path, stamp = Path(path), stamp_path(path)
-    if not (path.exists() and stamp.exists()):
-        return False
+    if not path.exists():
+        return "not built"
+    if not stamp.exists():
+        return "no stamp (never finished)"
     try:
-        return read_json(stamp).get("key_hash") == key_hash(key)
-    except (json.JSONDecodeError, OSError):
-        return False
+        st = read_json(stamp)
+    except (ValueError, OSError) as e:
+        return f"stamp {stamp.name} does not parse ({type(e).__name__})"
+    if not isinstance(st, dict) or not isinstance(st.get("outputs"), dict) or not st["outputs"]:
+        return f"stamp {stamp.name} has the wrong shape"
+    if st.get("key_hash") != key_hash(key):
+        return "inputs changed"
+    base = path if path.is_dir() else path.parent
+    for rel, h in st["outputs"].items():
+        f = base / rel
+        if not f.is_file():
+            return f"{rel} is missing"
+        if sha256_file(f) != h:
+            return f"{rel} changed since it was written (sha256 mismatch)"
+    return None
 
 
-def mark_fresh(path: Path, key: Any, **info) -> None:
-    """Write the stamp last, after `path` is complete."""
-    write_json(stamp_path(path), {"key_hash": key_hash(key), "key": key, **info})
+def is_fresh(path: Path, key: Any) -> bool:
+    """True when the stage's outputs at `path` are complete and were made with this exact key (see stale_reason)."""
+    return stale_reason(path, key) is None
+
+
+def mark_fresh(path: Path, key: Any, *, outputs: Iterable[Path] | None = None, **info) -> None:
+    """Write the stamp last, after `path` is complete: the key's hash and the sha256 of every output (the
+    files in `outputs`, default `path` itself or every file under the folder `path`)."""
+    path = Path(path)
+    write_json(stamp_path(path), {"key_hash": key_hash(key), "key": key,
+                                  "outputs": _hashes(path, outputs), **info})
 
 
 def invalidate(path: Path) -> None:
+    """Remove the stamp of `path`: a stage calls this before it writes anything, so a kill mid-way leaves
+    outputs that no rerun trusts."""
     with contextlib.suppress(FileNotFoundError):
         os.remove(stamp_path(path))

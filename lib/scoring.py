@@ -38,7 +38,7 @@ import torch
 from . import runs
 from .models import check_fits
 
-SCORING_VERSION = 1
+SCORING_VERSION = 2
 PREFIX_CHUNK = 2048  # tokens per forward pass when filling the shared context's cache
 CACHE_ROWS = 32768  # batch x cached tokens per forward: the expanded cache is concatenated (copied) by the model
 
@@ -81,7 +81,9 @@ def _logprobs_at(model, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Te
     logits = head(hidden).float()
     if cap:
         logits = torch.tanh(logits / cap) * cap
-    return torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None])[:, 0]
+    # fp64 here: the normaliser sums a vocabulary of terms, and fp32's error there (~1e-5 per token, its sign
+    # set by the CPU's vector reduction) would dominate every comparison; it runs only at scored positions.
+    return torch.log_softmax(logits.double(), dim=-1).gather(-1, targets[:, None])[:, 0]
 
 
 def expand_cache(cache, batch: int):
@@ -338,9 +340,15 @@ RESULT_COLUMNS = ["dataset", "split", "subset", "condition", "model", "seed", "n
                   "acc_mutual_info", "chance", "acc_any_valid"]
 
 
+def golds(item: dict) -> list[int]:
+    """The indices of every correct option: the item's `golds` when it has several equally correct answers
+    (e.g. both converses of "Some X are Y"), else [gold]. An item is answered correctly when the argmax is in it."""
+    return list(item.get("golds") or [item["gold"]])
+
+
 def summarize(items: list[dict], scores: list[dict], *, dataset: str, condition: str, model: str,
               seed: int) -> pd.DataFrame:
-    """One row per split x subset: n, acc, acc_norm, acc_mutual_info, chance (mean 1/#options) and
+    """One row per split x subset: n, acc, acc_norm, acc_mutual_info, chance (mean |golds|/#options) and
     acc_any_valid (the prediction is any of the item's "valid" options; NaN where items have none)."""
     if len(items) != len(scores):
         raise ValueError(f"{len(items)} items but {len(scores)} scores")
@@ -348,11 +356,11 @@ def summarize(items: list[dict], scores: list[dict], *, dataset: str, condition:
     for it, sc in zip(items, scores):
         if it["id"] != sc["id"]:
             raise ValueError(f"scores out of order: item {it['id']!r} vs score {sc['id']!r}")
-        valid = it.get("valid")
+        valid, g = it.get("valid"), golds(it)
         recs.append({"split": it["split"], "subset": it.get("subset", ""),
-                     "acc": float(sc["pred"] == it["gold"]), "acc_norm": float(sc["pred_norm"] == it["gold"]),
-                     "acc_mutual_info": float(sc["pred_mi"] == it["gold"]),
-                     "chance": 1.0 / len(it["options"]),
+                     "acc": float(sc["pred"] in g), "acc_norm": float(sc["pred_norm"] in g),
+                     "acc_mutual_info": float(sc["pred_mi"] in g),
+                     "chance": len(g) / len(it["options"]),
                      "acc_any_valid": float(sc["pred"] in valid) if valid else math.nan})
     if not recs:
         return pd.DataFrame(columns=RESULT_COLUMNS)
@@ -387,7 +395,7 @@ def cached_results(params, dataset: str, condition: str, items: list[dict], cont
     (lets a caller skip loading a model whose scores are already there)."""
     rp = results_path(params, dataset, condition)
     fresh = runs.is_fresh(rp, _results_key(params, dataset, condition, items, context, seed, key))
-    return _read_csv(rp) if fresh and scores_path(params, dataset, condition).exists() else None
+    return _read_csv(rp) if fresh else None
 
 
 def evaluate(params, dataset: str, condition: str, model, tok, items: list[dict], context: str | list[str] = "",
@@ -405,11 +413,13 @@ def evaluate(params, dataset: str, condition: str, model, tok, items: list[dict]
     full_key = _results_key(params, dataset, condition, items, context, seed, key)
     sp, rp = scores_path(params, dataset, condition), results_path(params, dataset, condition)
     scores = score_items(model, tok, items, context, batch_size=batch_size, progress=progress)
-    extra = [{"split": it["split"], "subset": it.get("subset", "")} for it in items]
-    runs.write_jsonl(sp, [{**s, **e} for s, e in zip(scores, extra)])
+    extra = [{"split": it["split"], "subset": it.get("subset", ""), "cluster": it.get("cluster", it["id"]),
+              "golds": golds(it)} for it in items]
     df = summarize(items, scores, dataset=dataset, condition=condition, model=params.model.name, seed=seed)
+    runs.invalidate(rp)  # the stamp goes first and comes back last: a kill between the writes leaves no stamp
+    runs.write_jsonl(sp, [{**s, **e} for s, e in zip(scores, extra)])
     runs.write_text(rp, df.to_csv(index=False))
-    runs.mark_fresh(rp, full_key)
+    runs.mark_fresh(rp, full_key, outputs=[rp, sp])
     return df
 
 
