@@ -1,4 +1,5 @@
-# make reproduce [PARAMS=cpu|smoke|paper] [MODEL=<hub id or path>]   run notebooks 01-05, regenerate figures/
+# make reproduce [PARAMS=cpu|smoke|paper] [MODEL=<hub id or path>] [OVERRIDES='{"finetune.steps": 5}']
+#                                                                     run notebooks 01-05, regenerate figures/
 # make test                                                           pytest tests/ + nbval on notebooks/ (smoke)
 # make data | bench | venv | strip | clean-runs
 SHELL := /bin/bash
@@ -8,8 +9,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
-OVERRIDES := $(if $(MODEL),{"model.name": "$(MODEL)"},{})
-PM_ARGS := -p params_name $(PARAMS) -y '{"overrides": $(OVERRIDES)}'
+OVERRIDES ?=
+# MODEL and OVERRIDES reach the recipes through the environment, never pasted into shell code, so any value
+# (quotes, spaces) arrives as it was typed; lib.params joins them into one JSON object of dotted keys.
+export PARAMS MODEL OVERRIDES
 
 .PHONY: venv test data reproduce bench strip clean-runs
 venv: $(VENV)/.installed
@@ -25,11 +28,12 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $@
 
+# Tests never reach a model hub: HF_HUB_OFFLINE=1 for the whole run (tests/conftest.py sets it too).
 test: venv
-	@set +e; $(PY) -m pytest tests/ ; rc=$$?; \
+	@set +e; export HF_HUB_OFFLINE=1; $(PY) -m pytest tests/ ; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	  if [ $$rc -ne 0 ]; then echo "make test: unit tests failed (exit $$rc)" >&2; exit $$rc; fi
-	@set +e; $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/ ; rc=$$?; \
+	@set +e; export HF_HUB_OFFLINE=1; $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/ ; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: nbval collected no notebooks" >&2; exit 1; fi; \
 	  if [ $$rc -ne 0 ]; then echo "make test: notebooks failed under nbval (exit $$rc)" >&2; exit $$rc; fi
 
@@ -39,17 +43,21 @@ data: venv
 # Each notebook runs with papermill; executed copies go to the run's folder, runs/<PARAMS>/notebooks/ (or
 # runs/<PARAMS>-<hash of the overrides>/notebooks/ with MODEL=), git-ignored. The params are validated first.
 reproduce: venv
-	@run=$$($(PY) -m lib.params '$(PARAMS)' '$(OVERRIDES)') || exit 2; \
-	OUT=runs/$$run/notebooks; mkdir -p $$OUT figures; echo "== run folder: runs/$$run"; \
-	total=$$(date +%s); \
+	@ov=$$($(PY) -m lib.params --overrides) || exit 2; \
+	run=$$($(PY) -m lib.params "$$PARAMS" "$$ov") || exit 2; \
+	OUT=runs/$$run/notebooks; mkdir -p "$$OUT" figures; echo "== run folder: runs/$$run"; \
+	times=runs/$$run/stage_times.tsv; printf 'stage\tseconds\n' > "$$times"; total=$$(date +%s); \
 	for nb in $(NOTEBOOKS); do \
-	  t=$$(date +%s); echo "== $$nb (PARAMS=$(PARAMS))"; \
-	  $(PY) -m papermill --log-level WARNING -k python3 --cwd notebooks $$nb $$OUT/$$(basename $$nb) $(PM_ARGS); rc=$$?; \
+	  t=$$(date +%s); echo "== $$nb (PARAMS=$$PARAMS)"; \
+	  $(PY) -m papermill --log-level WARNING -k python3 --cwd notebooks $$nb "$$OUT/$$(basename $$nb)" \
+	    -p params_name "$$PARAMS" -y "overrides: $$ov"; rc=$$?; \
 	  if [ $$rc -eq 138 ]; then echo "!! $$nb: the kernel died (exit 138: out of memory?)" >&2; exit 138; fi; \
 	  if [ $$rc -ne 0 ]; then echo "!! $$nb failed (exit $$rc); executed copy: $$OUT/$$(basename $$nb)" >&2; exit $$rc; fi; \
+	  printf '%s\t%s\n' "$$(basename $$nb .ipynb)" "$$(( $$(date +%s) - t ))" >> "$$times"; \
 	  echo "== $$nb done in $$(( $$(date +%s) - t )) s"; \
 	done; \
-	echo "== make reproduce PARAMS=$(PARAMS): all stages done in $$(( $$(date +%s) - total )) s"
+	$(PY) -m lib.timings "runs/$$run"; \
+	echo "== make reproduce PARAMS=$$PARAMS: all stages done in $$(( $$(date +%s) - total )) s"
 
 bench: venv
 	$(PY) -m lib.bench

@@ -96,16 +96,42 @@ def resolve(name: str) -> str:
     """Hub id or local path to load for a model name (the bundled name maps to its converted copy).
 
     A name that looks like a path (starts with / . or ~, or names an existing folder) must be a folder with a
-    config.json; anything else is a Hugging Face hub id. Raises ModelNotFoundError naming the problem."""
+    config.json; a relative path is taken from the repository root (not from notebooks/, where papermill
+    runs); anything else is a Hugging Face hub id. Raises ModelNotFoundError naming the problem."""
     if name == BUNDLED:
         return str(bundled_model_dir())
     path = Path(name).expanduser()
+    if not path.is_absolute():
+        path = ROOT / path
     if path.exists() or name.startswith(("/", ".", "~")):
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"model not found: {name!r} is not a folder with a config.json "
                                      f"(give the bundled name {BUNDLED!r}, a hub id or a model folder)")
         return str(path)
     return name
+
+
+def check_available(name: str, *, timeout: float = 10.0) -> None:
+    """Fail at once, before any notebook runs, when model `name` cannot be had: a local path without a
+    config.json, or a hub id that is neither in the local Hugging Face cache nor (HF_HUB_OFFLINE unset)
+    answered by the hub within `timeout` seconds. Raises ModelNotFoundError naming the problem."""
+    local = resolve(name)
+    if local != name or Path(local).is_dir():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return
+    if _offline():
+        raise ModelNotFoundError(f"model not found: {name!r} is not a local folder and not in the local Hugging "
+                                 f"Face cache, and HF_HUB_OFFLINE=1 forbids downloading it")
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().model_info(name, timeout=timeout)
+    except Exception as e:  # noqa: BLE001 - any failure to reach or find it means the run cannot start
+        raise ModelNotFoundError(f"model not found: {name!r} is not a local folder, not in the local Hugging "
+                                 f"Face cache, and the hub did not give it ({type(e).__name__})") from None
 
 
 def _offline() -> bool:

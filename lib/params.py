@@ -10,6 +10,10 @@ Datasets are optional: a dataset absent from `datasets:` is simply not built.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import os
+import sys
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -184,9 +188,31 @@ def validate(raw: dict, name: str, source: str = "<params>", overrides: dict | N
         raise ParamsError(f"{source}: name: unknown key (the name is the file's stem)")
     raw = _apply_overrides(raw, overrides or {}, source)
     try:
-        return Params.model_validate({"name": name, **raw})
+        params = Params.model_validate({"name": name, **raw})
     except ValidationError as e:
         raise ParamsError(_format_error(e, source)) from None
+    problems = cross_field_problems(params)
+    if problems:
+        raise ParamsError(f"{source}: invalid params\n  " + "\n  ".join(problems))
+    return params
+
+
+def cross_field_problems(p: Params) -> list[str]:
+    """The rules one key's schema cannot state: each broken rule as `key: what is wrong`."""
+    out = []
+    if not p.dataset_names:
+        out.append("datasets: no dataset given (name at least one of " + ", ".join(DATASETS) + ")")
+    ft = p.finetune
+    if ft.warmup_steps >= ft.steps:
+        out.append(f"finetune.warmup_steps: {ft.warmup_steps} is not below finetune.steps ({ft.steps})")
+    if len(set(ft.seeds)) != len(ft.seeds):
+        out.append(f"finetune.seeds: repeated seeds {ft.seeds} (each seed is one FT run; give distinct seeds)")
+    unknown = [d for d in ft.splitting_ablation if d not in p.dataset_names]
+    if unknown:
+        out.append(f"finetune.splitting_ablation: {unknown} not among the datasets built ({p.dataset_names})")
+    if len(set(ft.splitting_ablation)) != len(ft.splitting_ablation):
+        out.append(f"finetune.splitting_ablation: repeated datasets {ft.splitting_ablation}")
+    return out
 
 
 def load(name: str = "smoke", overrides: dict | None = None) -> Params:
@@ -202,26 +228,73 @@ def load(name: str = "smoke", overrides: dict | None = None) -> Params:
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {e}") from None
     source = str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
-    # A run with overrides gets its own folder, runs/<name>-<hash of the overrides>/, so that its cached
-    # results never mix with the plain params file's.
-    run_name = path.stem if not overrides else f"{path.stem}-{_overrides_hash(overrides)}"
-    return validate(raw, run_name, source, overrides)
+    return validate(raw, run_name(path, overrides), source, overrides)
 
 
-def _overrides_hash(overrides: dict) -> str:
-    import hashlib
-    import json
+def run_name(path: Path, overrides: dict | None = None) -> str:
+    """The run's folder name under runs/: the stem of a file in params/ (`cpu`); a file kept anywhere else
+    gets a hash of its contents (`smoke-1a2b3c4d`), so that it never shares the built-in file's folder;
+    overrides add a hash of their own (`cpu-5e6f7a8b`). Different params never share cached results."""
+    path = Path(path).resolve()
+    name = path.stem
+    if path.parent != PARAMS_DIR.resolve():
+        name += "-" + _short_hash(path.read_bytes())
+    if overrides:
+        name += "-" + _short_hash(json.dumps(overrides, sort_keys=True, default=str).encode())
+    return name
 
-    return hashlib.sha256(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+def _short_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:8]
+
+
+USAGE = """usage: python -m lib.params <params name or path.yaml> [overrides as a JSON object]
+  validates the params (and that the model can be found) and prints the run's folder name under runs/
+  e.g. python -m lib.params cpu '{"model.name": "HuggingFaceTB/SmolLM2-360M-Instruct"}'"""
+
+
+def cli_overrides(model: str = "", extra: str = "") -> dict:
+    """The overrides of `make reproduce MODEL=... OVERRIDES='{json}'`: the JSON object, plus model.name."""
+    try:
+        out = json.loads(extra) if extra.strip() else {}
+    except json.JSONDecodeError as e:
+        raise ParamsError(f"OVERRIDES is not valid JSON ({e.msg}): {extra!r}") from None
+    if not isinstance(out, dict):
+        raise ParamsError(f"OVERRIDES must be a JSON object of dotted keys, got {extra!r}")
+    return {**out, "model.name": model} if model else out
+
+
+def main(argv: list[str]) -> int:
+    """`python -m lib.params <name> [overrides]`: validate and print the run's name, or one line naming the
+    problem (exit 2). `python -m lib.params --overrides`: the JSON of MODEL and OVERRIDES from the
+    environment. The Makefile calls both before running any notebook."""
+    if argv == ["--overrides"]:
+        try:
+            print(json.dumps(cli_overrides(os.environ.get("MODEL", ""), os.environ.get("OVERRIDES", ""))))
+        except ParamsError as e:
+            print(f"params: {e}", file=sys.stderr)
+            return 2
+        return 0
+    if len(argv) not in (1, 2) or argv[0] in ("-h", "--help"):
+        print(USAGE, file=sys.stderr)
+        return 2
+    try:
+        overrides = json.loads(argv[1]) if len(argv) == 2 else None
+        if overrides is not None and not isinstance(overrides, dict):
+            raise ParamsError(f"overrides must be a JSON object of dotted keys, got {argv[1]!r}")
+        params = load(argv[0], overrides or None)
+        from .models import check_available
+
+        check_available(params.model.name)
+    except json.JSONDecodeError as e:
+        print(f"params: overrides are not valid JSON ({e.msg}): {argv[1]!r}", file=sys.stderr)
+        return 2
+    except (ParamsError, FileNotFoundError) as e:
+        print(f"params: {e}", file=sys.stderr)
+        return 2
+    print(params.name)
+    return 0
 
 
 if __name__ == "__main__":
-    # `python -m lib.params <name> [overrides as JSON]`: validate and print the run's name (its folder under
-    # runs/), or one line naming the problem. The Makefile calls this before running any notebook.
-    import json
-    import sys
-
-    try:
-        print(load(sys.argv[1], json.loads(sys.argv[2]) if len(sys.argv) > 2 else None).name)
-    except (ParamsError, json.JSONDecodeError) as e:
-        sys.exit(f"params: {e}")
+    sys.exit(main(sys.argv[1:]))

@@ -1,8 +1,13 @@
 """Shared fixtures: a tiny random Llama model (mechanics tests) and the bundled tokenizer."""
 from __future__ import annotations
 
-import pytest
-import torch
+import os
+
+# No test ever reaches a model hub: a model that is not on disk fails at once instead of retrying the network.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture(scope="session")

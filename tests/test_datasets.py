@@ -205,7 +205,7 @@ def test_reversal_curse(tmp_runs, pool):
 
 
 def test_reversal_curse_paper_size_is_3600(tmp_runs):
-    p = P.load("paper", NO_B)
+    p = P.load("paper", {**NO_B, "finetune.splitting_ablation": ["simple_reversals"]})
     train, test, m = D.load(p, "reversal_curse")
     assert len(train) == 3600 and m["counts"] == {"forward": 300, "reversal": 300}
     source = runs.read_jsonl(D.REVERSAL_CURSE_DIR / "all_prompts_train.jsonl")
@@ -313,7 +313,9 @@ def test_command_line_builds_and_prints_the_table(tmp_runs, tmp_path, capsys):
     assert D.main([str(path)]) == 0
     out = capsys.readouterr().out
     assert "reversal_curse" in out and "chance" in out
-    m = json.loads((tmp_runs / "mini" / "data" / "syllogisms" / "manifest.json").read_text())
+    run = P.load(str(path)).name  # a params file outside params/: mini-<hash of its contents>
+    assert run.startswith("mini-")
+    m = json.loads((tmp_runs / run / "data" / "syllogisms" / "manifest.json").read_text())
     assert m["counts"] == {"syllogism": 6}
     table = D.counts_table(P.load(str(path)))
     assert list(table["dataset"].unique()) == list(OURS)

@@ -21,6 +21,15 @@ def reference_loglikelihood(model, tok, context: str, continuation: str) -> floa
     return sum(float(logp[len(c_ids) + i - 1, t]) for i, t in enumerate(k_ids))
 
 
+def tolerance(n_tokens: int) -> float:
+    """How far reuse may sit from recomputation. Both take the log-softmax in fp64, so what differs is the fp32
+    forward pass (other matmul shapes and reduction orders, a cached vs a recomputed prefix). Its relative
+    error grows like u * sqrt(depth * inner dimension) = 6e-8 * sqrt(30 * 1536) ~ 1.3e-5 for the bundled
+    30-layer model (less for the tiny ones), on logits whose scale (spread across the vocabulary) is a few
+    units: ~5e-5 per scored token, and the option's log-prob sums one such error per token."""
+    return 5e-5 * n_tokens
+
+
 ITEMS = [
     {"id": "a", "split": "forward", "subset": "", "prompt": "The capital of Zorbia is", "options": ["Glim", "Paris", "a big city"], "gold": 0, "support": []},
     {"id": "b", "split": "reversal", "subset": "", "prompt": "Glim is the capital of", "options": ["Zorbia", "France"], "gold": 0, "support": []},
@@ -94,22 +103,26 @@ def test_merge_across_shared_context_is_recomputed_exactly(toy):
     assert any("recomputed in full" in str(x.message) for x in w)
     for it, ll in zip(items, lls):
         for o, v in zip(it["options"], ll):
-            assert v == pytest.approx(reference_loglikelihood(model, tok, context + it["prompt"], " " + o), abs=1e-4)
+            n = len(scoring.encode_pair(tok, context + it["prompt"], " " + o)[1])
+            ref = reference_loglikelihood(model, tok, context + it["prompt"], " " + o)
+            assert v == pytest.approx(ref, abs=tolerance(n))
 
 
 # ------------------------------------------------------------------------- reuse == recomputation
 def _check_against_reference(model, tok, context):
     scores = scoring.score_items(model, tok, ITEMS, context, batch_size=2, progress=False)
-    worst = 0.0
+    worst = 0.0  # the largest difference as a share of its bound
     for it, sc in zip(ITEMS, scores):
         assert sc["id"] == it["id"] and sc["n_chars"] == [len(o) for o in it["options"]]
         for j, o in enumerate(it["options"]):
             ref = reference_loglikelihood(model, tok, context + it["prompt"], " " + o)
-            worst = max(worst, abs(sc["loglikelihoods"][j] - ref))
-            assert sc["n_tokens"][j] == len(scoring.encode_pair(tok, context + it["prompt"], " " + o)[1])
+            n = len(scoring.encode_pair(tok, context + it["prompt"], " " + o)[1])
+            assert sc["n_tokens"][j] == n
+            worst = max(worst, abs(sc["loglikelihoods"][j] - ref) / tolerance(n))
             unc = reference_loglikelihood(model, tok, "", " " + o)
-            assert sc["loglikelihoods_uncond"][j] == pytest.approx(unc, abs=1e-4)
-    assert worst < 1e-4, worst
+            n_unc = len(scoring.encode_pair(tok, "", " " + o)[1])
+            assert sc["loglikelihoods_uncond"][j] == pytest.approx(unc, abs=tolerance(n_unc))
+    assert worst <= 1.0, f"reuse differs from recomputation by {worst:.2f}x the per-token bound"
     return scores
 
 
@@ -146,7 +159,8 @@ def test_per_item_contexts_and_peft(tiny):
         for it, ctx, sc in zip(ITEMS, contexts, scores):
             for j, o in enumerate(it["options"]):
                 ref = reference_loglikelihood(peft_model, tok, ctx + it["prompt"], " " + o)
-                assert sc["loglikelihoods"][j] == pytest.approx(ref, abs=1e-4)
+                n = len(scoring.encode_pair(tok, ctx + it["prompt"], " " + o)[1])
+                assert sc["loglikelihoods"][j] == pytest.approx(ref, abs=tolerance(n))
     finally:
         peft_model.unload()  # leave the shared tiny model as it was
 

@@ -1,0 +1,246 @@
+"""Caches that are verified, stages that are atomic as a whole, and bad input that gets one clear error.
+
+Each test damages or kills something the way a user's machine can (a file cut short, edited, emptied; a kill
+between two writes; a params file kept elsewhere under a built-in name) and asserts what a rerun then does.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from lib import datasets as D
+from lib import params as P
+from lib import runs, scoring
+from lib.models import ModelNotFoundError, check_available, resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"datasets.semantic_structure": None, "datasets.derivatoids": None}
+
+
+@pytest.fixture
+def tmp_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "RUNS", tmp_path / "runs")
+    return tmp_path / "runs"
+
+
+@pytest.fixture
+def smoke():
+    return P.load("smoke", SMALL)
+
+
+# ------------------------------------------------------------------------------- verified dataset caches
+def _cut(path: Path, n_lines: int) -> None:
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:n_lines]))
+
+
+def _edit(path: Path) -> None:
+    rows = runs.read_jsonl(path)
+    rows[0]["text"] = rows[0]["text"] + " (edited)"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _half_line(path: Path) -> None:
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])
+
+
+@pytest.mark.parametrize("damage", [
+    ("train.jsonl", lambda p: _cut(p, 3)),        # truncated to 3 lines
+    ("train.jsonl", _edit),                         # edited in place, still valid JSON
+    ("test.jsonl", lambda p: p.write_text("")),     # emptied
+    ("test.jsonl", _half_line),                     # a line cut mid-way
+    ("manifest.json", lambda p: p.write_text("{}")),
+    ("train.jsonl", lambda p: p.unlink()),          # deleted
+], ids=["truncated", "edited", "emptied", "cut-mid-line", "manifest", "deleted"])
+def test_a_damaged_data_file_is_rebuilt_with_a_warning(tmp_runs, smoke, damage):
+    name, hurt = damage
+    train, test, manifest = D.load(smoke, "syllogisms")
+    out = D.data_dir(smoke, "syllogisms")
+    good = {f: (out / f).read_bytes() for f in D.FILES}
+    hurt(out / name)
+    with pytest.warns(UserWarning, match=rf"dataset 'syllogisms'.*{name.split('.')[0]}.*rebuilding"):
+        train2, test2, manifest2 = D.load(smoke, "syllogisms")
+    assert (train2, test2, manifest2) == (train, test, manifest)
+    assert {f: (out / f).read_bytes() for f in D.FILES} == good
+
+
+@pytest.mark.parametrize("stamp_text", ["[1, 2]", "{\"key_hash\": 3}", "not json", ""],
+                         ids=["list", "wrong-shape", "garbage", "empty"])
+def test_a_stamp_of_the_wrong_shape_is_stale_not_an_error(tmp_runs, smoke, stamp_text):
+    out = D.build(smoke, "syllogisms")
+    key = D.cache_key(smoke, "syllogisms")
+    assert runs.is_fresh(out, key)
+    runs.stamp_path(out).write_text(stamp_text)
+    assert not runs.is_fresh(out, key)
+    assert runs.stale_reason(out, key).startswith("stamp")
+    D.build(smoke, "syllogisms")
+    assert runs.is_fresh(out, key)
+
+
+def test_a_jsonl_line_that_does_not_parse_names_the_file_and_line(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2\n')
+    with pytest.raises(ValueError, match=r"x\.jsonl, line 2: not valid JSON"):
+        runs.read_jsonl(path)
+
+
+# ----------------------------------------------------------------------- the scoring stage, atomic as a whole
+ITEMS = [{"id": f"i{k}", "split": "s", "subset": "", "prompt": f"Item {k} says", "options": ["yes", "no"],
+          "gold": k % 2, "cluster": f"c{k // 2}"} for k in range(4)]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_cfg):
+    from lib.models import load_model
+
+    return load_model(tiny_model_cfg)
+
+
+def _evaluate(p, tiny):
+    model, tok = tiny
+    return scoring.evaluate(p, "toy", "pretrained", model, tok, ITEMS, progress=False)
+
+
+@pytest.mark.parametrize("kill_at", [1, 2], ids=["after-scores", "after-results"])
+def test_a_kill_between_a_stages_writes_leaves_nothing_a_rerun_trusts(tmp_runs, smoke, tiny, monkeypatch,
+                                                                      kill_at):
+    p = smoke
+    first = _evaluate(p, tiny)
+    rp, sp = scoring.results_path(p, "toy", "pretrained"), scoring.scores_path(p, "toy", "pretrained")
+    # a rerun with other items (a changed dataset) is killed after its kill_at-th file write
+    items = ITEMS[:2]
+    real, calls = runs.write_text, []
+
+    def dying_write(path, text):
+        calls.append(path)
+        real(path, text)
+        if len(calls) == kill_at:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(runs, "write_text", dying_write)
+    model, tok = tiny
+    with pytest.raises(KeyboardInterrupt):
+        scoring.evaluate(p, "toy", "pretrained", model, tok, items, progress=False)
+    monkeypatch.setattr(runs, "write_text", real)
+    assert not runs.stamp_path(rp).exists()
+    # neither the old items' nor the new items' results are taken from the half-written files
+    assert scoring.cached_results(p, "toy", "pretrained", ITEMS) is None
+    assert scoring.cached_results(p, "toy", "pretrained", items) is None
+    again = _evaluate(p, tiny)
+    assert again.equals(first) and len(scoring.read_scores(p, "toy", "pretrained")) == len(ITEMS)
+
+
+def test_a_results_csv_edited_after_scoring_is_recomputed(tmp_runs, smoke, tiny):
+    first = _evaluate(smoke, tiny)
+    rp = scoring.results_path(smoke, "toy", "pretrained")
+    rp.write_text(rp.read_text().replace(",0.5,", ",0.9,"))  # plausible wrong numbers
+    assert scoring.cached_results(smoke, "toy", "pretrained", ITEMS) is None
+    assert _evaluate(smoke, tiny).equals(first)
+
+
+def test_score_rows_carry_cluster_and_golds(tmp_runs, smoke, tiny):
+    _evaluate(smoke, tiny)
+    rows = scoring.read_scores(smoke, "toy", "pretrained")
+    assert [r["cluster"] for r in rows] == [it["cluster"] for it in ITEMS]
+    assert [r["golds"] for r in rows] == [[it["gold"]] for it in ITEMS]
+
+
+def test_several_golds_count_any_of_them_and_raise_chance():
+    items = [{"id": "a", "split": "s", "options": ["x", "y", "z"], "gold": 0, "golds": [0, 2]},
+             {"id": "b", "split": "s", "options": ["x", "y", "z"], "gold": 1}]
+    scores = [{"id": "a", "pred": 2, "pred_norm": 1, "pred_mi": 0}, {"id": "b", "pred": 1, "pred_norm": 0, "pred_mi": 1}]
+    row = scoring.summarize(items, scores, dataset="d", condition="c", model="m", seed=0).iloc[0]
+    assert (row.acc, row.acc_norm, row.acc_mutual_info) == (1.0, 0.0, 1.0)
+    assert row.chance == pytest.approx((2 / 3 + 1 / 3) / 2)
+
+
+# --------------------------------------------------------------------------------------- one run per params
+def test_a_params_file_outside_params_gets_its_own_run_folder(tmp_path):
+    own = tmp_path / "smoke.yaml"
+    own.write_text((ROOT / "params" / "smoke.yaml").read_text().replace("seed: 0", "seed: 1", 1))
+    same = tmp_path / "copy" / "smoke.yaml"
+    same.parent.mkdir()
+    same.write_text((ROOT / "params" / "smoke.yaml").read_text())
+    names = {P.load("smoke").name, P.load(str(own)).name, P.load(str(same)).name}
+    assert P.load("smoke").name == "smoke" and len(names) == 3
+    assert all(n.startswith("smoke") for n in names)
+    assert P.load(str(own)).name == P.load(str(own)).name  # deterministic: a hash of the contents
+
+
+# ---------------------------------------------------------------------------------------------- validation
+@pytest.mark.parametrize("override, message", [
+    ({"datasets": {k: None for k in P.DATASETS}}, "datasets: no dataset given"),
+    ({"finetune.warmup_steps": 4, "finetune.steps": 4}, "warmup_steps: 4 is not below finetune.steps"),
+    ({"finetune.seeds": [0, 0]}, "finetune.seeds: repeated seeds"),
+    ({"finetune.splitting_ablation": ["derivatoids"], "datasets.derivatoids": None},
+     r"splitting_ablation: \['derivatoids'\] not among the datasets"),
+])
+def test_cross_field_rules_give_one_clear_error(override, message):
+    with pytest.raises(P.ParamsError, match=message):
+        P.load("smoke", override)
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "lib.params", *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=120)
+
+
+def test_params_command_prints_usage_not_a_traceback():
+    for args in ([], ["a", "b", "c"], ["--help"]):
+        r = _cli(*args)
+        assert r.returncode == 2 and r.stderr.startswith("usage: python -m lib.params") and "Traceback" not in r.stderr
+
+
+def test_params_command_names_the_problem_in_one_line():
+    r = _cli("smoke", "[1]")
+    assert r.returncode == 2 and r.stderr.strip() == "params: overrides must be a JSON object of dotted keys, got '[1]'"
+    r = _cli("smoke", "{oops")
+    assert r.returncode == 2 and r.stderr.startswith("params: overrides are not valid JSON")
+    r = _cli("smoke", '{"model.name": "no-such-org/no-such-model"}', env={"HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 2 and "HF_HUB_OFFLINE=1 forbids downloading it" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_model_and_overrides_from_the_makefile_arrive_as_typed():
+    """The Makefile passes MODEL and OVERRIDES through the environment; a quote in a value cannot break it."""
+    r = _cli("--overrides", env={"MODEL": "./my \"odd\" model's dir", "OVERRIDES": '{"finetune.steps": 3}'})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"finetune.steps": 3, "model.name": "./my \"odd\" model's dir"}
+    r = _cli("--overrides", env={"MODEL": "", "OVERRIDES": "[3]"})
+    assert r.returncode == 2 and "OVERRIDES must be a JSON object" in r.stderr
+
+
+def test_make_reproduce_refuses_a_bad_model_before_any_notebook(tmp_path):
+    venv = Path(sys.executable).parents[1]  # -o: never (re)build the environment from inside a test
+    r = subprocess.run(["make", "-s", "-o", f"{venv}/.installed", "reproduce", "PARAMS=smoke",
+                        "MODEL=./no 'such' model", f"VENV={venv}", f"PY={sys.executable}"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "is not a folder with a config.json" in r.stderr and "papermill" not in r.stdout + r.stderr
+
+
+def test_relative_model_paths_resolve_against_the_repository_root(tmp_path, monkeypatch, tiny_model_dir):
+    rel = os.path.relpath(tiny_model_dir, ROOT)
+    monkeypatch.chdir(ROOT / "notebooks")  # where papermill runs the notebooks
+    assert Path(resolve(rel)).resolve() == Path(tiny_model_dir).resolve()
+    assert Path(resolve("./" + rel)).resolve() == Path(tiny_model_dir).resolve()
+    check_available(rel)
+    with pytest.raises(ModelNotFoundError, match="not a folder with a config.json"):
+        resolve("./" + rel + "-missing")
+
+
+def test_a_hub_id_offline_fails_at_once(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError, match="HF_HUB_OFFLINE=1"):
+        check_available("no-such-org/no-such-model")
+
+
+def test_tests_run_offline():
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
