@@ -511,14 +511,28 @@ def build(params, name: str, *, force: bool = False) -> Path:
     _, make = _generator(name)
     runs.invalidate(out)  # from here on, a killed build leaves no stamp
     t0 = time.time()
-    train, test = make(dataset_params(params, name), params.seed)
+    cfg = dataset_params(params, name)
+    train, test = make(cfg, params.seed)
     validate(name, train, test)
+    _check_option_count(name, cfg, test)
     paths = {f: out / f for f in FILES}
     runs.write_jsonl(paths["train.jsonl"], train)
     runs.write_jsonl(paths["test.jsonl"], test)
     runs.write_json(paths["manifest.json"], _manifest(name, key, train, test, paths))
     runs.mark_fresh(out, key, outputs=paths.values(), seconds=round(time.time() - t0, 2))
     return out
+
+
+def _check_option_count(name: str, cfg, test: list[dict]) -> None:
+    """A params file's `n_options` must be what the items got: a generator that cannot find that many
+    distractors is an error naming the most it could give, never a silent change of the test."""
+    asked = getattr(cfg, "n_options", None)
+    if asked is None or not test:
+        return
+    most = max(len(x["options"]) for x in test)
+    if most < asked:
+        raise DatasetError(f"{name}: datasets.{name}.n_options: {asked} asked, but the generator finds at most "
+                           f"{most} options per item for these params; give n_options <= {most}")
 
 
 def build_all(params) -> dict[str, Path]:

@@ -244,3 +244,10 @@ def test_a_hub_id_offline_fails_at_once(monkeypatch):
 def test_tests_run_offline():
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
 
+
+
+def test_an_option_count_the_generator_cannot_honour_is_an_error(tmp_runs):
+    p = P.load("smoke", {"datasets.derivatoids.n_options": 400})
+    with pytest.raises(D.DatasetError, match=r"n_options: 400 asked, but the generator finds at most \d+"):
+        D.build(p, "derivatoids")
+    assert not runs.stamp_path(D.data_dir(p, "derivatoids")).exists()
