@@ -16,8 +16,8 @@ seeds). We use the analytic CR variance rather than a cluster bootstrap: it is d
 seed, the same numbers byte for byte), vectorises for the simulation checks, and with the G/(G-1) correction
 and Student-t quantiles on G-1 degrees of freedom it holds its level down to ~10 clusters (tests/
 test_statistics.py). A paired comparison (A vs B, same items) uses the per-item difference of correctness, so
-item difficulty shared by both arms cancels. A degenerate sample (every difference 0, or 0% / 100% correct)
-gets a variance floor from one pseudo-observation, so "0 of 30" never gives a zero-width interval.
+item difficulty shared by both arms cancels. A sample with zero variance (every difference 0, or 0% / 100%
+correct) gets the variance of one pseudo-observation instead, so "0 of 30" never gives a zero-width interval.
 
 **Verdict rule** (alpha = 1 - `analysis.ci_level`; CI = estimate +- t_{G-1}(1 - alpha/2) * SE; m =
 `analysis.margin`), per test:
@@ -241,7 +241,8 @@ def _seed_term(Y: np.ndarray) -> float:
 
 def estimate(Y_a: np.ndarray, clusters, Y_b: np.ndarray | None = None) -> dict:
     """Mean (A) or paired mean difference (A - B) of per-item correctness and its SE (cluster-robust by
-    `clusters`, plus each arm's between-seed term, floored by `variance_floor`). Y_*: seeds x items, the
+    `clusters`; `variance_floor` instead when that is 0 or there is one cluster), plus each arm's
+    between-seed term. Y_*: seeds x items, the
     same items in the same order. Returns {est, se, df, n, clusters, seeds}."""
     Y_a = np.atleast_2d(np.asarray(Y_a, dtype=float))
     y = Y_a.mean(axis=0)
@@ -253,7 +254,8 @@ def estimate(Y_a: np.ndarray, clusters, Y_b: np.ndarray | None = None) -> dict:
         seeds.append(len(Y_b))
         seed_var += _seed_term(Y_b)
     mean, var, g = cluster_variance(y, clusters)
-    var = max(float(var) if g > 1 else 0.0, float(variance_floor(y, paired=Y_b is not None))) + seed_var
+    var = float(var) if g > 1 and var > 0 else float(variance_floor(y, paired=Y_b is not None))
+    var += seed_var
     return dict(est=float(mean), se=math.sqrt(var), df=max(g - 1, 1), n=len(y), clusters=g, seeds=max(seeds))
 
 
@@ -477,7 +479,7 @@ def claims_table(items: pd.DataFrame, *, metric: str = "acc", ci_level: float = 
                  augmented: str = "aug_both", learned_threshold: float = 0.0, beside: str | None = None) -> pd.DataFrame:
     """One row per test of a claim C1-C7, from the item-level frame (rules: module docstring).
 
-    Columns: model, claim, part, test, dataset, split, conditions, numbers, n, clusters, seeds, estimate, ci_lo,
+    Columns: model, claim, part, test, dataset, split, conditions, numbers, n, clusters, seeds, estimate, se, ci_lo,
     ci_hi, rule, verdict, why, p_holds, p_fails, p_fails_holm, mdd, n_to_decide, the same test's estimate and
     verdict on the metric `beside`, part_verdict, claim_verdict. Missing conditions and arms that failed their
     learning check give "not tested (...)" rows instead of errors."""
@@ -486,7 +488,7 @@ def claims_table(items: pd.DataFrame, *, metric: str = "acc", ci_level: float = 
     _check(items)
     beside = beside or ("acc_mutual_info" if metric != "acc_mutual_info" else "acc")
     cols = ["model", "claim", "part", "test", "dataset", "split", "conditions", "numbers", "n", "clusters", "seeds",
-            "estimate", "ci_lo", "ci_hi", "rule", "verdict", "why", "p_holds", "p_fails", "p_fails_holm", "mdd",
+            "estimate", "se", "ci_lo", "ci_hi", "rule", "verdict", "why", "p_holds", "p_fails", "p_fails_holm", "mdd",
             "n_to_decide", f"estimate_{beside}", f"verdict_{beside}", "part_verdict", "claim_verdict"]
     models = sorted(items["model"].dropna().unique()) or [""]
     out = []
@@ -524,7 +526,7 @@ def claims_table(items: pd.DataFrame, *, metric: str = "acc", ci_level: float = 
             numbers = "; ".join(f"{c} {a:.2f}" for c, a in zip(conds, r["accs"]))
             numbers += f"; chance {r['chance']:.2f}" if len(conds) == 1 else ""
             row = {**base, "numbers": numbers, "estimate": r["est"],
-                   **{k: r[k] for k in ("n", "clusters", "seeds", "ci_lo", "ci_hi", "verdict", "why", "p_holds",
+                   **{k: r[k] for k in ("n", "clusters", "seeds", "se", "ci_lo", "ci_hi", "verdict", "why", "p_holds",
                                         "p_fails", "mdd", "n_to_decide")}}
             rb = _test(its, kind, dss, sp, conds, beside, margin, ci_level) if beside in set(its["metric"]) else {}
             if "est" in rb:
@@ -534,6 +536,10 @@ def claims_table(items: pd.DataFrame, *, metric: str = "acc", ci_level: float = 
             rows.append(dict(model=model, claim="C7", part="C7a", test="sentence-splitting ablation", dataset="*",
                              split="*", conditions=" vs ".join(SPLITTING),
                              verdict=f"not tested (missing: {', '.join(SPLITTING)} on every dataset)"))
+        for claim in CLAIMS:  # a claim none of whose datasets has results
+            if not any(r["claim"] == claim for r in rows):
+                rows.append(dict(model=model, claim=claim, part=claim, test=CLAIMS[claim], dataset="*", split="*",
+                                 verdict="not tested (missing: every dataset it needs)"))
         df = pd.DataFrame(rows, columns=cols)
         alpha2 = (1 - ci_level) / 2
         tested = ~df["verdict"].astype(str).str.startswith("not tested")

@@ -17,7 +17,7 @@ CI, MARGIN = 0.95, 0.1
 def rule(d, clusters):
     """The claims table's "A improves on B" decision on R paired samples d (R x n), vectorised."""
     mean, var, g = A.cluster_variance(d, clusters)
-    se = np.sqrt(np.maximum(var, A.variance_floor(d, paired=True)))
+    se = np.sqrt(np.where(var > 0, var, A.variance_floor(d, paired=True)))  # as analysis.estimate
     return A.decide("greater", mean, se, g - 1, margin=MARGIN, ci_level=CI)
 
 
