@@ -372,7 +372,7 @@ def summarize(items: pd.DataFrame, metric: str = "acc", by=("model", "dataset", 
 
 
 def accuracy_table(items: pd.DataFrame, metric: str = "acc", conditions=None) -> pd.DataFrame:
-    """One row per model x dataset x split (the dataset's split order), one column per condition (CONDITIONS
+    """One row per model x dataset x split (the paper's dataset and split order), one column per condition (CONDITIONS
     order, or `conditions`): the seed-averaged accuracy, beside `n` (most items of a condition) and `chance`."""
     return _wide(summarize(items, metric), conditions)
 
@@ -388,7 +388,8 @@ def _wide(agg: pd.DataFrame, conditions=None) -> pd.DataFrame:
     out = info.join(wide).reset_index()
     out["_order"] = [split_order(d, agg.loc[agg["dataset"] == d, "split"]).index(s)
                      for d, s in zip(out["dataset"], out["split"])]
-    return out.sort_values(["model", "dataset", "_order"]).drop(columns="_order").reset_index(drop=True)
+    out["_ds"] = [list(SPLITS).index(d) if d in SPLITS else len(SPLITS) for d in out["dataset"]]  # paper's order
+    return out.sort_values(["model", "_ds", "dataset", "_order"]).drop(columns=["_order", "_ds"]).reset_index(drop=True)
 
 
 def learning_checks(items: pd.DataFrame, threshold: float, metric: str = "acc") -> pd.DataFrame:
