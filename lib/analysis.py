@@ -14,12 +14,12 @@ seeds. Its variance is the cluster-robust (CR1) variance of that mean, clustered
 of the seed means / number of seeds (the training run is a second source of noise; the items are shared by the
 seeds). We use the analytic CR variance rather than a cluster bootstrap: it is deterministic (no resampling
 seed, the same numbers byte for byte), vectorises for the simulation checks, and with the G/(G-1) correction
-and Student-t quantiles on G-1 degrees of freedom it holds its level down to ~10 clusters (tests/
+and Student-t quantiles (G-1 degrees of freedom; Welch-Satterthwaite when seed terms enter) it holds its level down to ~10 clusters (tests/
 test_statistics.py). A paired comparison (A vs B, same items) uses the per-item difference of correctness, so
 item difficulty shared by both arms cancels. A sample with zero variance (every difference 0, or 0% / 100%
 correct) gets the variance of one pseudo-observation instead, so "0 of 30" never gives a zero-width interval.
 
-**Verdict rule** (alpha = 1 - `analysis.ci_level`; CI = estimate +- t_{G-1}(1 - alpha/2) * SE; m =
+**Verdict rule** (alpha = 1 - `analysis.ci_level`; CI = estimate +- t_df(1 - alpha/2) * SE, df as in `estimate`; m =
 `analysis.margin`), per test:
 - "A improves on B" (and "above chance", "gap larger"): holds if CI > 0; does not hold if CI < m, i.e. an
   improvement of m or more is excluded ("no improvement" when the CI lies within +-m, "B better" when CI < 0);
@@ -243,20 +243,24 @@ def estimate(Y_a: np.ndarray, clusters, Y_b: np.ndarray | None = None) -> dict:
     """Mean (A) or paired mean difference (A - B) of per-item correctness and its SE (cluster-robust by
     `clusters`; `variance_floor` instead when that is 0 or there is one cluster), plus each arm's
     between-seed term. Y_*: seeds x items, the
-    same items in the same order. Returns {est, se, df, n, clusters, seeds}."""
+    same items in the same order. Returns {est, se, df, n, clusters, seeds}; df: Welch-Satterthwaite over the
+    cluster term (G - 1 df) and the seed terms (seeds - 1 df each)."""
     Y_a = np.atleast_2d(np.asarray(Y_a, dtype=float))
     y = Y_a.mean(axis=0)
     seeds = [len(Y_a)]
-    seed_var = _seed_term(Y_a)
+    parts = [(_seed_term(Y_a), len(Y_a) - 1)]  # (variance component, its degrees of freedom)
     if Y_b is not None:
         Y_b = np.atleast_2d(np.asarray(Y_b, dtype=float))
         y = y - Y_b.mean(axis=0)
         seeds.append(len(Y_b))
-        seed_var += _seed_term(Y_b)
+        parts.append((_seed_term(Y_b), len(Y_b) - 1))
     mean, var, g = cluster_variance(y, clusters)
     var = float(var) if g > 1 and var > 0 else float(variance_floor(y, paired=Y_b is not None))
-    var += seed_var
-    return dict(est=float(mean), se=math.sqrt(var), df=max(g - 1, 1), n=len(y), clusters=g, seeds=max(seeds))
+    parts.append((var, max(g - 1, 1)))
+    total = sum(v for v, _ in parts)
+    # Welch-Satterthwaite degrees of freedom of the sum (3 seeds give their term 2 df), rounded down
+    df = max(int(total ** 2 / sum(v ** 2 / d for v, d in parts if v > 0)), 1)
+    return dict(est=float(mean), se=math.sqrt(total), df=df, n=len(y), clusters=g, seeds=max(seeds))
 
 
 # ---------------------------------------------------------------------------------------- the decisions

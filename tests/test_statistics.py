@@ -102,3 +102,23 @@ def test_t_distribution_against_tables():
 def test_holm():
     assert list(A.holm([0.01, 0.04, 0.03])) == pytest.approx([0.03, 0.06, 0.06])
     assert list(A.holm([0.5])) == [0.5]
+
+
+def test_seed_spread_is_a_variance_component():
+    """No true difference; the FT arm's 3 seeds each shift its accuracy by N(0, 0.08^2) (training noise), the
+    ICL arm has one run. With the between-seed term (and Welch-Satterthwaite df: 3 seeds give it 2 df)
+    the rule keeps its level; on the seed-averaged items
+    alone it does not (the seed mean's SD 0.046 is comparable to the item SE ~0.05: level ~ 0.15)."""
+    rng = np.random.default_rng(3)
+    n, S = 200, 3
+    shift = rng.normal(0, 0.08, (R, S, 1))
+    ft = (rng.random((R, S, n)) < 0.5 + shift).astype(float)
+    icl = (rng.random((R, 1, n)) < 0.5).astype(float)
+    est = [A.estimate(ft[r], range(n), icl[r]) for r in range(R)]
+    mean = np.array([e["est"] for e in est])
+    q = {df: A.t_ppf(0.975, df) for df in {e["df"] for e in est}}
+    with_seeds = (np.abs(mean) / [e["se"] for e in est] > [q[e["df"]] for e in est]).mean()   # two-sided
+    _, var, _ = A.cluster_variance(ft.mean(axis=1) - icl[:, 0], np.arange(n))
+    items_only = (np.abs(mean) / np.sqrt(var) > A.t_ppf(0.975, n - 1)).mean()
+    assert with_seeds <= 0.05 + 4 * mc_se(0.05)
+    assert items_only >= 0.09
