@@ -612,7 +612,8 @@ def _md_table(df: pd.DataFrame) -> str:
 
 
 RULES_MD = (
-    "Rules (`lib/analysis.py`): per test, CI = estimate ± t(G-1) x SE, SE cluster-robust (CR1) by the item's "
+    "Rules (`lib/analysis.py`): per test, CI = estimate ± t(df) x SE (df = clusters - 1, Welch-Satterthwaite "
+    "when seed terms enter), SE cluster-robust (CR1) by the item's "
     "cluster, paired over the same items for comparisons, plus the between-seed variance / seeds. "
     "'A improves on B' holds if CI > 0 and does not hold if CI < margin (an improvement of the margin or more is "
     "excluded: 'no improvement' when the CI lies within ±margin); 'at chance' holds if the CI of acc - chance "
