@@ -1,39 +1,49 @@
-"""Aggregating the tidy results and testing the paper's claims C1-C7 against them.
+"""The item-level results layer, the statistics that decide the claims C1-C7, and the files they write.
 
-The results are the rows `lib.scoring.read_results(params)` returns: one row per dataset x split x
-inference-type subset x condition x seed, with the item count `n` and the accuracies `acc`, `acc_norm`,
-`acc_mutual_info` (and `acc_any_valid` for syllogisms).
+**One frame.** `read_items(params)` reads the score files (runs/<p>/scores/<dataset>__<condition>.jsonl) of
+exactly the dataset x condition pairs the current params produce (`expected_conditions`; stale files of other
+params are never read) into a tidy frame with one row per dataset x split x subset x cluster x item x
+condition x seed x metric: `correct` (argmax in the item's golds), `margin` (best gold's score minus the best
+wrong option's), `chosen`, `chance` (|golds| / |options|). Metrics: acc (log-likelihood), acc_norm (per
+character), acc_mutual_info (minus the option's unconditional log-likelihood). Every table, figure and verdict
+is computed from this frame.
 
-Two kinds of uncertainty, for two purposes:
+**Standard errors.** A condition's accuracy is the mean over items of each item's correctness averaged over
+seeds. Its variance is the cluster-robust (CR1) variance of that mean, clustered by the item's `cluster`
+(person, fact, category: items resting on the same fact are not independent), plus the between-seed variance
+of the seed means / number of seeds (the training run is a second source of noise; the items are shared by the
+seeds). We use the analytic CR variance rather than a cluster bootstrap: it is deterministic (no resampling
+seed, the same numbers byte for byte), vectorises for the simulation checks, and with the G/(G-1) correction
+and Student-t quantiles (G-1 degrees of freedom; Welch-Satterthwaite when seed terms enter) it holds its level down to ~10 clusters (tests/
+test_statistics.py). A paired comparison (A vs B, same items) uses the per-item difference of correctness, so
+item difficulty shared by both arms cancels. A sample with zero variance (every difference 0, or 0% / 100%
+correct) gets the variance of one pseudo-observation instead, so "0 of 30" never gives a zero-width interval.
 
-- **Figures** follow the paper: a bar is the mean over the inference-type subsets of a split, its error bar
-  the standard error over those subsets (`mean_subsets`, `se_subsets`). A split with one subset has no such
-  SE; its bar falls back to the item-level SE below, and the caption says so.
-- **Verdicts** (the claims table) use the accuracy pooled over all items of a split (`acc`) and an item-level
-  binomial SE (`se`). Items are the sampling unit of every claim ("accuracy on the reversals"), and a split has
-  few subsets (1-4): an SE over 2 subsets has one degree of freedom and a normal interval on it would be
-  meaningless. The binomial variance uses p~ = (x + 1) / (n + 2) so that 0% or 100% on a small split keeps a
-  non-zero SE. With several seeds, a condition's accuracy is the mean over seeds and
-  SE^2 = mean over seeds of the item variance + (variance between seeds) / (number of seeds): the seeds share
-  the test items, so averaging seeds does not shrink the item term.
+**Verdict rule** (alpha = 1 - `analysis.ci_level`; CI = estimate +- t_df(1 - alpha/2) * SE, df as in `estimate`; m =
+`analysis.margin`), per test:
+- "A improves on B" (and "above chance", "gap larger"): holds if CI > 0; does not hold if CI < m, i.e. an
+  improvement of m or more is excluded ("no improvement" when the CI lies within +-m, "B better" when CI < 0);
+  inconclusive otherwise. The second half is the equivalence (TOST) part: it decides exact ties like 0.00 vs 0.00.
+- "at chance": holds if the CI of acc - chance lies within +-m (TOST); does not hold if it excludes 0.
+- "near zero" / "near ceiling" / "at most chance + m": holds if the CI lies on the right side of the threshold
+  (m, 1 - m, chance + m), does not hold if it lies wholly on the wrong side.
+Each test also reports its one-sided p-values (p_holds, p_fails, compared with alpha/2), the minimum
+detectable difference at 80% power, MDD = (t_{1-alpha/2} + t_{0.8}) * SE (the distance from a decision
+threshold this n detects), and `n_to_decide`: the items (at the same items per cluster) at which the
+observed estimate, if true, would be decided with 80% power.
 
-Verdict rules (z = normal quantile of `analysis.ci_level`; m = `analysis.margin`; chance is exact):
-- "A beats B": CI of acc(A) - acc(B), SE = sqrt(se_A^2 + se_B^2), holds if it lies above 0, does not hold if
-  it lies below 0, inconclusive otherwise. A and B are scored on the same items, so this unpaired SE is
-  conservative: a "holds" is safe, some true gaps read inconclusive.
-- "above chance": CI of acc above chance holds, below chance does not hold, covering chance inconclusive.
-- "at chance" (an equivalence test): holds if the CI lies within chance +- m; does not hold if the CI
-  excludes chance and leaves that band; inconclusive otherwise (too few items to tell).
-- "near zero" / "near ceiling": holds if the CI lies within [0, m] / [1 - m, 1]; does not hold if it lies
-  wholly outside that band; inconclusive otherwise.
-- "at most chance + m" (still hard): holds if the CI's upper end is below chance + m, does not hold if its
-  lower end is above, inconclusive otherwise.
-A claim is the conjunction of its parts and a part the conjunction of its tests ("often" parts: a majority),
-so a claim holds when every tested part holds, does not hold when any part does not, and is inconclusive
-otherwise; tests whose conditions are absent read "not tested (missing: ...)" and do not count.
+**Multiplicity.** A claim (or part) made of several tests holds when every tested test holds: an
+intersection-union test, whose level is alpha/2 without adjustment. It does not hold when some test's
+p_fails, Holm-adjusted over all tested tests of the claim, is below alpha/2. "Often" parts (C6b) hold when at
+least half their tests hold after Holm adjustment of p_holds. Otherwise inconclusive.
+
+**Learning checks.** An arm (an ICL or FT condition of a dataset) whose accuracy on the dataset's
+learning-check split (forward / rephrase / trained) is below `analysis.learned_threshold` did not learn the
+material; every test that uses it reads "not tested: <arm> did not learn (<acc>)".
 """
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from statistics import NormalDist
@@ -42,15 +52,16 @@ import numpy as np
 import pandas as pd
 
 from . import runs
-from .datasets import SPLITS  # the splits of every dataset
+from .datasets import LEARNING_CHECK_SPLITS, SPLITS
 
-COLUMNS = ["dataset", "split", "subset", "condition", "model", "seed", "n", "acc", "acc_norm",
-           "acc_mutual_info", "chance", "acc_any_valid"]
-METRICS = ("acc", "acc_norm", "acc_mutual_info", "acc_any_valid")
+METRICS = ("acc", "acc_norm", "acc_mutual_info")
+ITEM_COLUMNS = ["model", "dataset", "split", "subset", "cluster", "item", "condition", "seed", "metric",
+                "correct", "margin", "chosen", "chance", "n_options"]
 CONDITIONS = ["pretrained", "icl", "icl_bm25", "icl_oracle", "ft", "ft_split_independent", "ft_split_cumulative",
               "ft_nosplit", "ft_repeat", "aug_local", "aug_global", "aug_both"]
 SPLITTING = ("ft_nosplit", "ft_split_independent", "ft_split_cumulative")  # the sentence-splitting ablation
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
+POWER = 0.8  # the power of the minimum detectable difference and of n_to_decide
 
 CLAIMS = {
     "C1": "Pretrained model with no data is at chance on every test (no contamination).",
@@ -64,72 +75,124 @@ CLAIMS = {
 }
 
 
-# ------------------------------------------------------------------------------------------------ reading
-def load_results(params) -> pd.DataFrame:
-    """All results rows of the run `params` (via `lib.scoring.read_results`); empty when none exist yet."""
-    folder = runs.run_dir(params) / "results"
-    if not any(folder.glob("*.csv")):
-        return pd.DataFrame(columns=COLUMNS)
-    from . import scoring
-
-    return scoring.read_results(params)
-
-
+# ------------------------------------------------------------------------------------ the item-level frame
 def base_condition(condition: str) -> str:
     """`ft__s1` -> `ft`: the seed suffix of a condition name (the `seed` column says which seed)."""
     return re.sub(r"__s\d+$", "", str(condition))
 
 
-def tidy(results: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """A copy of `results` with seed suffixes dropped from condition names; one clear error for a table that
-    lacks a column the analysis needs."""
-    missing = [c for c in ("dataset", "split", "subset", "condition", "model", "seed", "n", "chance", metric)
-               if c not in results.columns]
-    if missing:
-        raise ValueError(f"results table lacks the column(s) {missing} (expected the columns {COLUMNS})")
-    df = results.copy()
-    df["condition"] = df["condition"].map(base_condition)
+def _seeded(base: str, seed: int, params) -> str:
+    """The score file's condition name of an FT run: as lib.training.condition_name (kept here so that this
+    module imports without torch; tests/test_analysis.py checks that the two agree)."""
+    return f"{base}__s{seed}" if len(params.finetune.seeds) > 1 else base
+
+
+def expected_conditions(params) -> list[tuple[str, str, str, int]]:
+    """(dataset, score-file condition, condition, seed) of every scored run the current params produce:
+    pretrained, icl, icl_<mode> (seed `params.seed`); ft, the splitting ablation on its datasets, aug_<kind>
+    and ft_repeat for every FT seed."""
+    out = []
+    for ds in params.dataset_names:
+        for c in ["pretrained", "icl"] + [f"icl_{m}" for m in params.icl.retrieval_modes]:
+            out.append((ds, c, c, params.seed))
+        ft = ["ft"] + (list(SPLITTING) if ds in params.finetune.splitting_ablation else [])
+        ft += [f"aug_{k}" for k in params.augment.kinds] + (["ft_repeat"] if params.augment.repeat_control else [])
+        out += [(ds, _seeded(c, s, params), c, s) for c in ft for s in params.finetune.seeds]
+    return out
+
+
+def _margin(scores: np.ndarray, golds: list[int]) -> float:
+    wrong = [j for j in range(len(scores)) if j not in golds]
+    return float(max(scores[g] for g in golds) - max(scores[j] for j in wrong)) if wrong else math.nan
+
+
+def item_rows(scores: list[dict], *, dataset: str, condition: str, seed: int, model: str = "") -> list[dict]:
+    """The item-level rows (one per item x metric) of one score file's lines (lib.scoring.evaluate's)."""
+    out = []
+    for s in scores:
+        ll = np.asarray(s["loglikelihoods"], dtype=float)
+        golds = list(s.get("golds") or [s["gold"]])
+        per_metric = {"acc": (ll, s["pred"]),
+                      "acc_norm": (ll / np.asarray(s["n_chars"], dtype=float), s["pred_norm"]),
+                      "acc_mutual_info": (ll - np.asarray(s["loglikelihoods_uncond"], dtype=float), s["pred_mi"])}
+        base = dict(model=model, dataset=dataset, split=s["split"], subset=s.get("subset") or "",
+                    cluster=str(s.get("cluster", s["id"])), item=str(s["id"]), condition=condition, seed=int(seed),
+                    chance=len(golds) / len(ll), n_options=len(ll))
+        for metric, (sc, chosen) in per_metric.items():
+            out.append({**base, "metric": metric, "correct": float(chosen in golds), "margin": _margin(sc, golds),
+                        "chosen": int(chosen)})
+    return out
+
+
+def read_items(params) -> pd.DataFrame:
+    """The item-level frame of the run `params`: every expected (`expected_conditions`) score file that exists
+    and whose results stamp exists (a stage removes its stamp before writing, so a missing stamp means an
+    unfinished write). Empty (with the columns) when nothing is scored yet; `attrs["missing"]` lists the
+    expected files that are absent."""
+    folder = runs.run_dir(params)
+    rows, missing = [], []
+    for ds, file_cond, cond, seed in expected_conditions(params):
+        path = folder / "scores" / f"{ds}__{file_cond}.jsonl"
+        stamp = runs.stamp_path(folder / "results" / f"{ds}__{file_cond}.csv")
+        if not (path.is_file() and stamp.is_file()):
+            missing.append(f"{ds}__{file_cond}")
+            continue
+        rows += item_rows(runs.read_jsonl(path), dataset=ds, condition=cond, seed=seed, model=params.model.name)
+    df = pd.DataFrame(rows, columns=ITEM_COLUMNS)
+    df.attrs["missing"] = missing
     return df
 
 
-# ------------------------------------------------------------------------------------------ aggregation
-def aggregate(results: pd.DataFrame, metric: str = "acc",
-              by=("model", "dataset", "split", "condition")) -> pd.DataFrame:
-    """One row per `by` group: the split's accuracy pooled over items (`acc`, item-level `se`) and the mean over
-    inference-type subsets (`mean_subsets`, `se_subsets`), each averaged over seeds, plus `n` (items per seed),
-    `k_subsets`, `n_seeds`, `chance` (item-weighted) and `metric` (the column these numbers come from).
+def _check(items: pd.DataFrame) -> None:
+    missing = [c for c in ITEM_COLUMNS if c not in items.columns]
+    if missing:
+        raise ValueError(f"item frame lacks the column(s) {missing} (expected {ITEM_COLUMNS}; see read_items)")
 
-    `acc` here always names the aggregated value of `metric`, whichever metric that is.
-    """
-    by = list(by)
-    out_cols = by + ["metric", "acc", "se", "mean_subsets", "se_subsets", "n", "k_subsets", "n_seeds", "chance"]
-    df = tidy(results, metric)
-    df = df[df[metric].notna() & (df["n"] > 0)]
-    if df.empty:
-        return pd.DataFrame(columns=out_cols)
-    rows = []
-    for key, g in df.groupby(by, sort=False):
-        key = key if isinstance(key, tuple) else (key,)
-        per_seed = []  # (pooled acc, item variance, subset mean, n) per seed
-        for _, s in g.groupby("seed"):
-            n = s["n"].sum()
-            x = (s[metric] * s["n"]).sum()
-            p_tilde = (x + 1) / (n + 2)
-            per_seed.append((x / n, p_tilde * (1 - p_tilde) / n, s[metric].mean(), n))
-        ps = np.array([p[0] for p in per_seed])
-        n_seeds = len(per_seed)
-        between = ps.var(ddof=1) / n_seeds if n_seeds > 1 else 0.0
-        se = float(np.sqrt(np.mean([p[1] for p in per_seed]) + between))
-        # SE over subsets: subsets' accuracies averaged over seeds, SD over subsets / sqrt(k), plus seeds' term.
-        by_subset = g.groupby("subset")[metric].mean()
-        k = len(by_subset)
-        sub_means = np.array([p[2] for p in per_seed])
-        se_sub = (np.sqrt(by_subset.var(ddof=1) / k + (sub_means.var(ddof=1) / n_seeds if n_seeds > 1 else 0.0))
-                  if k > 1 else np.nan)
-        chance = float((g["chance"] * g["n"]).sum() / g["n"].sum())
-        rows.append(key + (metric, float(ps.mean()), se, float(sub_means.mean()), float(se_sub),
-                           int(round(np.mean([p[3] for p in per_seed]))), k, n_seeds, chance))
-    return pd.DataFrame(rows, columns=out_cols)
+
+def split_order(dataset: str, splits) -> list[str]:
+    """The dataset's splits in lib.datasets.SPLITS order, splits it does not list (e.g. new ones) after."""
+    known = SPLITS.get(dataset, [])
+    splits = list(dict.fromkeys(splits))
+    return [s for s in known if s in splits] + sorted(s for s in splits if s not in known)
+
+
+# -------------------------------------------------------------------------------- distributions, numpy only
+def t_cdf(t, df):
+    """Student-t CDF for integer df >= 1 (closed form, Abramowitz & Stegun 26.7.3-4); the normal beyond df 1000."""
+    t = np.asarray(t, dtype=float)
+    df = int(df)
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+    if df > 1000:
+        return np.vectorize(NormalDist().cdf)(t) if t.ndim else NormalDist().cdf(float(t))
+    theta = np.arctan(np.abs(t) / math.sqrt(df))
+    c2, s = np.cos(theta) ** 2, np.sin(theta)
+    if df % 2:  # odd
+        term, acc = np.cos(theta), np.zeros_like(theta)
+        if df > 1:
+            acc = term.copy()
+            for k in range(3, df - 1, 2):
+                term = term * c2 * (k - 1) / k
+                acc = acc + term
+        a = 2 / math.pi * (theta + s * acc)
+    else:
+        term, acc = np.ones_like(theta), np.ones_like(theta)
+        for k in range(2, df - 1, 2):
+            term = term * c2 * (k - 1) / k
+            acc = acc + term
+        a = s * acc
+    return 0.5 + np.sign(t) * a / 2
+
+
+def t_ppf(p: float, df: int) -> float:
+    """Student-t quantile (bisection on t_cdf; exact to ~1e-10)."""
+    if not 0 < p < 1:
+        raise ValueError(f"probability must lie in (0, 1), got {p}")
+    lo, hi = -1e3, 1e3
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
+    return (lo + hi) / 2
 
 
 def z_value(ci_level: float) -> float:
@@ -139,193 +202,394 @@ def z_value(ci_level: float) -> float:
     return NormalDist().inv_cdf(0.5 + ci_level / 2)
 
 
-# ------------------------------------------------------------------------------------------ verdict rules
-def _interval(lo, hi, *, above=None, below=None, within=None):
-    """Verdict of an interval [lo, hi]: `within` (a band) tested first, then `above` / `below` a value."""
-    if within is not None:
-        a, b = within
-        if a <= lo and hi <= b:
-            return HOLDS
-        if hi < a or lo > b:
-            return FAILS
-        return INCONCLUSIVE
-    if above is not None:
-        return HOLDS if lo > above else FAILS if hi < above else INCONCLUSIVE
-    return HOLDS if hi < below else FAILS if lo > below else INCONCLUSIVE
+# ------------------------------------------------------------------------------------------ estimation
+def cluster_variance(y: np.ndarray, clusters) -> tuple[np.ndarray, np.ndarray, int]:
+    """Mean over the last axis of `y` (shape (..., n)) and its CR1 cluster-robust variance,
+    G/(G-1) * sum_g (sum_{i in g} (y_i - mean))^2 / n^2, with G the number of distinct `clusters` (length n).
+    Each item its own cluster gives n/(n-1) * var(y)/n (the naive variance). Returns (mean, var, G)."""
+    y = np.asarray(y, dtype=float)
+    codes, clusters = pd.factorize(pd.Series(list(clusters)).astype(str))
+    n, g = y.shape[-1], len(clusters)
+    if len(codes) != n:
+        raise ValueError(f"{len(codes)} cluster labels for {n} items")
+    mean = y.mean(axis=-1)
+    onehot = np.zeros((n, g))
+    onehot[np.arange(n), codes] = 1.0
+    totals = (y - mean[..., None]) @ onehot
+    var = (totals ** 2).sum(axis=-1) / n ** 2 * (g / (g - 1) if g > 1 else np.nan)
+    return mean, var, g
 
 
-def verdict(kind: str, a: dict, b: dict | None = None, *, z: float, margin: float,
-            c: dict | None = None, d: dict | None = None) -> dict:
-    """Test one statement about aggregated accuracies (rows of `aggregate`, as dicts with `acc`, `se`, `chance`).
+def variance_floor(y: np.ndarray, paired: bool = False) -> np.ndarray:
+    """A floor for the variance of the mean of `y` (shape (..., n)) from one pseudo-observation, so that an
+    all-equal sample (0% or 100% correct, every paired difference 0) never gives a zero-width interval.
+    One arm (y in [0, 1]): p~(1 - p~)/n with p~ = (sum y + 1)/(n + 2). Paired (y in [-1, 1]):
+    (q~ - m~^2)/n with q~ = (sum |y| + 1)/(n + 2) the smoothed discordance and m~ = sum y/(n + 2)."""
+    y = np.asarray(y, dtype=float)
+    n = y.shape[-1]
+    if not paired:
+        p = (y.sum(axis=-1) + 1) / (n + 2)
+        return p * (1 - p) / n
+    q, m = (np.abs(y).sum(axis=-1) + 1) / (n + 2), y.sum(axis=-1) / (n + 2)
+    return np.maximum(q - m ** 2, 0.0) / n
 
-    kinds: "greater" (a > b), "above_chance" (a), "at_chance" (a), "near_zero" (a), "near_ceiling" (a),
-    "at_most_chance_plus_margin" (a), "gap_greater" ((a - b) > (c - d)).
-    Returns {"estimate", "ci_lo", "ci_hi", "verdict", "rule"}.
-    """
-    if kind in ("greater", "gap_greater"):
-        est, var = a["acc"] - b["acc"], a["se"] ** 2 + b["se"] ** 2
-        if kind == "gap_greater":
-            est, var = est - (c["acc"] - d["acc"]), var + c["se"] ** 2 + d["se"] ** 2
-        lo, hi = est - z * np.sqrt(var), est + z * np.sqrt(var)
-        rule = "CI of the difference above 0" if kind == "greater" else "CI of the difference of gaps above 0"
-        return dict(estimate=est, ci_lo=lo, ci_hi=hi, verdict=_interval(lo, hi, above=0.0), rule=rule)
-    est, ch = a["acc"], a["chance"]
-    lo, hi = est - z * a["se"], est + z * a["se"]
-    if kind == "above_chance":
-        v, rule = _interval(lo, hi, above=ch), f"CI above chance ({ch:.2f})"
-    elif kind == "at_chance":
-        v = _interval(lo, hi, within=(ch - margin, ch + margin))
-        if v == INCONCLUSIVE and (lo > ch or hi < ch):  # clearly off chance, by more than the band allows
-            v = FAILS
-        rule = f"CI within chance {ch:.2f} +- {margin:g}"
-    elif kind == "near_zero":
-        v, rule = _interval(lo, hi, within=(-np.inf, margin)), f"CI within [0, {margin:g}]"
-    elif kind == "near_ceiling":
-        v, rule = _interval(lo, hi, within=(1 - margin, np.inf)), f"CI within [{1 - margin:g}, 1]"
-    elif kind == "at_most_chance_plus_margin":
-        v, rule = _interval(lo, hi, below=ch + margin), f"CI below chance + {margin:g} ({ch + margin:.2f})"
+
+def _seed_term(Y: np.ndarray) -> float:
+    """Between-seed variance of the seed means / seeds (Y: seeds x items); 0 with one seed."""
+    return float(Y.mean(axis=1).var(ddof=1) / len(Y)) if len(Y) > 1 else 0.0
+
+
+def estimate(Y_a: np.ndarray, clusters, Y_b: np.ndarray | None = None) -> dict:
+    """Mean (A) or paired mean difference (A - B) of per-item correctness and its SE (cluster-robust by
+    `clusters`; `variance_floor` instead when that is 0 or there is one cluster), plus each arm's
+    between-seed term. Y_*: seeds x items, the
+    same items in the same order. Returns {est, se, df, n, clusters, seeds}; df: Welch-Satterthwaite over the
+    cluster term (G - 1 df) and the seed terms (seeds - 1 df each)."""
+    Y_a = np.atleast_2d(np.asarray(Y_a, dtype=float))
+    y = Y_a.mean(axis=0)
+    seeds = [len(Y_a)]
+    parts = [(_seed_term(Y_a), len(Y_a) - 1)]  # (variance component, its degrees of freedom)
+    if Y_b is not None:
+        Y_b = np.atleast_2d(np.asarray(Y_b, dtype=float))
+        y = y - Y_b.mean(axis=0)
+        seeds.append(len(Y_b))
+        parts.append((_seed_term(Y_b), len(Y_b) - 1))
+    mean, var, g = cluster_variance(y, clusters)
+    var = float(var) if g > 1 and var > 0 else float(variance_floor(y, paired=Y_b is not None))
+    parts.append((var, max(g - 1, 1)))
+    total = sum(v for v, _ in parts)
+    # Welch-Satterthwaite degrees of freedom of the sum (3 seeds give their term 2 df), rounded down
+    df = max(int(total ** 2 / sum(v ** 2 / d for v, d in parts if v > 0)), 1)
+    return dict(est=float(mean), se=math.sqrt(total), df=df, n=len(y), clusters=g, seeds=max(seeds))
+
+
+# ---------------------------------------------------------------------------------------- the decisions
+# kind -> how the estimate is formed and which side of which threshold decides: (holds, fails), each a list
+# of (side, threshold(m)) conditions on the CI: (">", h) means lo > h; ("<", f) means hi < f.
+KINDS = {
+    "greater": ("A - B", [(">", lambda m: 0.0)], [("<", lambda m: m)]),
+    "gap_greater": ("(A - B) - (C - D)", [(">", lambda m: 0.0)], [("<", lambda m: m)]),
+    "above_chance": ("acc - chance", [(">", lambda m: 0.0)], [("<", lambda m: m)]),
+    "at_chance": ("acc - chance", [(">", lambda m: -m), ("<", lambda m: m)], "excludes 0"),
+    "near_zero": ("acc", [("<", lambda m: m)], [(">", lambda m: m)]),
+    "near_ceiling": ("acc", [(">", lambda m: 1 - m)], [("<", lambda m: 1 - m)]),
+    "at_most_chance_plus_margin": ("acc - chance", [("<", lambda m: m)], [(">", lambda m: m)]),
+}
+
+
+def _p(side: str, est, se, thr, df):
+    """One-sided p-value of "CI beyond thr on `side`" (compared with alpha/2)."""
+    z = (np.asarray(est) - thr) / np.asarray(se)
+    return 1 - t_cdf(z, df) if side == ">" else t_cdf(z, df)
+
+
+def decide(kind: str, est, se, df: int, *, margin: float, ci_level: float) -> dict:
+    """The verdict of one test (vectorised over est / se arrays): {ci_lo, ci_hi, verdict, why, p_holds,
+    p_fails, mdd, se_to_decide}. See the module docstring for the rule."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown test kind {kind!r} (known: {', '.join(KINDS)})")
+    est, se = np.asarray(est, dtype=float), np.asarray(se, dtype=float)
+    q = t_ppf(0.5 + ci_level / 2, df)
+    lo, hi = est - q * se, est + q * se
+    _, holds_c, fails_c = KINDS[kind]
+    p_h = np.max([_p(s, est, se, f(margin), df) for s, f in holds_c], axis=0)
+    if fails_c == "excludes 0":
+        p_f = np.minimum(_p(">", est, se, 0.0, df), _p("<", est, se, 0.0, df))
+        dist_f = np.abs(est)
     else:
-        raise ValueError(f"unknown verdict kind {kind!r}")
-    return dict(estimate=est, ci_lo=lo, ci_hi=hi, verdict=v, rule=rule)
+        (s, f), = fails_c
+        p_f = _p(s, est, se, f(margin), df)
+        dist_f = (f(margin) - est) if s == "<" else (est - f(margin))
+    dist_h = np.min([(f(margin) - est) if s == "<" else (est - f(margin)) for s, f in holds_c], axis=0)
+    alpha2 = (1 - ci_level) / 2
+    v = np.where(p_h < alpha2, HOLDS, np.where(p_f < alpha2, FAILS, INCONCLUSIVE))
+    q80 = q + t_ppf(POWER, df)
+    why = np.full(est.shape, "", dtype=object)
+    if kind in ("greater", "gap_greater", "above_chance"):
+        why = np.where(v == FAILS, np.where(hi < 0, "worse (CI < 0)",
+                                            np.where(lo > -margin, f"no improvement (CI within ±{margin:g})",
+                                                     f"improvement < {margin:g} (CI < {margin:g})")), why)
+    return dict(ci_lo=lo, ci_hi=hi, verdict=v, why=why, p_holds=p_h, p_fails=p_f, mdd=q80 * se,
+                se_to_decide=np.maximum(np.maximum(dist_h, dist_f), 0) / q80)
 
 
-def combine(verdicts, mode: str = "all") -> str:
-    """A part or claim from its tests: "all" (every tested one holds; any failure fails) or "often" (majority)."""
-    tested = [v for v in verdicts if not str(v).startswith("not tested")]
+def rule_text(kind: str, margin: float, chance: float | None = None) -> str:
+    what, holds_c, fails_c = KINDS[kind]
+    side = lambda c: " and ".join(f"CI {'>' if s == '>' else '<'} {f(margin):g}" for s, f in c)
+    fails = "CI excludes 0" if fails_c == "excludes 0" else side(fails_c)
+    return f"{what}: holds if {side(holds_c)}; fails if {fails}"
+
+
+def holm(p) -> np.ndarray:
+    """Holm step-down adjusted p-values."""
+    p = np.asarray(p, dtype=float)
+    k = len(p)
+    if k == 0:
+        return p
+    order = np.argsort(p, kind="stable")
+    adj = np.minimum(1, np.maximum.accumulate(p[order] * (k - np.arange(k))))
+    out = np.empty(k)
+    out[order] = adj
+    return out
+
+
+def power(delta: float, se: float, df: int, ci_level: float) -> float:
+    """Approximate power of the "holds" side (CI > 0) when the true difference is `delta`:
+    P(t > t_{1-alpha/2}) ~ 1 - T((t_{1-alpha/2} - delta/se)), the formula behind the MDD."""
+    q = t_ppf(0.5 + ci_level / 2, df)
+    return float(1 - t_cdf(q - delta / se, df))
+
+
+# ------------------------------------------------------------------------------------------ aggregation
+def arm(items: pd.DataFrame, dataset: str, split: str, condition: str, metric: str):
+    """(seeds x items correctness matrix, item ids, clusters, chance per item) of one arm on one split;
+    None when the arm has no items there. Items missing for some seed are dropped (every seed, same items)."""
+    sel = items[(items["dataset"] == dataset) & (items["split"] == split) & (items["condition"] == condition)
+                & (items["metric"] == metric)]
+    if sel.empty:
+        return None
+    wide = sel.pivot_table(index="item", columns="seed", values="correct", aggfunc="first").dropna()
+    info = sel.drop_duplicates("item").set_index("item").loc[wide.index]
+    return wide.to_numpy().T, list(wide.index), list(info["cluster"]), info["chance"].to_numpy(float)
+
+
+def summarize(items: pd.DataFrame, metric: str = "acc", by=("model", "dataset", "split", "condition")) -> pd.DataFrame:
+    """One row per `by` group of the item frame for `metric`: `acc` (mean over items of the seed-averaged
+    correctness) and its `se` (clustered, seeds' term added: see `estimate`), `mean_subsets` / `se_subsets`
+    (mean and SE over the split's subsets), `n` items, `n_clusters`, `k_subsets`, `n_seeds`, `chance`."""
+    _check(items)
+    by = list(by)
+    cols = by + ["metric", "acc", "se", "mean_subsets", "se_subsets", "n", "n_clusters", "k_subsets", "n_seeds",
+                 "chance"]
+    df = items[items["metric"] == metric]
+    rows = []
+    for key, g in df.groupby(by, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        wide = g.pivot_table(index="item", columns="seed", values="correct", aggfunc="first").dropna()
+        info = g.drop_duplicates("item").set_index("item").loc[wide.index]
+        e = estimate(wide.to_numpy().T, info["cluster"])
+        sub = wide.mean(axis=1).groupby(info["subset"]).mean()
+        rows.append(key + (metric, e["est"], e["se"], float(sub.mean()),
+                           float(sub.std(ddof=1) / math.sqrt(len(sub))) if len(sub) > 1 else math.nan,
+                           e["n"], e["clusters"], len(sub), e["seeds"], float(info["chance"].mean())))
+    return pd.DataFrame(rows, columns=cols)
+
+
+def accuracy_table(items: pd.DataFrame, metric: str = "acc", conditions=None) -> pd.DataFrame:
+    """One row per model x dataset x split (the paper's dataset and split order), one column per condition (CONDITIONS
+    order, or `conditions`): the seed-averaged accuracy, beside `n` (most items of a condition) and `chance`."""
+    return _wide(summarize(items, metric), conditions)
+
+
+def _wide(agg: pd.DataFrame, conditions=None) -> pd.DataFrame:
+    if agg.empty:
+        return pd.DataFrame(columns=["model", "dataset", "split", "n", "chance"])
+    keys = ["model", "dataset", "split"]
+    wide = agg.pivot_table(index=keys, columns="condition", values="acc", aggfunc="first")
+    order = conditions or CONDITIONS + sorted(c for c in wide.columns if c not in CONDITIONS)
+    wide = wide[[c for c in order if c in wide.columns]]
+    info = agg.groupby(keys).agg(n=("n", "max"), chance=("chance", "max"))
+    out = info.join(wide).reset_index()
+    out["_order"] = [split_order(d, agg.loc[agg["dataset"] == d, "split"]).index(s)
+                     for d, s in zip(out["dataset"], out["split"])]
+    out["_ds"] = [list(SPLITS).index(d) if d in SPLITS else len(SPLITS) for d in out["dataset"]]  # paper's order
+    return out.sort_values(["model", "_ds", "dataset", "_order"]).drop(columns=["_order", "_ds"]).reset_index(drop=True)
+
+
+def learning_checks(items: pd.DataFrame, threshold: float, metric: str = "acc") -> pd.DataFrame:
+    """One row per dataset x arm (every condition but `pretrained`): its accuracy on the dataset's
+    learning-check split (forward / rephrase / trained), n, and `learned` (accuracy >= `threshold`)."""
+    cols = ["dataset", "condition", "split", "acc", "se", "n", "threshold", "learned"]
+    agg = summarize(items, metric, by=("dataset", "split", "condition")) if len(items) else pd.DataFrame()
+    if agg.empty:
+        return pd.DataFrame(columns=cols)
+    agg = agg[agg["split"].isin(LEARNING_CHECK_SPLITS) & (agg["condition"] != "pretrained")]
+    out = agg[["dataset", "condition", "split", "acc", "se", "n"]].assign(threshold=threshold)
+    out["learned"] = out["acc"] >= threshold
+    return out.reset_index(drop=True)[cols]
+
+
+# ------------------------------------------------------------------------------------------ the claims
+def _plan(augmented: str, splits: dict[str, list[str]]):
+    """The tests of every claim: (claim, part, mode, kind, datasets, split, conditions, description);
+    `splits` are the splits the data have per dataset."""
+    rc_rev = [s for s in splits.get("reversal_curse", []) if s.startswith("reversal")] or ["reversal"]
+    plan = [("C1", "C1", "all", "at_chance", [ds], sp, ["pretrained"], "pretrained at chance")
+            for ds, sps in splits.items() for sp in sps]
+    for sp in rc_rev:
+        plan += [("C2", "C2a", "all", "near_zero", ["reversal_curse"], sp, ["ft"], "FT reversed accuracy near zero"),
+                 ("C2", "C2b", "all", "near_ceiling", ["reversal_curse"], sp, ["icl"], "ICL reversed accuracy near ceiling"),
+                 ("C2", "C2c", "all", "greater", ["reversal_curse"], sp, ["icl", "ft"], "ICL beats FT on reversals")]
+    plan += [
+        ("C3", "C3a", "all", "greater", ["simple_reversals"], "reversal", ["icl", "ft"], "ICL beats FT on reversals"),
+        ("C3", "C3b", "all", "gap_greater", ["reversal_curse"] * 2 + ["simple_reversals"] * 2, "reversal",
+         ["icl", "ft", "icl", "ft"], "ICL-FT gap smaller than on the reversal curse"),
+        ("C4", "C4a", "all", "above_chance", ["syllogisms"], "syllogism", ["ft"], "FT above chance"),
+        ("C4", "C4b", "all", "greater", ["syllogisms"], "syllogism", ["icl", "ft"], "ICL beats FT"),
+        ("C5", "C5a", "all", "greater", ["semantic_structure"], "reversal", ["icl", "ft"], "ICL beats FT on reversals"),
+        ("C5", "C5b", "all", "greater", ["semantic_structure"], "syllogism", ["icl", "ft"], "ICL beats FT on syllogisms"),
+        ("C5", "C5c", "all", "above_chance", ["semantic_structure"], "reversal", ["ft"], "FT reverses above chance"),
+    ]
+    plan += [("C5", "C5d", "all", "at_most_chance_plus_margin", ["semantic_structure"], "holdout", [c],
+              f"category holdout stays hard ({c})") for c in ["icl", "ft", augmented]]
+    plan += [("C6", "C6a", "all", "greater", [ds], sp, [augmented, "ft"], "augmented FT beats FT")
+             for ds, sps in splits.items() for sp in sps]
+    plan += [("C6", "C6b", "often", "greater", [ds], sp, [augmented, "icl"], "augmented FT beats ICL")
+             for ds, sps in splits.items() for sp in sps]
+    for ds, sps in splits.items():
+        for sp in sps:
+            if ds == "semantic_structure":
+                plan.append(("C7", "C7c", "all", "greater", [ds], sp, ["ft_nosplit", "ft_split_independent"],
+                             "semantic structure: unsplit FT beats split FT"))
+            else:
+                plan += [("C7", "C7a", "all", "greater", [ds], sp, ["ft_split_independent", "ft_nosplit"],
+                          "independent splitting beats unsplit FT"),
+                         ("C7", "C7b", "all", "greater", [ds], sp, ["ft_split_cumulative", "ft_nosplit"],
+                          "cumulative splitting beats unsplit FT")]
+    return plan
+
+
+def _test(items, kind, dss, sp, conds, metric, margin, ci_level):
+    """Run one planned test on `metric`: a dict of numbers and the decision, or a "not tested" reason."""
+    arms = [arm(items, d, sp, c, metric) for d, c in zip(dss, conds)]
+    if any(a is None for a in arms):
+        return {"verdict": f"not tested (missing: split {sp} of " + ", ".join(
+            f"{d}/{c}" for d, c, a in zip(dss, conds, arms) if a is None) + ")"}
+
+    def pair(a, b):  # the items both arms scored, in one order
+        common = [i for i in a[1] if i in set(b[1])]
+        ia, ib = [a[1].index(i) for i in common], [b[1].index(i) for i in common]
+        return a[0][:, ia], b[0][:, ib], [a[2][i] for i in ia], a[3][ia]
+
+    if kind == "gap_greater":
+        e1, e2 = (estimate(*(lambda A, B, cl, _: (A, cl, B))(*pair(arms[k], arms[k + 1]))) for k in (0, 2))
+        e = dict(est=e1["est"] - e2["est"], se=math.hypot(e1["se"], e2["se"]), df=min(e1["df"], e2["df"]),
+                 n=e1["n"] + e2["n"], clusters=e1["clusters"] + e2["clusters"], seeds=max(e1["seeds"], e2["seeds"]))
+    elif len(arms) == 2:
+        A, B, cl, _ = pair(*arms)
+        e = estimate(A, cl, B)
+    else:
+        A, _, cl, chance = arms[0]
+        e = estimate(A, cl)
+        if kind in ("above_chance", "at_chance", "at_most_chance_plus_margin"):
+            e["est"] -= float(chance.mean())
+    d = {k: (v.item() if isinstance(v, np.ndarray) else v)
+         for k, v in decide(kind, e["est"], e["se"], e["df"], margin=margin, ci_level=ci_level).items()}
+    n_dec = math.ceil(e["n"] * (e["se"] / d["se_to_decide"]) ** 2) if d["se_to_decide"] > 0 else math.inf
+    return {**e, **d, "n_to_decide": n_dec,
+            "accs": [float(a[0].mean()) for a in arms], "chance": float(arms[0][3].mean())}
+
+
+def claims_table(items: pd.DataFrame, *, metric: str = "acc", ci_level: float = 0.95, margin: float = 0.1,
+                 augmented: str = "aug_both", learned_threshold: float = 0.0, beside: str | None = None) -> pd.DataFrame:
+    """One row per test of a claim C1-C7, from the item-level frame (rules: module docstring).
+
+    Columns: model, claim, part, test, dataset, split, conditions, numbers, n, clusters, seeds, estimate, se, ci_lo,
+    ci_hi, rule, verdict, why, p_holds, p_fails, p_fails_holm, mdd, n_to_decide, the same test's estimate and
+    verdict on the metric `beside`, part_verdict, claim_verdict. Missing conditions and arms that failed their
+    learning check give "not tested (...)" rows instead of errors."""
+    if not augmented.startswith("aug_") or augmented not in CONDITIONS:
+        raise ValueError(f"augmented condition {augmented!r} is not one of aug_local, aug_global, aug_both")
+    _check(items)
+    beside = beside or ("acc_mutual_info" if metric != "acc_mutual_info" else "acc")
+    cols = ["model", "claim", "part", "test", "dataset", "split", "conditions", "numbers", "n", "clusters", "seeds",
+            "estimate", "se", "ci_lo", "ci_hi", "rule", "verdict", "why", "p_holds", "p_fails", "p_fails_holm", "mdd",
+            "n_to_decide", f"estimate_{beside}", f"verdict_{beside}", "part_verdict", "claim_verdict"]
+    models = sorted(items["model"].dropna().unique()) or [""]
+    out = []
+    for model in models:
+        its = items[items["model"] == model] if model else items
+        splits = {d: split_order(d, its.loc[its["dataset"] == d, "split"]) for d in SPLITS if d in set(its["dataset"])}
+        present = set(zip(its["dataset"], its["condition"]))
+        checks = learning_checks(its, learned_threshold, metric)
+        failed = {(r.dataset, r.condition): f"{r.split} {r.acc:.2f}" for r in checks.itertuples() if not r.learned}
+        plan = _plan(augmented, splits or {d: [] for d in SPLITS})
+        ablation = {d for d, c in present if c in SPLITTING}
+        rows, reported = [], set()
+        for claim, part, mode, kind, dss, sp, conds, desc in plan:
+            dss = dss * len(conds) if len(dss) == 1 else dss
+            ds = " vs ".join(dict.fromkeys(dss))
+            if claim == "C7" and ds not in ablation:
+                continue
+            base = dict(model=model, claim=claim, part=part, test=desc, dataset=ds, split=sp,
+                        conditions=" vs ".join(conds), rule=rule_text(kind, margin))
+            missing = list(dict.fromkeys(f"{d}/{c}" for d, c in zip(dss, conds) if (d, c) not in present))
+            if missing:
+                if (part, tuple(missing)) not in reported:
+                    reported.add((part, tuple(missing)))
+                    rows.append({**base, "split": "*", "verdict": f"not tested (missing: {', '.join(missing)})"})
+                continue
+            unlearned = [f"{c} did not learn {d} ({failed[(d, c)]})" for d, c in dict.fromkeys(zip(dss, conds))
+                         if (d, c) in failed]
+            if unlearned:
+                rows.append({**base, "verdict": "not tested: " + "; ".join(unlearned)})
+                continue
+            r = _test(its, kind, dss, sp, conds, metric, margin, ci_level)
+            if "est" not in r:
+                rows.append({**base, **r})
+                continue
+            numbers = "; ".join(f"{c} {a:.2f}" for c, a in zip(conds, r["accs"]))
+            numbers += f"; chance {r['chance']:.2f}" if len(conds) == 1 else ""
+            row = {**base, "numbers": numbers, "estimate": r["est"],
+                   **{k: r[k] for k in ("n", "clusters", "seeds", "se", "ci_lo", "ci_hi", "verdict", "why", "p_holds",
+                                        "p_fails", "mdd", "n_to_decide")}}
+            rb = _test(its, kind, dss, sp, conds, beside, margin, ci_level) if beside in set(its["metric"]) else {}
+            if "est" in rb:
+                row[f"estimate_{beside}"], row[f"verdict_{beside}"] = rb["est"], rb["verdict"]
+            rows.append(row)
+        if not any(r["claim"] == "C7" for r in rows):
+            rows.append(dict(model=model, claim="C7", part="C7a", test="sentence-splitting ablation", dataset="*",
+                             split="*", conditions=" vs ".join(SPLITTING),
+                             verdict=f"not tested (missing: {', '.join(SPLITTING)} on every dataset)"))
+        for claim in CLAIMS:  # a claim none of whose datasets has results
+            if not any(r["claim"] == claim for r in rows):
+                rows.append(dict(model=model, claim=claim, part=claim, test=CLAIMS[claim], dataset="*", split="*",
+                                 verdict="not tested (missing: every dataset it needs)"))
+        df = pd.DataFrame(rows, columns=cols)
+        alpha2 = (1 - ci_level) / 2
+        tested = ~df["verdict"].astype(str).str.startswith("not tested")
+        df["p_holds_holm"] = np.nan
+        for claim, g in df[tested].groupby("claim"):
+            df.loc[g.index, "p_fails_holm"] = holm(g["p_fails"].to_numpy(float))
+            df.loc[g.index, "p_holds_holm"] = holm(g["p_holds"].to_numpy(float))
+        modes = {p[1]: p[2] for p in plan}
+        df["part_verdict"] = df["part"].map({part: combine(g, modes.get(part, "all"), alpha2)
+                                             for part, g in df.groupby("part")})
+        df["claim_verdict"] = df["claim"].map({c: combine_parts(g.drop_duplicates("part")["part_verdict"])
+                                               for c, g in df.groupby("claim")})
+        out.append(df.drop(columns="p_holds_holm"))
+    return pd.concat(out, ignore_index=True)
+
+
+def combine(tests: pd.DataFrame, mode: str = "all", alpha2: float = 0.025) -> str:
+    """A claim part from its tests (rows with verdict, p_fails_holm, p_holds_holm): "all": holds when every
+    tested test holds (intersection-union), does not hold when a Holm-adjusted p_fails < alpha/2;
+    "often": holds when at least half the tested tests hold after Holm, does not hold when more than half
+    fail after Holm. Otherwise inconclusive; "not tested" when no test was run."""
+    t = tests[~tests["verdict"].astype(str).str.startswith("not tested")]
+    if t.empty:
+        return "not tested"
+    fails = (t["p_fails_holm"] < alpha2).sum()
+    if mode == "often":
+        holds = (t["p_holds_holm"] < alpha2).sum()
+        return HOLDS if holds and 2 * holds >= len(t) else FAILS if 2 * fails > len(t) else INCONCLUSIVE
+    if (t["verdict"] == HOLDS).all():
+        return HOLDS
+    return FAILS if fails else INCONCLUSIVE
+
+
+def combine_parts(parts) -> str:
+    """A claim from its parts: holds when every tested part holds, does not hold when any does not."""
+    tested = [v for v in parts if not str(v).startswith("not tested")]
     if not tested:
         return "not tested"
-    if mode == "often":
-        if sum(v == HOLDS for v in tested) * 2 >= len(tested) and any(v == HOLDS for v in tested):
-            return HOLDS
-        return FAILS if sum(v == FAILS for v in tested) * 2 > len(tested) else INCONCLUSIVE
-    if any(v == FAILS for v in tested):
+    if FAILS in tested:
         return FAILS
     return HOLDS if all(v == HOLDS for v in tested) else INCONCLUSIVE
 
 
-# ------------------------------------------------------------------------------------------ the claims
-def _plan(augmented: str):
-    """The tests of every claim: (claim, part, mode, kind, dataset, split, conditions, description)."""
-    plan = []
-    for ds, splits in SPLITS.items():                                                          # C1
-        for sp in splits:
-            plan.append(("C1", "C1", "all", "at_chance", ds, sp, ["pretrained"], "pretrained at chance"))
-    plan += [
-        ("C2", "C2a", "all", "near_zero", "reversal_curse", "reversal", ["ft"], "FT reversed accuracy near zero"),
-        ("C2", "C2b", "all", "near_ceiling", "reversal_curse", "reversal", ["icl"], "ICL reversed accuracy near ceiling"),
-        ("C2", "C2c", "all", "greater", "reversal_curse", "reversal", ["icl", "ft"], "ICL beats FT on reversals"),
-        ("C3", "C3a", "all", "greater", "simple_reversals", "reversal", ["icl", "ft"], "ICL beats FT on reversals"),
-        ("C3", "C3b", "all", "gap_greater", ["reversal_curse"] * 2 + ["simple_reversals"] * 2, "reversal",
-         ["icl", "ft", "icl", "ft"],
-         "ICL-FT gap smaller than on the reversal curse"),
-        ("C4", "C4a", "all", "above_chance", "syllogisms", "syllogism", ["ft"], "FT above chance"),
-        ("C4", "C4b", "all", "greater", "syllogisms", "syllogism", ["icl", "ft"], "ICL beats FT"),
-        ("C5", "C5a", "all", "greater", "semantic_structure", "reversal", ["icl", "ft"], "ICL beats FT on reversals"),
-        ("C5", "C5b", "all", "greater", "semantic_structure", "syllogism", ["icl", "ft"], "ICL beats FT on syllogisms"),
-        ("C5", "C5c", "all", "above_chance", "semantic_structure", "reversal", ["ft"], "FT reverses above chance"),
-    ]
-    for cond in ["icl", "ft", augmented]:
-        plan.append(("C5", "C5d", "all", "at_most_chance_plus_margin", "semantic_structure", "holdout", [cond],
-                     f"category holdout stays hard ({cond})"))
-    for ds, splits in SPLITS.items():                                                          # C6
-        for sp in splits:
-            plan.append(("C6", "C6a", "all", "greater", ds, sp, [augmented, "ft"], "augmented FT beats FT"))
-    for ds, splits in SPLITS.items():
-        for sp in splits:
-            plan.append(("C6", "C6b", "often", "greater", ds, sp, [augmented, "icl"], "augmented FT beats ICL"))
-    for ds, splits in SPLITS.items():                                                          # C7
-        for sp in splits:
-            if ds == "semantic_structure":
-                plan.append(("C7", "C7c", "all", "greater", ds, sp, ["ft_nosplit", "ft_split_independent"],
-                             "semantic structure: unsplit FT beats split FT"))
-            else:
-                plan.append(("C7", "C7a", "all", "greater", ds, sp, ["ft_split_independent", "ft_nosplit"],
-                             "independent splitting beats unsplit FT"))
-                plan.append(("C7", "C7b", "all", "greater", ds, sp, ["ft_split_cumulative", "ft_nosplit"],
-                             "cumulative splitting beats unsplit FT"))
-    return plan
-
-
-def _fmt(row: dict) -> str:
-    return f"{row['acc']:.2f}±{row['se']:.2f} (n={row['n']}{', ' + str(row['n_seeds']) + ' seeds' if row['n_seeds'] > 1 else ''})"
-
-
-def claims_table(results: pd.DataFrame, *, metric: str = "acc", ci_level: float = 0.95, margin: float = 0.1,
-                 augmented: str = "aug_both", beside: str | None = None) -> pd.DataFrame:
-    """One row per test of a claim C1-C7 (see the module docstring for the rules), computed from `results`.
-
-    Columns: model, claim, part, test, dataset, split, conditions, numbers (acc±SE per condition), estimate,
-    ci_lo, ci_hi, rule, verdict, and the same test's estimate and verdict on the metric `beside`
-    (acc_mutual_info, or acc when `metric` is acc_mutual_info), then part_verdict and claim_verdict.
-    A dataset or condition absent from `results` gives one "not tested (missing: ...)" row for that
-    dataset and part instead of an error. Several models give one block of rows per model.
-    """
-    if augmented not in CONDITIONS or not augmented.startswith("aug_"):
-        raise ValueError(f"augmented condition {augmented!r} is not one of aug_local, aug_global, aug_both")
-    beside = beside or ("acc_mutual_info" if metric != "acc_mutual_info" else "acc")
-    z = z_value(ci_level)
-    cols = ["model", "claim", "part", "test", "dataset", "split", "conditions", "numbers", "estimate", "ci_lo",
-            "ci_hi", "rule", "verdict", f"estimate_{beside}", f"verdict_{beside}", "part_verdict", "claim_verdict"]
-    results = tidy(results, metric) if len(results) else pd.DataFrame(columns=COLUMNS)
-    models = sorted(results["model"].dropna().unique()) or [""]
-    out = []
-    for model in models:
-        res = results[results["model"] == model] if model else results
-        aggs = {m: {(r["dataset"], r["split"], r["condition"]): r
-                    for r in aggregate(res, m).to_dict("records")}
-                for m in (metric, beside, "acc_any_valid") if m in res}
-        present = {(d, c) for (d, _s, c) in aggs.get(metric, {})}
-        datasets_present = {d for d, _ in present}
-        rows, reported_missing = [], set()
-        plan = _plan(augmented)
-        ablation = {d for d, c in present if c in SPLITTING}
-        for claim, part, mode, kind, ds, sp, conds, desc in plan:
-            dss = ds if isinstance(ds, list) else [ds] * len(conds)
-            ds = " vs ".join(dict.fromkeys(dss))
-            need = list(dict.fromkeys(zip(dss, conds)))
-            missing = list(dict.fromkeys(d if d not in datasets_present else f"{d}/{c}"
-                                         for d, c in need if (d, c) not in present))
-            if claim == "C7" and ds not in ablation:  # the ablation runs on the datasets params choose
-                continue
-            base = dict(model=model, claim=claim, part=part, test=desc, dataset=ds, split=sp,
-                        conditions=" vs ".join(conds), rule="", numbers="")
-            if missing:  # one "not tested" row per part and missing thing, not one per split
-                if (part, tuple(missing)) not in reported_missing:
-                    reported_missing.add((part, tuple(missing)))
-                    rows.append({**base, "split": "*", "verdict": f"not tested (missing: {', '.join(missing)})"})
-                continue
-            args = [aggs[metric].get((d, sp, c)) for d, c in zip(dss, conds)]
-            if any(a is None for a in args):
-                rows.append({**base, "verdict": f"not tested (missing: split {sp} of {ds})"})
-                continue
-            row = {**base, **verdict(kind, *args[:2], z=z, margin=margin, **dict(zip("cd", args[2:]))),
-                   "numbers": "; ".join(f"{c} {_fmt(a)}" for c, a in zip(conds, args))}
-            if kind not in ("greater", "gap_greater"):
-                row["numbers"] += f"; chance {args[0]['chance']:.2f}"
-            any_valid = [aggs.get("acc_any_valid", {}).get((d, sp, c)) for d, c in zip(dss, conds)]
-            if all(a is not None for a in any_valid):  # syllogisms: accuracy against any valid conclusion
-                row["numbers"] += "; any valid: " + ", ".join(f"{c} {a['acc']:.2f}" for c, a in zip(conds, any_valid))
-            b_args = [aggs.get(beside, {}).get((d, sp, c)) for d, c in zip(dss, conds)]
-            if all(a is not None for a in b_args):
-                rb = verdict(kind, *b_args[:2], z=z, margin=margin, **dict(zip("cd", b_args[2:])))
-                row[f"estimate_{beside}"], row[f"verdict_{beside}"] = rb["estimate"], rb["verdict"]
-            rows.append(row)
-        if not any(r["claim"] == "C7" for r in rows):
-            rows.append(dict(model=model, claim="C7", part="C7a", test="sentence-splitting ablation", dataset="*",
-                             split="*", conditions=" vs ".join(SPLITTING), rule="", numbers="",
-                             verdict=f"not tested (missing: {', '.join(SPLITTING)} on every dataset)"))
-        df = pd.DataFrame(rows, columns=cols)
-        modes = {p[1]: p[2] for p in plan}
-        df["part_verdict"] = df["part"].map(
-            {part: combine(g["verdict"], modes[part]) for part, g in df.groupby("part")})
-        claim_v = {c: combine(g.drop_duplicates("part")["part_verdict"]) for c, g in df.groupby("claim")}
-        df["claim_verdict"] = df["claim"].map(claim_v)
-        out.append(df)
-    return pd.concat(out, ignore_index=True)
-
-
 def claims_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per model and claim: the statement, its verdict and how many tests held / failed / were open."""
+    """One row per model and claim: the statement, its verdict, part verdicts and counts of test outcomes."""
     rows = []
     for (model, claim), g in table.groupby(["model", "claim"], sort=True):
         v = g["verdict"].astype(str)
@@ -341,66 +605,58 @@ def claims_summary(table: pd.DataFrame) -> pd.DataFrame:
 def _md_table(df: pd.DataFrame) -> str:
     def cell(x):
         if isinstance(x, float):
-            return "" if np.isnan(x) else f"{x:.3f}"
+            return "" if np.isnan(x) else "inf" if np.isinf(x) else f"{x:.3f}"
         return str(x).replace("|", "\\|")
     head = "| " + " | ".join(df.columns) + " |\n|" + "---|" * len(df.columns) + "\n"
     return head + "".join("| " + " | ".join(cell(x) for x in r) + " |\n" for r in df.itertuples(index=False))
 
 
+RULES_MD = (
+    "Rules (`lib/analysis.py`): per test, CI = estimate ± t(df) x SE (df = clusters - 1, Welch-Satterthwaite "
+    "when seed terms enter), SE cluster-robust (CR1) by the item's "
+    "cluster, paired over the same items for comparisons, plus the between-seed variance / seeds. "
+    "'A improves on B' holds if CI > 0 and does not hold if CI < margin (an improvement of the margin or more is "
+    "excluded: 'no improvement' when the CI lies within ±margin); 'at chance' holds if the CI of acc - chance "
+    "lies within ±margin (TOST) and does not hold if it excludes 0; 'near zero' / 'near ceiling' / 'stays hard' "
+    "hold if the CI lies beyond the threshold. `mdd`: the difference detectable with 80% power at this n; "
+    "`n_to_decide`: the items that would decide the observed estimate with 80% power. "
+    "**Multiplicity**: a claim holds when every tested test holds (intersection-union test: family-wise level "
+    "alpha/2 with no adjustment); it does not hold when some test's p_fails, Holm-adjusted over the claim's "
+    "tested tests (`p_fails_holm`), is below alpha/2; 'often' parts count Holm-adjusted holds. "
+    "An arm whose learning-check accuracy is below `analysis.learned_threshold` is not tested.")
+
+
 def write_claims(table: pd.DataFrame, outdir: Path, *, params_name: str, metric: str, ci_level: float,
-                 margin: float) -> list[Path]:
-    """Write `claims.csv` (every test) and `claims.md` (summary, then every test) into `outdir`, atomically."""
+                 margin: float, checks: pd.DataFrame | None = None) -> list[Path]:
+    """Write `claims.csv` (every test) and `claims.md` (rules, summary, learning checks, every test)."""
     outdir = Path(outdir)
     csv, md = outdir / "claims.csv", outdir / "claims.md"
     runs.write_text(csv, table.to_csv(index=False))
     models = ", ".join(m for m in table["model"].unique() if m) or "(no results)"
     beside = next(c.removeprefix("verdict_") for c in table.columns if c.startswith("verdict_"))
     text = (f"# Claims C1-C7 tested on the results of params `{params_name}`\n\n"
-            f"Model: {models}. Metric: `{metric}` (its verdicts; the `_{beside}` "
-            f"columns repeat each test on the other metric). Intervals: {ci_level:.0%} normal CIs from item-level "
-            f"binomial SEs (pooled over the inference-type subsets of a split; over seeds where there are several). "
-            f"Band for 'at chance' / 'near zero' / 'near ceiling': {margin:g}. "
-            "The rules are in `lib/analysis.py`; this file is written by `notebooks/05_analysis.ipynb`.\n\n"
-            "## Summary\n\n" + _md_table(claims_summary(table)) + "\n## Every test\n\n"
-            + _md_table(table.drop(columns=["claim_verdict"])))
+            f"Model: {models}. Metric: `{metric}` (the `_{beside}` columns repeat each test on the other metric). "
+            f"CI level {ci_level:g} (alpha/2 = {(1 - ci_level) / 2:g} per side); margin {margin:g}. "
+            + RULES_MD + " Written by `notebooks/05_analysis.ipynb`.\n\n## Summary\n\n"
+            + _md_table(claims_summary(table)))
+    if checks is not None and len(checks):
+        text += "\n## Learning checks (per arm)\n\n" + _md_table(checks)
+    text += "\n## Every test\n\n" + _md_table(table.drop(columns=["claim_verdict"]))
     runs.write_text(md, text)
     return [csv, md]
 
 
-def accuracy_table(results: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
-    """One row per model x dataset x split, one column per condition (in `CONDITIONS` order): the split's
-    pooled accuracy (`aggregate`'s `acc`, mean over seeds), beside `n` (items; "lo-hi" when conditions scored
-    different numbers of items) and `chance`."""
-    return _wide(aggregate(results, metric))
-
-
-def _wide(agg: pd.DataFrame) -> pd.DataFrame:
-    """accuracy_table of rows `aggregate` returned."""
-    if agg.empty:
-        return pd.DataFrame(columns=["model", "dataset", "split", "n", "chance"])
-    keys = ["model", "dataset", "split"]
-    wide = agg.pivot_table(index=keys, columns="condition", values="acc", aggfunc="first")
-    extra = sorted(c for c in wide.columns if c not in CONDITIONS)
-    wide = wide[[c for c in CONDITIONS if c in wide.columns] + extra]
-    info = agg.groupby(keys).agg(n_lo=("n", "min"), n_hi=("n", "max"), chance=("chance", "max"))
-    info.insert(0, "n", [f"{lo}" if lo == hi else f"{lo}-{hi}" for lo, hi in zip(info.pop("n_lo"), info.pop("n_hi"))])
-    out = info.join(wide).reset_index()
-    out["_order"] = [SPLITS.get(d, []).index(s) if s in SPLITS.get(d, []) else 99
-                     for d, s in zip(out["dataset"], out["split"])]
-    return out.sort_values(["model", "dataset", "_order", "split"]).drop(columns="_order").reset_index(drop=True)
-
-
-def write_results(results: pd.DataFrame, outdir: Path, *, params_name: str,
+def write_results(items: pd.DataFrame, outdir: Path, *, params_name: str,
                   metrics=("acc", "acc_mutual_info")) -> list[Path]:
-    """Write `results.csv` (`aggregate` rows of every metric) and `results.md` (an `accuracy_table` per metric)
-    into `outdir`, atomically: the accuracies the figures draw and the claims test, as numbers."""
+    """Write `results.csv` (`summarize` rows of every metric) and `results.md` (an `accuracy_table` per metric)."""
     outdir = Path(outdir)
     csv, md = outdir / "results.csv", outdir / "results.md"
-    aggs = {m: aggregate(results, m) for m in metrics}
+    aggs = {m: summarize(items, m) for m in metrics}
     runs.write_text(csv, pd.concat(aggs.values()).to_csv(index=False))
     text = (f"# Accuracy per split and condition, params `{params_name}`\n\n"
-            "Pooled over the split's items (mean over seeds where there are several); `n` items per split. "
-            "Written by `notebooks/05_analysis.ipynb` (`lib.analysis.write_results`); SEs in `results.csv`.\n")
+            "Mean over the split's items of each item's correctness (averaged over seeds where there are several); "
+            "`n` items per split. From the item-level frame (`lib.analysis.read_items`), written by "
+            "`notebooks/05_analysis.ipynb`; clustered SEs in `results.csv`.\n")
     for m in metrics:
         text += f"\n## `{m}`\n\n" + _md_table(_wide(aggs[m]))
     runs.write_text(md, text)

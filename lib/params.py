@@ -135,6 +135,7 @@ class AnalysisParams(_Strict):
     metric: Literal["acc", "acc_norm", "acc_mutual_info"]  # metric of the verdicts and figures (the other beside it)
     margin: float = Field(gt=0, lt=1)  # accuracy band for "at chance", "near zero", "near ceiling" (0.1 = 10 points)
     augmented_condition: Literal["aug_local", "aug_global", "aug_both"]  # "augmented FT" in Figs. 2-4 and C6
+    learned_threshold: float = Field(ge=0, le=1)  # learning-check accuracy below which an arm's tests are not run
 
 
 class Params(_Strict):

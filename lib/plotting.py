@@ -1,8 +1,8 @@
-"""The paper's figures, drawn with seaborn from the tidy results (see `lib.analysis` for the numbers).
+"""The paper's figures, drawn with seaborn styling from the item-level frame (`lib.analysis.read_items`).
 
-Every figure is a set of bar panels: x = test split, hue = condition, dashed line = chance. A bar is the mean
-over the split's inference-type subsets with the SE over those subsets as its error bar (the paper's error
-bars); a split with a single subset shows the accuracy over its items with the binomial SE instead. Each
+Every figure is a set of bar panels: x = test split, hue = condition, dashed line = chance, dotted line = the
+strongest shortcut baseline (when a baselines frame is given). A bar is the split's accuracy with the
+clustered SE the claims table uses as its error bar; the inference-type subsets' means are points. Each
 figure's title names the model, the params and the metric; its caption lists the conditions it wanted but
 the results lack. A figure with nothing to draw is not written (no placeholder figures).
 
@@ -39,7 +39,9 @@ PALETTE = dict(zip(["pretrained", "ft", "icl", "aug_both", "aug_local", "aug_glo
                     "ft_split_independent", "ft_split_cumulative", "icl_bm25", "icl_oracle"],
                    sns.color_palette("colorblind", 10) + sns.color_palette("dark", 2)))
 SPLIT_LABELS = {"forward": "forward\n(learning check)", "rephrase": "rephrase\n(learning check)",
-                "trained": "trained\n(learning check)"}
+                "trained": "trained\n(learning check)",
+                ("reversal_curse", "reversal"): "reversal\n(targets pool)",
+                ("reversal_curse", "reversal_p2d"): "reversal\n(P2D pool)"}
 
 
 def figures_dir(params) -> Path:
@@ -67,37 +69,42 @@ def remove_stale(outdir: Path, name: str) -> list[Path]:
     return []
 
 
-def _bars(agg: pd.DataFrame) -> pd.DataFrame:
-    """Bar height and error of each aggregated row: mean +- SE over subsets, or over items for one subset."""
-    agg = agg.copy()
-    over_subsets = agg["k_subsets"] > 1
-    agg["height"] = np.where(over_subsets, agg["mean_subsets"], agg["acc"])
-    agg["err"] = np.where(over_subsets, agg["se_subsets"], agg["se"])
-    return agg
-
-
-def _model_label(results: pd.DataFrame) -> str:
-    models = sorted(str(m) for m in results.get("model", pd.Series(dtype=str)).dropna().unique())
+def _model_label(items: pd.DataFrame) -> str:
+    models = sorted(str(m) for m in items.get("model", pd.Series(dtype=str)).dropna().unique())
     return ", ".join(models) if models else "(none)"
 
 
-def bar_figure(results: pd.DataFrame, panels: list[tuple[str, list[str]]], conditions: list[str], *, name: str,
-               title: str, outdir: Path, params_name: str, metric: str = "acc", note: str = "") -> list[Path]:
-    """Bar panels (up to three a row), one per (dataset, splits); bars for `conditions` in that order.
+def _split_label(ds: str, sp: str) -> str:
+    return SPLIT_LABELS.get((ds, sp), SPLIT_LABELS.get(sp, sp))
+
+
+def bar_figure(items: pd.DataFrame, panels: list[tuple[str, list[str]]], conditions: list[str], *, name: str,
+               title: str, outdir: Path, params_name: str, metric: str = "acc", note: str = "",
+               baselines: pd.DataFrame | None = None) -> list[Path]:
+    """Bar panels (up to three a row), one per (dataset, splits), from the item-level frame
+    (`lib.analysis.read_items`): a bar is the split's accuracy (mean over items of the seed-averaged
+    correctness) with its clustered SE (`lib.analysis.summarize`, the SE the verdicts use); points are the
+    split's subset means; dashed: chance; dotted: the strongest shortcut baseline of the split (the max `acc`
+    per dataset x split of `baselines`, a frame with dataset, split, baseline, acc; optional).
 
     Draws what exists and lists in the caption the (dataset, condition) pairs that are missing. When no panel
     has a bar it writes nothing, returns [] and removes this figure's files from an earlier run (unless the
-    results are empty altogether: then it touches nothing)."""
+    frame is empty altogether: then it touches nothing)."""
     sns.set_theme(style="whitegrid", context="paper")
-    df = analysis.tidy(results, metric) if len(results) else pd.DataFrame(columns=analysis.COLUMNS)
-    agg = _bars(analysis.aggregate(df, metric, by=("dataset", "split", "condition")))
+    df = items[items["metric"] == metric] if len(items) else items
+    agg = analysis.summarize(df, metric, by=("dataset", "split", "condition")) if len(df) else pd.DataFrame(
+        columns=["dataset", "split", "condition", "acc", "se", "chance"])
+    subsets = (df.groupby(["dataset", "split", "condition", "subset", "item"])["correct"].mean()
+               .groupby(["dataset", "split", "condition", "subset"]).mean().reset_index()) if len(df) else None
+    base = (baselines.groupby(["dataset", "split"])["acc"].max() if baselines is not None and len(baselines)
+            else pd.Series(dtype=float))
     drawn, missing = [], []
     for ds, splits in panels:
         a = agg[(agg["dataset"] == ds) & agg["split"].isin(splits) & agg["condition"].isin(conditions)]
         have = [c for c in conditions if c in set(a["condition"])]
         missing += [f"{ds}: {LABELS.get(c, c)}" for c in conditions if c not in have] if len(a) else [f"{ds} (all)"]
         if len(a):
-            drawn.append((ds, [s for s in splits if s in set(a["split"])], a, have))
+            drawn.append((ds, analysis.split_order(ds, [s for s in splits if s in set(a["split"])]), a, have))
     if not drawn:  # with no results at all (a fresh clone), leave the committed figures alone
         return remove_stale(outdir, name) if len(df) else []
     ncols = min(len(drawn), 3)
@@ -115,13 +122,21 @@ def bar_figure(results: pd.DataFrame, panels: list[tuple[str, list[str]]], condi
         for i, cond in enumerate(have):
             rows = a[a["condition"] == cond].set_index("split").reindex(splits)
             x = np.arange(len(splits)) - 0.4 + width * (i + 0.5)
-            ax.bar(x, rows["height"], width, yerr=rows["err"], capsize=2, color=PALETTE.get(cond, "0.5"),
+            ax.bar(x, rows["acc"], width, yerr=rows["se"], capsize=2, color=PALETTE.get(cond, "0.5"),
                    label=LABELS.get(cond, cond), error_kw=dict(lw=0.8))
+            sub = subsets[(subsets["dataset"] == ds) & (subsets["condition"] == cond)]
+            xs = {sp: xx for sp, xx in zip(splits, x)}
+            pts = sub[sub["split"].isin(splits) & (sub.groupby("split")["subset"].transform("nunique") > 1)]
+            ax.scatter([xs[sp] for sp in pts["split"]], pts["correct"], s=7, color="0.15", zorder=3,
+                       label="subset means" if len(pts) else None)
         chance = a.groupby("split")["chance"].mean().reindex(splits)
-        for j, ch in enumerate(chance):
+        for j, (sp, ch) in enumerate(chance.items()):
             ax.hlines(ch, j - 0.45, j + 0.45, colors="0.25", linestyles="--", lw=1,
                       label="chance" if j == 0 else None)
-        ax.set_xticks(range(len(splits)), [SPLIT_LABELS.get(s, s) for s in splits])
+            if (ds, sp) in base.index:
+                ax.hlines(base[(ds, sp)], j - 0.45, j + 0.45, colors="tab:red", linestyles=":", lw=1.2,
+                          label="strongest shortcut baseline")
+        ax.set_xticks(range(len(splits)), [_split_label(ds, s) for s in splits])
         ax.set_title(ds.replace("_", " "))
         ax.set_ylim(0, 1.02)
         ax.set_xlim(-0.55, len(splits) - 0.45)
@@ -135,8 +150,11 @@ def bar_figure(results: pd.DataFrame, panels: list[tuple[str, list[str]]], condi
     n_seeds = int(df.groupby("condition")["seed"].nunique().max()) if len(df) else 0
     fig.suptitle(f"{title}\nmodel {_model_label(df)} · params {params_name} · metric {metric}", fontsize=10, y=1.0)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
-    caption = ("Bars: mean over inference-type subsets ± SE over subsets (one-subset splits: accuracy ± binomial SE "
-               f"over items){'; mean over ' + str(n_seeds) + ' seeds' if n_seeds > 1 else ''}. Dashed: chance. "
+    caption = ("Bars: accuracy over the split's items ± SE clustered by the item's cluster (person / fact / "
+               "category; CR1, the SE of the claims table)"
+               f"{', seed-averaged, seed spread in the SE (' + str(n_seeds) + ' seeds)' if n_seeds > 1 else ''}. "
+               "Points: inference-type subset means. Dashed: chance. "
+               + ("Dotted: strongest shortcut baseline. " if len(base) else "")
                + (note + " " if note else "") + ("Missing: " + "; ".join(missing) if missing else ""))
     fig.text(0.01, -0.02, "\n".join(textwrap.wrap(caption, 140)), ha="left", va="top", fontsize=7)
     try:
@@ -146,61 +164,59 @@ def bar_figure(results: pd.DataFrame, panels: list[tuple[str, list[str]]], condi
 
 
 # ------------------------------------------------------------------------------------------ the figures
-def fig2_reversal_curse(results, outdir, *, params_name, metric="acc", augmented="aug_both"):
-    """Fig. 2: the reversal curse (Berglund et al.) after pretraining, FT, ICL and augmented FT."""
-    return bar_figure(results, [("reversal_curse", analysis.SPLITS["reversal_curse"])],
+def fig2_reversal_curse(items, outdir, *, params_name, metric="acc", augmented="aug_both", baselines=None):
+    """Fig. 2: the reversal curse (Berglund et al.) after pretraining, FT, ICL and augmented FT; the reversed
+    questions with both distractor pools (`reversal`: targets, `reversal_p2d`: P2D names) where the data have them."""
+    return bar_figure(items, [("reversal_curse", analysis.SPLITS["reversal_curse"] + ["reversal_p2d"])],
                       ["pretrained", "ft", "icl", augmented], name="fig2_reversal_curse",
                       title="Fig. 2 analogue: the reversal curse", outdir=outdir, params_name=params_name,
-                      metric=metric)
+                      metric=metric, baselines=baselines)
 
 
-def fig3_simple_reversals_syllogisms(results, outdir, *, params_name, metric="acc", augmented="aug_both"):
+def fig3_simple_reversals_syllogisms(items, outdir, *, params_name, metric="acc", augmented="aug_both", baselines=None):
     """Fig. 3: simple reversals (left) and simple syllogisms (right)."""
-    return bar_figure(results, [("simple_reversals", analysis.SPLITS["simple_reversals"]),
+    return bar_figure(items, [("simple_reversals", analysis.SPLITS["simple_reversals"]),
                                 ("syllogisms", analysis.SPLITS["syllogisms"])],
                       ["pretrained", "ft", "icl", augmented], name="fig3_simple_reversals_syllogisms",
                       title="Fig. 3 analogue: simple reversals and syllogisms", outdir=outdir,
-                      params_name=params_name, metric=metric)
+                      params_name=params_name, metric=metric, baselines=baselines)
 
 
-def fig4_semantic_structure(results, outdir, *, params_name, metric="acc", augmented="aug_both"):
+def fig4_semantic_structure(items, outdir, *, params_name, metric="acc", augmented="aug_both", baselines=None):
     """Fig. 4: the semantic structure benchmark, four splits in rough order of difficulty."""
-    return bar_figure(results, [("semantic_structure", analysis.SPLITS["semantic_structure"])],
+    return bar_figure(items, [("semantic_structure", analysis.SPLITS["semantic_structure"])],
                       ["pretrained", "ft", "icl", augmented], name="fig4_semantic_structure",
                       title="Fig. 4 analogue: semantic structure benchmark", outdir=outdir,
-                      params_name=params_name, metric=metric)
+                      params_name=params_name, metric=metric, baselines=baselines)
 
 
-def figB1_sentence_splitting(results, outdir, *, params_name, metric="acc", augmented="aug_both"):
+def figB1_sentence_splitting(items, outdir, *, params_name, metric="acc", augmented="aug_both", baselines=None):
     """Appx. B.1/B.4: FT on whole documents vs split into sentences (independent / cumulative), same steps."""
-    present = set(analysis.tidy(results, metric)["dataset"]) if len(results) else set()
     conds = ["ft_nosplit", "ft_split_independent", "ft_split_cumulative", "ft"]
-    with_ablation = [d for d in analysis.SPLITS if d in present and
-                     results.loc[results["dataset"] == d, "condition"].map(analysis.base_condition)
-                     .isin(analysis.SPLITTING).any()]
-    return bar_figure(results, [(d, analysis.SPLITS[d]) for d in with_ablation], conds,
+    with_ablation = [d for d in analysis.SPLITS if len(items) and
+                     items.loc[items["dataset"] == d, "condition"].isin(analysis.SPLITTING).any()]
+    return bar_figure(items, [(d, analysis.SPLITS[d]) for d in with_ablation], conds,
                       name="figB1_sentence_splitting", title="Appx. B.1 analogue: sentence splitting for FT",
-                      outdir=outdir, params_name=params_name, metric=metric,
+                      outdir=outdir, params_name=params_name, metric=metric, baselines=baselines,
                       note="All FT variants train for the same number of steps on the same documents.")
 
 
-def figB_local_vs_global_augmentation(results, outdir, *, params_name, metric="acc", augmented="aug_both"):
+def figB_local_vs_global_augmentation(items, outdir, *, params_name, metric="acc", augmented="aug_both", baselines=None):
     """Local vs global augmentation, with FT on plain repetitions of the data (matched in size) as control."""
     conds = ["ft", "ft_repeat", "aug_local", "aug_global", "aug_both", "icl"]
-    present = (set(results.loc[results["condition"].map(analysis.base_condition).str.startswith("aug_"), "dataset"])
-               if len(results) else set())
-    return bar_figure(results, [(d, analysis.SPLITS[d]) for d in analysis.SPLITS if d in present], conds,
+    present = set(items.loc[items["condition"].str.startswith("aug_"), "dataset"]) if len(items) else set()
+    return bar_figure(items, [(d, analysis.SPLITS[d]) for d in analysis.SPLITS if d in present], conds,
                       name="figB_local_vs_global_augmentation", title="Local vs global augmentation",
-                      outdir=outdir, params_name=params_name, metric=metric,
+                      outdir=outdir, params_name=params_name, metric=metric, baselines=baselines,
                       note="'FT, repeated data' repeats the original documents to the size of the augmented set.")
 
 
-def figB5_derivatoids(results, outdir, *, params_name, metric="acc", augmented="aug_both"):
+def figB5_derivatoids(items, outdir, *, params_name, metric="acc", augmented="aug_both", baselines=None):
     """Appx. B.5: process knowledge (derivatoids), trained rule combinations vs new compositions."""
-    return bar_figure(results, [("derivatoids", analysis.SPLITS["derivatoids"])],
+    return bar_figure(items, [("derivatoids", analysis.SPLITS["derivatoids"])],
                       ["pretrained", "ft", "icl", "aug_local", "aug_global", "aug_both"], name="figB5_derivatoids",
                       title="Appx. B.5 analogue: process knowledge (derivatoids, our own design)", outdir=outdir,
-                      params_name=params_name, metric=metric)
+                      params_name=params_name, metric=metric, baselines=baselines)
 
 
 def figS_loss_curves(curves: pd.DataFrame, outdir, *, params_name, model=""):
@@ -222,10 +238,11 @@ FIGURE_FUNCTIONS = [fig2_reversal_curse, fig3_simple_reversals_syllogisms, fig4_
                     figB1_sentence_splitting, figB_local_vs_global_augmentation, figB5_derivatoids]
 
 
-def draw_all(results: pd.DataFrame, outdir: Path, *, params_name: str, metric: str = "acc",
-             augmented: str = "aug_both") -> dict[str, list[Path]]:
-    """Every bar figure: {figure name: [png, pdf]} ([] where the results hold nothing it can draw)."""
-    return {f.__name__: f(results, outdir, params_name=params_name, metric=metric, augmented=augmented)
+def draw_all(items: pd.DataFrame, outdir: Path, *, params_name: str, metric: str = "acc",
+             augmented: str = "aug_both", baselines: pd.DataFrame | None = None) -> dict[str, list[Path]]:
+    """Every bar figure from the item-level frame: {figure name: [png, pdf]} ([] where it has nothing to draw)."""
+    return {f.__name__: f(items, outdir, params_name=params_name, metric=metric, augmented=augmented,
+                          baselines=baselines)
             for f in FIGURE_FUNCTIONS}
 
 
