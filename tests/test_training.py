@@ -209,3 +209,19 @@ def test_finetune_is_cached_and_an_unstamped_run_retrains(tiny_model_cfg, tmp_pa
     assert not list(out.parent.glob(".*.tmp"))
     model, _ = T.load_finetuned(params, out)  # the saved adapter loads back
     assert hasattr(model, "peft_config")
+
+
+def test_bench_quick_writes_every_key(tmp_path, monkeypatch):
+    """`python -m lib.bench --quick` (bundled model, smoke data): bench.json has every key the issue names.
+    No timing is asserted; about a minute on 2 cores."""
+    from lib import bench
+
+    monkeypatch.setattr(runs, "RUNS", tmp_path)
+    assert bench.main(["--params", "smoke", "--quick"]) == 0
+    out = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    keys = ["ft_speedup_vs_hf_trainer", "ft_frac_of_matmul_peak", "matmul_peak_gflops",
+            "scoring_speedup_vs_recompute", "scoring_max_abs_diff", "scoring_options_share",
+            "generation_speedup", "cpu_model"]
+    assert all(k in out for k in keys), sorted(set(keys) - set(out))
+    assert all(isinstance(out[k], float) and out[k] > 0 for k in keys[:-1]) and out["cpu_model"]
+    assert out["scoring_max_abs_diff"] <= 1e-3  # numerics, not timing: reuse equals recomputation
