@@ -299,7 +299,7 @@ def _train(model, tok, examples, ft, *, seed, progress=True, desc="finetune", ac
     opt = acc.prepare(opt)  # the scheduler stays unprepared: accelerate's would step once per process
     wrapped.train()
     stream: list[int] = []
-    curve = {"step": [], "loss": [], "lr": [], "tokens": [], "target_tokens": [], "step_seconds": []}
+    curve = {k: [] for k in ("step", "loss", "lr", "grad_norm", "tokens", "target_tokens", "step_seconds")}
     t0 = time.perf_counter()
     n_tok = 0
     bar = tqdm(range(ft["steps"]), desc=desc, disable=not progress or rank != 0, mininterval=1.0)
@@ -320,15 +320,15 @@ def _train(model, tok, examples, ft, *, seed, progress=True, desc="finetune", ac
                 loss = packed_loss(wrapped, collate([mine[i] for i in row])) / n_target
                 acc.backward(loss * world)
             total += loss.detach().double()
-        acc.clip_grad_norm_(params, ft["max_grad_norm"])
+        grad_norm = float(acc.clip_grad_norm_(params, ft["max_grad_norm"]))  # the norm before clipping
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
         total = float(acc.reduce(total, "sum")) if world > 1 else float(total)
         tokens = sum(len(data[i]["ids"]) for i in batch)
         n_tok += tokens
-        for k, v in (("step", step + 1), ("loss", total), ("lr", lr), ("tokens", tokens),
-                     ("target_tokens", n_target), ("step_seconds", time.perf_counter() - ts)):
+        for k, v in (("step", step + 1), ("loss", total), ("lr", lr), ("grad_norm", grad_norm),
+                     ("tokens", tokens), ("target_tokens", n_target), ("step_seconds", time.perf_counter() - ts)):
             curve[k].append(v)
         bar.set_postfix(loss=f"{total:.3f}", tok_s=f"{n_tok / (time.perf_counter() - t0):.0f}")
     bar.close()
@@ -381,7 +381,8 @@ def finetune(params, dataset: str, rows: list[dict], *, splitting: str, seed: in
         model.save_pretrained(tmp, safe_serialization=True, **({"state_dict": state} if fsdp else {}))
         if ft.method == "full":
             tok.save_pretrained(tmp)
-        curve = {k: info[k] for k in ("step", "loss", "lr", "tokens", "target_tokens", "step_seconds")}
+        curve = {k: info[k] for k in ("step", "loss", "lr", "grad_norm", "tokens", "target_tokens",
+                                      "step_seconds")}
         runs.write_json(tmp / "loss_curve.json", curve)
         runs.write_json(tmp / "train_info.json", {
             "dataset": dataset, "tag": tag or "ft", "splitting": splitting, "seed": seed,

@@ -14,7 +14,10 @@ import json
 import pytest
 import torch
 
-from lib import scoring, training as T
+from pathlib import Path
+
+from lib import params as P
+from lib import runs, scoring, training as T
 from lib.models import load_model
 
 FACTS = [{"id": f"r{i}", "text": t, "sentences": [t], "facts": [f"r{i}"]} for i, t in enumerate([
@@ -24,8 +27,10 @@ FT = dict(method="lora", lora_r=8, lora_alpha=16, lora_dropout=0.0, target_modul
           learning_rate=1e-2, weight_decay=0.01, batch_size=4, steps=4, warmup_steps=1, schedule="cosine",
           max_grad_norm=1.0, max_length=16, loss_on="completion", seeds=[0], splitting_ablation=[])
 ITEMS = [
-    {"id": "a", "split": "forward", "prompt": "The capital of Zorbia is", "options": ["Glim", "Paris", "a city"], "gold": 0},
-    {"id": "b", "split": "reversal", "prompt": "Glim is the capital of", "options": ["Zorbia", "France"], "gold": 0},
+    {"id": "a", "split": "forward", "prompt": "The capital of Zorbia is", "options": ["Glim", "Paris", "a city"],
+     "gold": 0},
+    {"id": "b", "split": "reversal", "prompt": "Glim is the capital of", "options": ["Zorbia", "France"],
+     "gold": 0},
     {"id": "c", "split": "reversal", "prompt": "Numbers: 12", "options": ["34", "3", "345678"], "gold": 2},
     {"id": "d", "split": "forward", "prompt": "Drax owns a", "options": ["red kettle", "blue house"], "gold": 0},
     {"id": "e", "split": "forward", "prompt": "Mip was born in", "options": ["the year nine", "Pell"], "gold": 0},
@@ -41,11 +46,12 @@ def _reset_accelerate():
     GradientState._reset_state()
 
 
-def _ft_curve(cfg) -> list[float]:
+def _ft_curve(cfg) -> dict:
     model, tok = load_model(cfg)
     model = T.prepare_model(model, FT, seed=0)
     # max_length 16 cuts each process's examples into several rows: accumulation over rows is exercised too
-    return T.train(model, tok, T.make_examples(FACTS, "none", "all"), FT, seed=0, progress=False)["loss"]
+    info = T.train(model, tok, T.make_examples(FACTS, "none", "all"), FT, seed=0, progress=False)
+    return {"loss": info["loss"], "grad_norm": info["grad_norm"]}
 
 
 def _scores(cfg) -> list[dict]:
@@ -53,14 +59,22 @@ def _scores(cfg) -> list[dict]:
     return scoring.score_items(model, tok, ITEMS, CONTEXTS, progress=False)
 
 
+def _params(cfg):
+    over = {"model.name": cfg["name"], "model.device": "cpu", "model.dtype": "float32"}
+    return P.load("smoke", {**over, **{f"finetune.{k}": v for k, v in FT.items()}})
+
+
 def _child(cfg, out):
     _reset_accelerate()
     torch.set_num_threads(1)
     curve, scores = _ft_curve(cfg), _scores(cfg)
+    runs.RUNS = Path(out).parent / "runs"  # the cached stage: the main process writes, the other waits
+    folder = T.finetune(_params(cfg), "toy", FACTS, splitting="none", seed=0, progress=False)
+    assert folder.exists()  # on every process, once finetune returns
     rank = torch.distributed.get_rank()
     assert torch.distributed.get_world_size() == 2 and scoring._world() == (rank, 2)
     with open(f"{out}.{rank}", "w") as f:
-        json.dump({"curve": curve, "scores": scores}, f)
+        json.dump({"curve": curve, "scores": scores, "out": out}, f)
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +89,24 @@ def two_processes(tiny_model_cfg, tmp_path_factory):
 
 def test_two_processes_half_batch_give_the_loss_curve_of_one(tiny_model_cfg, two_processes):
     one = _ft_curve(tiny_model_cfg)
-    for res in two_processes:  # every process reports the global loss
-        assert res["curve"] == pytest.approx(one, rel=1e-4), (res["curve"], one)
-    assert one[-1] < one[0]  # it trained: the curves compared are not flat
+    for res in two_processes:  # every process reports the global loss and the global gradient's norm
+        assert res["curve"]["loss"] == pytest.approx(one["loss"], rel=1e-4), (res["curve"], one)
+        # Adam and clipping hide a gradient off by a constant factor; its norm does not
+        assert res["curve"]["grad_norm"] == pytest.approx(one["grad_norm"], rel=1e-4), (res["curve"], one)
+    assert one["loss"][-1] < one["loss"][0]  # it trained: the curves compared are not flat
+
+
+def test_finetune_stage_under_two_processes_writes_one_folder(tiny_model_cfg, two_processes, tmp_path_factory,
+                                                             monkeypatch):
+    root = Path(two_processes[0]["out"]).parent / "runs"
+    monkeypatch.setattr(runs, "RUNS", root)
+    params = _params(tiny_model_cfg)
+    folders = T.ft_runs(params, "toy")
+    assert len(folders) == 1 and folders[0]["processes"] == 2
+    assert (Path(folders[0]["folder"]) / "adapter_model.safetensors").exists()
+    # the same run in one process finds it cached (same key: the number of processes is not part of it)
+    assert str(T.finetune(params, "toy", FACTS, splitting="none", seed=0, progress=False)) == folders[0]["folder"]
+    assert T.read_loss_curve(folders[0]["folder"])["loss"] == two_processes[0]["curve"]["loss"]
 
 
 def test_sharded_scoring_gives_the_loglikelihoods_of_one_process(tiny_model_cfg, two_processes):

@@ -71,7 +71,8 @@ def test_loss_mask_covers_exactly_the_target_tokens(bundled_tokenizer):
         assert scored == (ex["target"] if ex["context"] else ex["target"][len(tok.decode(d["ids"][:1])):])
         row = T.collate([d])
         labels = row["labels"][0].tolist()
-        assert row["input_ids"][0].tolist() == d["ids"] and row["position_ids"][0].tolist() == list(range(len(d["ids"])))
+        assert row["input_ids"][0].tolist() == d["ids"]
+        assert row["position_ids"][0].tolist() == list(range(len(d["ids"])))
         # the labelled tokens are exactly the target tokens (position t - 1 predicts the label at t)
         assert [t for t in labels if t != -100] == d["ids"][d["n_context"]:]
         assert labels[:d["n_context"]] == [-100] * d["n_context"]
