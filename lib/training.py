@@ -1,4 +1,4 @@
-"""Finetuning (the paper's Section 5): LoRA, QLoRA or full finetuning with our own small training loop.
+"""Finetuning (the paper's Section 5): LoRA, QLoRA or full finetuning on an accelerate-driven loop.
 
 The model is finetuned on the same training documents that ICL sees in its context (data-matched), then
 scored on every test split with the prompt alone (no context) by the same scorer as ICL.
