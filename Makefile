@@ -1,7 +1,7 @@
 # make reproduce [PARAMS=cpu|smoke|paper] [MODEL=<hub id or path>] [OVERRIDES='{"finetune.steps": 5}']
 #                                                                     run notebooks 01-05, regenerate figures/
 # make test                                                           pytest tests/ + nbval on notebooks/ (smoke)
-# make data | bench | venv | strip | clean-runs
+# make data | bench [BENCH_ARGS=--quick] | venv | strip | clean-runs
 SHELL := /bin/bash
 PARAMS ?= cpu
 MODEL ?=
@@ -60,7 +60,7 @@ reproduce: venv
 	echo "== make reproduce PARAMS=$$PARAMS: all stages done in $$(( $$(date +%s) - total )) s"
 
 bench: venv
-	$(PY) -m lib.bench
+	$(PY) -m lib.bench $(BENCH_ARGS)
 
 # Strip outputs and execution metadata from the committed notebooks (keeps the kernelspec).
 strip: venv

@@ -263,7 +263,12 @@ def sample(model, tok, prefix: str, suffixes: list[str], seeds: list[int], *, te
     Returns per suffix {"text", "n_tokens", "seconds" (its share of its batch's time), "stopped"} and
     {"prefix_tokens", "prefix_seconds"}. temperature 0 = greedy; else each row samples with its own
     torch.Generator (Gumbel-max over logits / temperature), seeded by `seeds[i]`. `on_batch(indices,
-    results)` is called after each batch (the caller caches them as they come)."""
+    results)` is called after each batch (the caller caches them as they come).
+
+    Kept instead of `model.generate` (issue "Engines"): each row draws from its own seeded torch.Generator, so a
+    sample depends on its seed alone, not on which rows share its batch or on the batch size; `generate` draws
+    every row from one global generator. `make bench` measures it against `generate` without prefix reuse
+    (--quick, bundled model: 1.5x); the comparison with `generate` over a reused prefix cache is not made yet."""
     from tqdm import tqdm
 
     if len(seeds) != len(suffixes):

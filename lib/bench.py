@@ -8,6 +8,12 @@ scoring: the same ICL items and model, scored (a) with shared-context reuse (lib
     the log-prob difference is measured on those options.
 forward: decoder forward tokens/s at context lengths 512, 2K and 8K (one pass, no vocabulary head).
 
+generation: augmentation's sampler (lib.augmentation.sample: the prompt prefix's cache computed once, rows
+    sampled from it) vs `model.generate` without prefix reuse (every row recomputes prefix + item), tokens/s.
+all (the default): the three side by side in one run, each ratio printed with its goal, and the keys of the
+    issue "Engines" written to runs/bench/bench.json. `--quick` runs each at a small size (checks the plumbing;
+    its numbers mean nothing).
+
 Other stages add theirs with `register("name", fn)` (fn(params, args) -> dict of numbers), e.g. the training
 benchmark of lib.training. Results are printed and written to runs/<params>/bench/<name>.json.
 Timings on a shared machine are noisy: run it alone.
@@ -62,6 +68,9 @@ def bench_scoring(params, args) -> dict:
     items, ctx, info = icl_bench_items(params, tok, min(args.context, context_window(model) - 100), args.items)
     n_options = sum(len(it["options"]) for it in items)
     t = time.perf_counter()
+    scoring.fill_cache(model, scoring._encode(tok, ctx)[:-1])
+    fill_s = time.perf_counter() - t  # the context's part of the reuse time (loglikelihoods fills it again)
+    t = time.perf_counter()
     lls, _ = scoring.loglikelihoods(model, tok, items, ctx, batch_size=args.batch_size)
     reuse_s = time.perf_counter() - t
     # lm-eval: every option recomputes context + continuation, logits at every position
@@ -82,7 +91,8 @@ def bench_scoring(params, args) -> dict:
     per_option = t_rec / max(1, done)
     recompute_s = per_option * n_options
     return {"context_tokens": info["n_tokens"], "items": len(items), "options": n_options,
-            "reuse_seconds": round(reuse_s, 2), "reuse_seconds_per_option": round(reuse_s / n_options, 3),
+            "reuse_seconds": round(reuse_s, 2), "context_fill_seconds": round(fill_s, 2),
+            "options_share": round(max(0.0, reuse_s - fill_s) / reuse_s, 3), "reuse_seconds_per_option": round(reuse_s / n_options, 3),
             "recompute_options_measured": done, "recompute_seconds_per_option": round(per_option, 2),
             "recompute_seconds_extrapolated": round(recompute_s, 1), "speedup": round(recompute_s / reuse_s, 1),
             "max_abs_logprob_diff": float(f"{max(diffs):.3g}") if diffs else None,
@@ -121,25 +131,112 @@ def bench_training(params, args) -> dict:
 register("training", bench_training)
 
 
+def bench_generation(params, args) -> dict:
+    """Tokens/s of augmentation's sampler (prefix cache reused) vs model.generate recomputing the prefix."""
+    from .augmentation import sample, stop_token_ids
+
+    model, tok = _model(params)
+    items, ctx, info = icl_bench_items(params, tok, args.gen_context, args.gen_rows)
+    suffixes = [it["prompt"] for it in items]
+    new, bs = args.gen_tokens, args.batch_size
+    t = time.perf_counter()
+    res, _ = sample(model, tok, ctx, suffixes, list(range(len(suffixes))), temperature=0.7, max_new_tokens=new,
+                    batch_size=bs)
+    ours_s = time.perf_counter() - t
+    ours_tokens = sum(r["n_tokens"] for r in res)
+    stops = stop_token_ids(tok)
+    tok.padding_side = "left"
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    torch.manual_seed(0)
+    hf_tokens, t = 0, time.perf_counter()
+    for b in range(0, len(suffixes), bs):
+        enc = tok([ctx + s for s in suffixes[b:b + bs]], return_tensors="pt", padding=True).to(model.device)
+        with torch.inference_mode():
+            out = model.generate(**enc, do_sample=True, temperature=0.7, top_k=0, max_new_tokens=new,
+                                 eos_token_id=sorted(stops), pad_token_id=pad)
+        for row in out[:, enc["input_ids"].shape[1]:].tolist():
+            n = next((k + 1 for k, x in enumerate(row) if x in stops), len(row))
+            hf_tokens += n
+    hf_s = time.perf_counter() - t
+    ours_tps, hf_tps = ours_tokens / ours_s, hf_tokens / hf_s
+    return {"prefix_tokens": info["n_tokens"], "rows": len(suffixes), "max_new_tokens": new,
+            "ours_tokens_per_s": round(ours_tps, 1), "generate_tokens_per_s": round(hf_tps, 1),
+            "speedup": round(ours_tps / hf_tps, 2)}
+
+
+register("generation", bench_generation)
+
+
+def _cpu_model() -> str:
+    import platform
+
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def bench_all(params, args) -> dict:
+    """FT, scoring and generation side by side; prints each ratio with its goal; writes runs/bench/bench.json."""
+    from .training import benchmark
+
+    ft_data = ["reversal_curse", "semantic_structure"]
+    ft = {d: benchmark(params, d, steps=args.ft_steps) for d in ft_data}
+    sc, gen = bench_scoring(params, args), bench_generation(params, args)
+    out = {"ft_speedup_vs_hf_trainer": min(r["speedup_vs_hf"] for r in ft.values()),
+           "ft_frac_of_matmul_peak": min(r["frac_of_peak"] for r in ft.values()),
+           "matmul_peak_gflops": max(r["matmul_peak_gflops"] for r in ft.values()),
+           "scoring_speedup_vs_recompute": sc["speedup"], "scoring_max_abs_diff": sc["max_abs_logprob_diff"],
+           "scoring_options_share": sc["options_share"], "generation_speedup": gen["speedup"],
+           "cpu_model": _cpu_model(), "torch_threads": torch.get_num_threads(), "quick": bool(args.quick),
+           "ft": ft, "scoring": sc, "generation": gen}
+    print(f"== bench ({params.model.name}, {out['cpu_model']}, {out['torch_threads']} threads"
+          f"{', --quick: sizes too small to mean anything' if args.quick else ''})")
+    for k, goal in (("ft_speedup_vs_hf_trainer", ">= 2 (worst of reversal_curse, semantic_structure)"),
+                    ("ft_frac_of_matmul_peak", ">= 0.5"), ("matmul_peak_gflops", "(fp32 torch.mm, this run)"),
+                    ("scoring_speedup_vs_recompute", ">= 100"), ("scoring_max_abs_diff", "<= 1e-3"),
+                    ("scoring_options_share", "<= 0.25"), ("generation_speedup", "(ours / model.generate)")):
+        v = out[k]
+        print(f"  {k:30s} {v:10.4g}   goal {goal}" if isinstance(v, (int, float)) else f"  {k:30s} {v}")
+    runs.write_json(runs.RUNS / "bench" / "bench.json", out)
+    return out
+
+
+register("all", bench_all)
+
+
 def main(argv=None) -> int:
     from . import params as P
 
     ap = argparse.ArgumentParser(prog="python -m lib.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--params", default="cpu", help="params file whose model (and icl.format) is benchmarked")
-    ap.add_argument("--only", default=None, help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
+    ap.add_argument("--only", default="all", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
+    ap.add_argument("--quick", action="store_true", help="every benchmark at a small size (numbers mean nothing)")
+    ap.add_argument("--ft-steps", type=int, default=8, help="FT steps per trainer (the first is not timed)")
+    ap.add_argument("--gen-context", type=int, default=1000, help="generation: prompt prefix tokens")
+    ap.add_argument("--gen-rows", type=int, default=16, help="generation: rows sampled")
+    ap.add_argument("--gen-tokens", type=int, default=24, help="generation: max new tokens per row")
     ap.add_argument("--context", type=int, default=8192, help="ICL context tokens for the scoring benchmark")
     ap.add_argument("--items", type=int, default=24, help="ICL items scored with reuse")
     ap.add_argument("--recompute", type=int, default=2, help="options recomputed in full (time extrapolated)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lengths", type=int, nargs="+", default=[512, 2048, 8192])
     args = ap.parse_args(argv)
+    if args.quick:
+        args.context, args.items, args.recompute, args.ft_steps = 256, 4, 1, 3
+        args.gen_context, args.gen_rows, args.gen_tokens, args.lengths = 256, 4, 4, [64]
     params = P.load(args.params)
-    names = args.only.split(",") if args.only else list(BENCHMARKS)
+    names = args.only.split(",")
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         ap.error(f"unknown benchmark(s) {unknown}; known: {list(BENCHMARKS)}")
     for name in names:
         res = BENCHMARKS[name](params, args)
+        if name == "all":
+            continue  # printed and written by bench_all
         print(f"== {name} ({params.model.name}, params {params.name})")
         for k, v in res.items():
             print(f"  {k:34s} {v}")

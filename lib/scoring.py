@@ -298,6 +298,31 @@ def unconditional(model, tok, options: list[str], *, batch_size: int = 16) -> di
     return dict(zip(distinct, _score_rows(model, rows, None, 0, batch_size))) if rows else {}
 
 
+def _world() -> tuple[int, int]:
+    """(rank, number of processes) of the torch.distributed group accelerate set up; (0, 1) without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        from accelerate import PartialState
+
+        state = PartialState()
+        return state.process_index, state.num_processes
+    return 0, 1
+
+
+def _shard(xs: list, rank: int, world: int) -> list:
+    """The rank-th of `world` contiguous, near-equal slices of xs (their concatenation in rank order is xs)."""
+    n = len(xs)
+    return xs[rank * n // world:(rank + 1) * n // world]
+
+
+def _gather(xs: list, world: int) -> list:
+    """Every process's list, concatenated in rank order (xs itself for one process)."""
+    if world == 1:
+        return xs
+    from accelerate.utils import gather_object
+
+    return gather_object(xs)
+
+
 def _argmax(xs) -> int:
     return int(np.argmax(np.asarray(xs, dtype=float)))
 
@@ -316,14 +341,18 @@ def score_items(model, tok, items: list[dict], context: str | list[str] = "", *,
         groups = defaultdict(list)
         for i, c in enumerate(context):
             groups[c].append(i)
+    rank, world = _world()
     lls: list = [None] * len(items)
     ntok: list = [None] * len(items)
     for ctx, idx in groups.items():
-        ll, nt = loglikelihoods(model, tok, [items[i] for i in idx], ctx, batch_size=batch_size,
-                                progress=progress and len(groups) == 1)
-        for k, i in enumerate(idx):
-            lls[i], ntok[i] = ll[k], nt[k]
-    uncond = unconditional(model, tok, [o for it in items for o in it["options"]], batch_size=batch_size)
+        mine = _shard(idx, rank, world)
+        ll, nt = loglikelihoods(model, tok, [items[i] for i in mine], ctx, batch_size=batch_size,
+                                progress=progress and len(groups) == 1 and rank == 0)
+        for i, a, b in _gather(list(zip(mine, ll, nt)), world):
+            lls[i], ntok[i] = a, b
+    distinct = sorted({o for it in items for o in it["options"]})
+    uncond = dict(_gather(list(unconditional(model, tok, _shard(distinct, rank, world),
+                                             batch_size=batch_size).items()), world))
     out = []
     for it, ll, nt in zip(items, lls, ntok):
         n_chars = [len(o) for o in it["options"]]
@@ -416,10 +445,14 @@ def evaluate(params, dataset: str, condition: str, model, tok, items: list[dict]
     extra = [{"split": it["split"], "subset": it.get("subset", ""), "cluster": it.get("cluster", it["id"]),
               "golds": golds(it)} for it in items]
     df = summarize(items, scores, dataset=dataset, condition=condition, model=params.model.name, seed=seed)
-    runs.invalidate(rp)  # the stamp goes first and comes back last: a kill between the writes leaves no stamp
-    runs.write_jsonl(sp, [{**s, **e} for s, e in zip(scores, extra)])
-    runs.write_text(rp, df.to_csv(index=False))
-    runs.mark_fresh(rp, full_key, outputs=[rp, sp])
+    rank, world = _world()
+    if rank == 0:  # every process holds the gathered scores; one writes them
+        runs.invalidate(rp)  # the stamp goes first and comes back last: a kill between the writes leaves no stamp
+        runs.write_jsonl(sp, [{**s, **e} for s, e in zip(scores, extra)])
+        runs.write_text(rp, df.to_csv(index=False))
+        runs.mark_fresh(rp, full_key, outputs=[rp, sp])
+    if world > 1:
+        torch.distributed.barrier()
     return df
 
 

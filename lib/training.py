@@ -1,4 +1,4 @@
-"""Finetuning (the paper's Section 5): LoRA, QLoRA or full finetuning with our own small training loop.
+"""Finetuning (the paper's Section 5): LoRA, QLoRA or full finetuning on an accelerate-driven loop.
 
 The model is finetuned on the same training documents that ICL sees in its context (data-matched), then
 scored on every test split with the prompt alone (no context) by the same scorer as ICL.
@@ -10,16 +10,23 @@ Sentence splitting (`make_examples`): a multi-sentence document is trained on
 Where a document has "prompt"/"completion" and `finetune.loss_on` is `completion`, the prompt is unscored
 context and only the completion is the target (any splitting: such a document is a single "sentence").
 
-The loop (`train`), chosen for 2 CPU cores:
-  - AdamW (lr, weight decay from params) on the trainable parameters; linear warmup from 0 over
-    `warmup_steps`, then `schedule`: constant, or cosine decay to 0 at the last step; gradients clipped to
-    `max_grad_norm`. Each step takes `batch_size` examples from a seeded shuffle (a fresh permutation per epoch).
-  - No padding: a step's examples are packed back to back into rows of at most `max_length` tokens
-    (first-fit decreasing), positions restarting at 0 for each example; transformers turns restarting
-    `position_ids` into a block-diagonal causal mask, so packed examples never attend to each other. Each row
-    is one forward/backward (gradients accumulate over rows); the loss is the mean over the step's target tokens.
-  - Logits only where the loss is taken: the backbone's hidden states at the positions that predict a
-    target token go through the output layer; the other positions never touch the 49K-word vocabulary.
+The loop (`train`) is driven by `accelerate.Accelerator` (one CPU, or `accelerate launch` over many processes:
+DDP for LoRA, FSDP for full FT; configs in params/accelerate/; bf16 autocast on CUDA):
+  - AdamW (torch; lr, weight decay on matrices from params); the schedule is transformers' `get_scheduler`
+    (linear warmup from 0 over `warmup_steps`, then constant, or cosine decay to 0 at the last step);
+    gradients clipped to `max_grad_norm` by the accelerator. Each step takes `batch_size` examples from a
+    seeded shuffle (a fresh permutation per epoch), the same on every process; process r of N trains on
+    examples r, r+N, ... of the step (gradient accumulation over its packed rows), so the global batch is
+    `batch_size` whatever N. The loss is the sum over the step's target tokens divided by their global count
+    (times N, which DDP's gradient mean undoes): the same gradient as one process over the whole batch.
+  - No padding: a process's examples are packed back to back into rows of at most `max_length` tokens
+    (first-fit decreasing; rows are capped because attention costs grow with the row's square), flattened
+    by transformers' `DataCollatorWithFlattening` (positions restarting at 0 for each example); with sdpa or
+    eager attention transformers turns restarting `position_ids` into a block-diagonal causal mask, so packed
+    examples never attend to each other (tests/test_training.py checks it for both).
+  - Logits only where the loss is taken: the model is called with `logits_to_keep` = the positions that
+    predict a target token; the other positions never touch the 49K-word vocabulary. `use_cache=False` is
+    needed: with a cache, transformers does not look for packed sequences (and lets them attend to each other).
   - LoRA through peft: the number of trainable parameters must equal r * (in + out) summed over the Linear
     layers that `target_modules` names (peft silently ignores names that match nothing; we do not).
     `model.quantization: nf4` loads the base in 4-bit NormalFloat (bitsandbytes): QLoRA, same code.
@@ -27,14 +34,19 @@ The loop (`train`), chosen for 2 CPU cores:
 Outputs are cached under runs/<params>/ft/<dataset>/<tag>-<hash>/ keyed by the model params, the finetune
 params that shape training, the hash of the examples (which fixes rows, splitting and loss_on) and the seed:
 the adapter (or the full model), loss_curve.json and train_info.json. The folder is written under a temp
-name, renamed, then stamped: a killed run leaves no stamp and retrains from scratch.
+name, renamed, then stamped: a killed run leaves no stamp and retrains from scratch. train_info.json
+records the run's wall time (`wall_seconds`: load, train, save) beside the training time (`seconds`).
+
+Several processes: `accelerate launch --config_file params/accelerate/ddp_lora.yaml -m lib.training cpu`
+trains every FT run of the params' datasets (cached); the notebooks then find them in the cache.
 """
 from __future__ import annotations
 
-import math
+import contextlib
 import os
 import random
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -51,8 +63,9 @@ CONDITION_OF_SPLITTING = {"independent": "ft_split_independent", "cumulative": "
 # Params of `finetune.*` that do not change one training run (they choose which runs happen).
 _NOT_TRAINING_KEYS = ("seeds", "splitting_ablation")
 # Part of every finetuning cache key: raise it when a change to this file changes what a seed trains, so that
-# adapters cached by older code are retrained (2: the LoRA initialisation is seeded).
-TRAINER_VERSION = 2
+# adapters cached by older code are retrained (2: the LoRA initialisation is seeded; 3: accelerate loop,
+# transformers' schedule, whose warmup starts at lr 0).
+TRAINER_VERSION = 3
 
 
 # ------------------------------------------------------------------------------------------- examples
@@ -158,18 +171,25 @@ def pack(examples: list[dict], capacity: int) -> list[list[int]]:
     return rows
 
 
-def collate_row(examples: list[dict]) -> dict:
-    """One packed row: input_ids, position_ids (restarting per example), the positions whose next token is
-    a target (`positions`), and those next tokens (`labels`). Shapes (1, T), (1, T), (K,), (K,)."""
-    ids, pos, sel, lab = [], [], [], []
-    for ex in examples:
-        off, n = len(ids), len(ex["ids"])
-        ids.extend(ex["ids"])
-        pos.extend(range(n))
-        sel.extend(off + j - 1 for j in range(ex["n_context"], n))
-        lab.extend(ex["ids"][ex["n_context"]:])
-    return {"input_ids": torch.tensor([ids]), "position_ids": torch.tensor([pos]),
-            "positions": torch.tensor(sel), "labels": torch.tensor(lab)}
+def collate(examples: list[dict]) -> dict:
+    """One packed row through transformers' `DataCollatorWithFlattening`: input_ids, position_ids (restarting
+    per example) and labels (-100 on context tokens and on each example's first token), all shaped (1, T)."""
+    from transformers import DataCollatorWithFlattening
+
+    feats = [{"input_ids": e["ids"], "labels": [-100] * e["n_context"] + e["ids"][e["n_context"]:]}
+             for e in examples]
+    return DataCollatorWithFlattening(return_tensors="pt")(feats)
+
+
+def packed_loss(model, batch: dict) -> torch.Tensor:
+    """Summed next-token cross-entropy of a packed row (`collate`), logits computed only at the positions
+    that predict a label (`logits_to_keep`): position t - 1 predicts the token labelled at t."""
+    labels = batch["labels"][0]
+    targets = (labels != -100).nonzero()[:, 0]
+    dev = next(p for p in model.parameters()).device
+    out = model(input_ids=batch["input_ids"].to(dev), position_ids=batch["position_ids"].to(dev),
+                logits_to_keep=(targets - 1).to(dev), use_cache=False)
+    return torch.nn.functional.cross_entropy(out.logits[0].float(), labels[targets].to(dev), reduction="sum")
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -240,57 +260,49 @@ def prepare_model(model, ft, *, seed: int) -> torch.nn.Module:
     return model
 
 
-def _backbone_and_head(model):
-    """The decoder (returns hidden states) and the output layer, for a plain or a peft-wrapped causal LM."""
-    m = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return getattr(m, m.base_model_prefix), m.get_output_embeddings()
+def accelerator(model=None):
+    """The `accelerate.Accelerator` of this process: bf16 autocast on CUDA, the CPU when the model is there."""
+    from accelerate import Accelerator
 
-
-def row_loss(backbone, head, batch: dict) -> torch.Tensor:
-    """Summed next-token cross-entropy of a packed row, logits computed only at the target positions."""
-    hidden = backbone(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                      use_cache=False).last_hidden_state[0]
-    logits = head(hidden.index_select(0, batch["positions"])).float()
-    return torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum")
-
-
-def lr_at(step: int, ft) -> float:
-    """Learning rate of step `step` (0-based): linear warmup, then constant or cosine decay to 0."""
-    ft = ft if isinstance(ft, dict) else ft.model_dump()
-    lr, warm, total = ft["learning_rate"], ft["warmup_steps"], ft["steps"]
-    if step < warm:
-        return lr * (step + 1) / warm
-    if ft["schedule"] == "constant":
-        return lr
-    progress = (step - warm) / max(1, total - warm)
-    return lr * 0.5 * (1 + math.cos(math.pi * progress))
+    on_cpu = model is not None and next(model.parameters()).device.type == "cpu"
+    return Accelerator(cpu=on_cpu, mixed_precision="bf16" if torch.cuda.is_available() and not on_cpu else "no")
 
 
 def train(model, tok, examples: list[dict], ft, *, seed: int, progress: bool = True,
-          desc: str = "finetune") -> dict:
+          desc: str = "finetune", acc=None) -> dict:
     """Finetune `model` (already prepared) on `examples` in place; returns the loss curve and timing.
 
-    {"step": [...], "loss": [...] (mean over the step's target tokens), "lr": [...], "tokens": [...]
-     (tokens forwarded per step), "seconds": float, "tokens_per_s": float, "s_per_step": float, ...}
-    """
+    {"step": [...], "loss": [...] (mean over the step's target tokens, all processes), "lr": [...], "tokens":
+     [...] (tokens forwarded per step, all processes), "seconds": float, "tokens_per_s": float, ...}"""
+    return _train(model, tok, examples, ft, seed=seed, progress=progress, desc=desc, acc=acc)[1]
+
+
+def _train(model, tok, examples, ft, *, seed, progress=True, desc="finetune", acc=None):
     from tqdm import tqdm
+    from transformers import get_scheduler
 
     ft = ft if isinstance(ft, dict) else ft.model_dump()
+    acc = acc or accelerator(model)
+    rank, world = acc.process_index, acc.num_processes
+    if ft["batch_size"] < world:
+        raise ValueError(f"finetune.batch_size {ft['batch_size']} is smaller than the {world} processes")
     data = tokenize_examples(tok, examples, ft["max_length"])
     torch.manual_seed(seed)
     order_rng = random.Random(f"ft-order:{seed}")
-    backbone, head = _backbone_and_head(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": ft["weight_decay"]},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=ft["learning_rate"])
-    model.train()
+    wrapped = acc.prepare(model)
+    params = [p for p in wrapped.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": ft["weight_decay"]},
+                             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
+                            lr=ft["learning_rate"])
+    sched = get_scheduler("cosine" if ft["schedule"] == "cosine" else "constant_with_warmup", opt,
+                          num_warmup_steps=ft["warmup_steps"], num_training_steps=ft["steps"])
+    opt = acc.prepare(opt)  # the scheduler stays unprepared: accelerate's would step once per process
+    wrapped.train()
     stream: list[int] = []
-    curve = {"step": [], "loss": [], "lr": [], "tokens": [], "target_tokens": [], "step_seconds": []}
+    curve = {k: [] for k in ("step", "loss", "lr", "grad_norm", "tokens", "target_tokens", "step_seconds")}
     t0 = time.perf_counter()
     n_tok = 0
-    bar = tqdm(range(ft["steps"]), desc=desc, disable=not progress, mininterval=1.0)
+    bar = tqdm(range(ft["steps"]), desc=desc, disable=not progress or rank != 0, mininterval=1.0)
     for step in bar:
         ts = time.perf_counter()
         while len(stream) < ft["batch_size"]:
@@ -298,31 +310,33 @@ def train(model, tok, examples: list[dict], ft, *, seed: int, progress: bool = T
             order_rng.shuffle(perm)
             stream.extend(perm)
         batch, stream = stream[:ft["batch_size"]], stream[ft["batch_size"]:]
-        exs = [data[i] for i in batch]
-        n_target = sum(len(e["ids"]) - e["n_context"] for e in exs)
-        lr = lr_at(step, ft)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        total = 0.0
-        for row in pack(exs, ft["max_length"]):
-            loss = row_loss(backbone, head, collate_row([exs[i] for i in row])) / n_target
-            loss.backward()
-            total += loss.item()
-        torch.nn.utils.clip_grad_norm_(params, ft["max_grad_norm"])
+        n_target = sum(len(data[i]["ids"]) - data[i]["n_context"] for i in batch)
+        mine = [data[i] for i in batch[rank::world]]
+        lr = sched.get_last_lr()[0]
+        rows = pack(mine, ft["max_length"])
+        total = torch.zeros((), dtype=torch.float64, device=acc.device)
+        for k, row in enumerate(rows):  # gradients are synchronised on the last row only
+            with acc.no_sync(wrapped) if k < len(rows) - 1 else contextlib.nullcontext():
+                loss = packed_loss(wrapped, collate([mine[i] for i in row])) / n_target
+                acc.backward(loss * world)
+            total += loss.detach().double()
+        grad_norm = float(acc.clip_grad_norm_(params, ft["max_grad_norm"]))  # the norm before clipping
         opt.step()
+        sched.step()
         opt.zero_grad(set_to_none=True)
-        tokens = sum(len(e["ids"]) for e in exs)
+        total = float(acc.reduce(total, "sum")) if world > 1 else float(total)
+        tokens = sum(len(data[i]["ids"]) for i in batch)
         n_tok += tokens
-        for k, v in (("step", step + 1), ("loss", total), ("lr", lr), ("tokens", tokens), ("target_tokens", n_target),
-                     ("step_seconds", time.perf_counter() - ts)):
+        for k, v in (("step", step + 1), ("loss", total), ("lr", lr), ("grad_norm", grad_norm),
+                     ("tokens", tokens), ("target_tokens", n_target), ("step_seconds", time.perf_counter() - ts)):
             curve[k].append(v)
-        el = time.perf_counter() - t0
-        bar.set_postfix(loss=f"{total:.3f}", tok_s=f"{n_tok / el:.0f}")
+        bar.set_postfix(loss=f"{total:.3f}", tok_s=f"{n_tok / (time.perf_counter() - t0):.0f}")
     bar.close()
+    wrapped.eval()
     model.eval()
     seconds = time.perf_counter() - t0
-    return {**curve, "seconds": seconds, "tokens_per_s": n_tok / seconds, "s_per_step": seconds / ft["steps"],
-            "n_examples": len(data), "n_trainable": n_trainable(model)}
+    return wrapped, {**curve, "seconds": seconds, "tokens_per_s": n_tok / seconds,
+                     "s_per_step": seconds / ft["steps"], "n_examples": len(data), "n_trainable": n_trainable(model)}
 
 
 # -------------------------------------------------------------------------------------------- caching
@@ -350,28 +364,34 @@ def finetune(params, dataset: str, rows: list[dict], *, splitting: str, seed: in
     out = ft_dir(params, dataset, tag or "ft", key)
     if runs.is_fresh(out, key):
         return out
+    t_wall = time.perf_counter()
     model, tok = load_model(params.model)
     model = prepare_model(model, ft, seed=seed)
-    info = train(model, tok, examples, ft, seed=seed, progress=progress,
-                 desc=f"{dataset} {tag or 'ft'} {splitting} s{seed}")
-    tmp = out.parent / f".{out.name}.tmp"
-    for stale in (tmp, out):
-        if stale.exists():
-            shutil.rmtree(stale)
-    tmp.mkdir(parents=True)
-    if ft.method == "full":
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-    else:
-        model.save_pretrained(tmp)
-    curve = {k: info[k] for k in ("step", "loss", "lr", "tokens", "target_tokens", "step_seconds")}
-    runs.write_json(tmp / "loss_curve.json", curve)
-    runs.write_json(tmp / "train_info.json", {
-        "dataset": dataset, "tag": tag or "ft", "splitting": splitting, "seed": seed,
-        **{k: info[k] for k in ("seconds", "tokens_per_s", "s_per_step", "n_examples", "n_trainable")},
-        "first_loss": info["loss"][0], "last_loss": info["loss"][-1]})
-    os.replace(tmp, out)
-    runs.mark_fresh(out, key)
+    acc = accelerator(model)
+    wrapped, info = _train(model, tok, examples, ft, seed=seed, progress=progress,
+                           desc=f"{dataset} {tag or 'ft'} {splitting} s{seed}", acc=acc)
+    fsdp = acc.distributed_type.name == "FSDP"
+    state = acc.get_state_dict(wrapped) if fsdp else None  # every process takes part (gathers the shards)
+    if acc.is_main_process:
+        tmp = out.parent / f".{out.name}.tmp"
+        for stale in (tmp, out):
+            if stale.exists():
+                shutil.rmtree(stale)
+        tmp.mkdir(parents=True)
+        model.save_pretrained(tmp, safe_serialization=True, **({"state_dict": state} if fsdp else {}))
+        if ft.method == "full":
+            tok.save_pretrained(tmp)
+        curve = {k: info[k] for k in ("step", "loss", "lr", "grad_norm", "tokens", "target_tokens",
+                                      "step_seconds")}
+        runs.write_json(tmp / "loss_curve.json", curve)
+        runs.write_json(tmp / "train_info.json", {
+            "dataset": dataset, "tag": tag or "ft", "splitting": splitting, "seed": seed,
+            **{k: info[k] for k in ("seconds", "tokens_per_s", "s_per_step", "n_examples", "n_trainable")},
+            "processes": acc.num_processes, "wall_seconds": time.perf_counter() - t_wall,
+            "first_loss": info["loss"][0], "last_loss": info["loss"][-1]})
+        os.replace(tmp, out)
+        runs.mark_fresh(out, key)
+    acc.wait_for_everyone()
     return out
 
 
@@ -584,3 +604,32 @@ def benchmark(params=None, dataset: str | None = None, *, steps: int = 8, seed: 
     print(f"  matmul peak {peak:8.1f} GFLOP/s (fp32 torch.mm 2048^2); ours {ours_gflops:.1f} GFLOP/s = "
           f"{100 * out['frac_of_peak']:.0f}% of peak (goal >= 50%)")
     return out
+
+
+def main(argv=None) -> int:
+    """`[accelerate launch ...] python -m lib.training <params> [dataset ...]`: train every run of the FT arm
+    (ft_plan) of the datasets (default: all of the params'), cached; scoring is left to the notebooks."""
+    from accelerate import PartialState
+
+    from . import datasets
+    from . import params as P
+
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    params = P.load(argv[0])
+    for dataset in argv[1:] or params.dataset_names:
+        with PartialState().main_process_first():  # the main process builds and caches the data
+            rows, _, _ = datasets.load(params, dataset)
+        for r in ft_plan(params, dataset):
+            out = finetune(params, dataset, rows, splitting=r["splitting"], seed=r["seed"])
+            if PartialState().is_main_process:
+                info = runs.read_json(out / "train_info.json")
+                print(f"{dataset} {r['condition']} s{r['seed']}: {info['wall_seconds'] / 60:.1f} min "
+                      f"({info['processes']} processes) -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
