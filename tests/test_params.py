@@ -12,7 +12,9 @@ def test_shipped_params_validate(name):
 
 
 def test_params_dir_holds_only_params_files():
-    assert sorted(x.name for x in P.PARAMS_DIR.iterdir()) == ["cpu.yaml", "paper.yaml", "smoke.yaml"]
+    """params/ holds the params files, and one folder of accelerate launch configs (not params files)."""
+    assert sorted(x.name for x in P.PARAMS_DIR.iterdir() if x.is_file()) == ["cpu.yaml", "paper.yaml", "smoke.yaml"]
+    assert [x.name for x in P.PARAMS_DIR.iterdir() if x.is_dir()] == ["accelerate"]
 
 
 def _raw():
