@@ -171,31 +171,55 @@ def _occurrences(text: str, option: str) -> int:
     return len(re.findall(r"(?<!\w)" + re.escape(core) + r"(?!\w)", text)) if core else 0
 
 
+def distinctive_words(item: dict) -> list[set[str]]:
+    """Per option, its words that tell it from the other options (words not in every option of the item and
+    not in the prompt): the comparative word, the quantifier, the name, the nonsense value."""
+    ws = [set(re.findall(r"[A-Za-z]+|\d+", o)) for o in item["options"]]
+    shared = set.intersection(*ws) if ws else set()
+    prompt = set(re.findall(r"[A-Za-z]+|\d+", item.get("prompt", "")))
+    return [w - shared - prompt for w in ws]
+
+
+def _word_present(text: str, ws: set[str]) -> bool:
+    return any(re.search(r"(?<!\w)" + re.escape(w) + r"(?!\w)", text) for w in ws)
+
+
 def option_occurrence(items: list[dict], context: str | list[str]) -> pd.DataFrame:
-    """Per item: how often the gold and each distractor occur in the item's context (trailing punctuation
-    of an option ignored), and whether the gold is the only option present."""
+    """Per item: how often the gold and each distractor occur in the item's context (whole option strings,
+    trailing punctuation ignored), whether the gold is the only option present, and the same at word level
+    (an option is present when one of its distinctive_words occurs in the context). `upper_bound`: the gold
+    is the only candidate present at word level, so a condition scored on this context is an upper bound
+    (elimination by presence would answer it)."""
     rows = []
     for i, it in enumerate(items):
         ctx = context if isinstance(context, str) else context[i]
         counts = [_occurrences(ctx, o) for o in it["options"]]
         g = counts[it["gold"]]
         others = [c for j, c in enumerate(counts) if j != it["gold"]]
+        wp = [_word_present(ctx, ws) for ws in distinctive_words(it)]
+        w_others = [p for j, p in enumerate(wp) if j != it["gold"]]
         rows.append({"id": it["id"], "split": it["split"], "n_options": len(counts), "gold_count": g,
                      "distractor_count_mean": sum(others) / max(1, len(others)),
                      "gold_present": g > 0, "options_present": sum(c > 0 for c in counts),
-                     "gold_only_present": g > 0 and not any(others)})
+                     "gold_only_present": g > 0 and not any(others),
+                     "gold_word_present": wp[it["gold"]], "options_word_present": sum(wp),
+                     "upper_bound": wp[it["gold"]] and not any(w_others)})
     return pd.DataFrame(rows)
 
 
 def occurrence_summary(occ: pd.DataFrame) -> pd.DataFrame:
     """Per split: share of items whose gold occurs in context, mean options present, share where the gold is
-    the only option present (a context that gives the answer away by elimination), mean counts."""
+    the only option present (a context that gives the answer away by elimination), mean counts; the same at
+    word level, and `upper_bound` (share of items where the gold is the only candidate present at word level:
+    the condition is an upper bound on those)."""
     if occ.empty:
         return occ
     return occ.groupby("split", sort=False).agg(
         n=("id", "size"), gold_present=("gold_present", "mean"), options_present=("options_present", "mean"),
         n_options=("n_options", "mean"), gold_only_present=("gold_only_present", "mean"),
-        gold_count=("gold_count", "mean"), distractor_count=("distractor_count_mean", "mean")).reset_index()
+        gold_count=("gold_count", "mean"), distractor_count=("distractor_count_mean", "mean"),
+        gold_word_present=("gold_word_present", "mean"), options_word_present=("options_word_present", "mean"),
+        upper_bound=("upper_bound", "mean")).reset_index()
 
 
 # ---------------------------------------------------------------------------------------------- stage
