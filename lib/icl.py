@@ -154,15 +154,53 @@ def retrieve_oracle(train_rows: list[dict], items: list[dict], k: int, seed: int
     return out
 
 
-def retrieved_contexts(tok, train_rows, items, *, mode: str, k: int, fmt: str, seed: int) -> list[str]:
-    """One context per item from its retrieved documents (kept in training-set order)."""
+def cover_options(train_rows, items, picks, seed: int) -> list[list[int]]:
+    """Per item, the picked documents plus, for each option none of whose distinctive words occurs in them,
+    one training document (seeded) that mentions one of its words, so that the gold is not the only candidate
+    present wherever the training set mentions the others."""
+    texts = [r["text"] for r in train_rows]
+    out = []
+    for it, pick in zip(items, picks):
+        rng = random.Random(f"icl-cover:{seed}:{it['id']}")
+        chosen = list(pick)
+        for ws in distinctive_words(it):
+            if not ws or _word_present("\n".join(texts[i] for i in chosen), ws):
+                continue
+            cands = [i for i, t in enumerate(texts) if i not in chosen and _word_present(t, ws)]
+            if cands:
+                chosen.append(rng.choice(cands))
+        out.append(chosen)
+    return out
+
+
+def retrieved_contexts(tok, train_rows, items, *, mode: str, k: int, fmt: str, seed: int,
+                       max_tokens: int | None = None, cover: bool = True) -> list[str]:
+    """One context per item from its retrieved documents (kept in training-set order); with `cover`, plus
+    documents mentioning the options absent from them (cover_options). With `max_tokens`, the lowest-ranked
+    retrieved documents are dropped until the context fits (the option-covering ones and, for the oracle, the
+    support ones last)."""
     if mode == "bm25":
         picks = retrieve_bm25(train_rows, items, k)
     elif mode == "oracle":
         picks = retrieve_oracle(train_rows, items, k, seed)
     else:
         raise ValueError(f"unknown retrieval mode {mode!r} (bm25 or oracle)")
-    return [format_context(tok, [train_rows[i]["text"] for i in sorted(p)], fmt) for p in picks]
+    full = cover_options(train_rows, items, picks, seed) if cover else picks
+    by_fact = docs_by_fact(train_rows)
+    out = []
+    for it, pick, docs in zip(items, picks, full):
+        extra = docs[len(pick):]
+        support = {i for f in it.get("support", []) for i in by_fact.get(f, [])} if mode == "oracle" else set()
+        # drop order: retrieved non-support documents from the lowest rank, then covering ones, then support
+        drop = [i for i in reversed(pick) if i not in support] + list(reversed(extra)) + \
+            [i for i in reversed(pick) if i in support]
+        kept = list(docs)
+        ctx = format_context(tok, [train_rows[i]["text"] for i in sorted(kept)], fmt)
+        while max_tokens is not None and _n_tokens(tok, ctx) > max_tokens and len(kept) > 1:
+            kept.remove(drop.pop(0))
+            ctx = format_context(tok, [train_rows[i]["text"] for i in sorted(kept)], fmt)
+        out.append(ctx)
+    return out
 
 
 # -------------------------------------------------------------------------------------------- fairness
@@ -263,7 +301,7 @@ def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None, prog
             ctx, info["icl"] = build_context(tok, train, items, fmt=cfg.format, max_tokens=budget, seed=params.seed)
         elif cond.startswith("icl_"):
             ctx = retrieved_contexts(tok, train, items, mode=cond[4:], k=cfg.retrieval_k, fmt=cfg.format,
-                                     seed=params.seed)
+                                     seed=params.seed, max_tokens=budget)
             lens = [_n_tokens(tok, c) for c in ctx]
             info[cond] = {"format": cfg.format, "k": cfg.retrieval_k, "n_tokens_mean": sum(lens) / len(lens),
                           "n_tokens_max": max(lens)}

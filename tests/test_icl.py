@@ -154,3 +154,21 @@ def test_option_occurrence_at_word_level_on_simple_reversals():
     assert fwd.upper_bound.all() and not occ[occ.split == "reversal"].gold_word_present.any()
     summ = icl.occurrence_summary(occ.reset_index())
     assert list(summ.columns[-3:]) == ["gold_word_present", "options_word_present", "upper_bound"]
+
+
+def test_retrieval_covers_every_option_and_fits_the_budget(bundled_tokenizer):
+    from lib import datasets as D
+    from lib import params as P
+
+    p = P.load("smoke")
+    train, test = D.make_simple_reversals(p.datasets.simple_reversals.model_copy(update={"n_facts": 28}), p.seed)
+    for mode in ("bm25", "oracle"):
+        ctx = icl.retrieved_contexts(bundled_tokenizer, train, test, mode=mode, k=2, fmt="plain", seed=0)
+        occ = icl.option_occurrence(test, ctx)
+        # every option's word is in some training document of this size (counterbalanced: both forms trained)
+        mentioned = [all(any(icl._word_present(r["text"], ws) for r in train) for ws in icl.distinctive_words(x))
+                     for x in test]
+        assert sum(mentioned) >= 4 and (occ.options_word_present[mentioned] == 2).all() and not occ.upper_bound[mentioned].any()
+        small = icl.retrieved_contexts(bundled_tokenizer, train, test, mode=mode, k=2, fmt="plain", seed=0,
+                                       max_tokens=60)
+        assert all(icl._n_tokens(bundled_tokenizer, c) <= 60 or c.count("\n\n") == 1 for c in small)
