@@ -17,13 +17,17 @@ Datasets and their generators (`make_<name>(cfg, seed) -> (train rows, test item
 - simple_reversals (2.1): N comparison facts `femp are more dangerous than glon.` over 28 features, each in
   K articles (a random context preface + the fact). Splits `forward` (the trained fact after a held-out
   preface: correct vs contradiction) and `reversal` (`glon are less dangerous than femp.` vs
-  `glon are more dangerous than femp.`). Subset = the feature.
+  `glon are more dangerous than femp.`). Counterbalanced (`counterbalance`): within each feature the facts
+  alternate between the first and the reverse form in training. Subset = the orientation ("first" /
+  "reverse"), `feature` = the feature, cluster = the fact.
 - syllogisms (2.2): M premise pairs over {All, Some, No}; the test scores all six {All, Some, No} x
   {both directions} statements about the two end terms. Validity is decided by a set-semantics checker
-  (`valid_conclusions`). Subset = the syllogistic form (premise moods + figure).
+  (`valid_conclusions`); `golds` = the strongest valid conclusions (`strongest_conclusions`), chance per item
+  |golds| / 6; counterbalanced gold quantifiers All : Some : No = 2 : 1 : 1. Subset = the syllogistic form.
 - reversal_curse (2.3): Berglund et al.'s fictional people (vendored in data/external/reversal_curse/).
-  Splits `forward` (P2D people, held-out templates, name -> description) and `reversal` (description ->
-  name, distractor names from a chosen pool). Subset = the test template.
+  Splits `forward` (P2D people, held-out templates, name -> description), `reversal` (description ->
+  name, distractor names from `distractor_pool`) and, with `both_pools`, `reversal_<other pool>` (the same
+  items with distractors from the other pool). Subset = the test template, cluster = the person.
 - semantic_structure (2.4) and derivatoids (2.5): generators in lib.semantic and lib.derivatoids.
 
     >>> train, test, manifest = load(params, "syllogisms")
@@ -319,7 +323,7 @@ def make_syllogisms(cfg, seed: int):
     Train doc: `The relationships between glon, troff and yomp are: All glon are yomp. All troff are glon.`
     (terms listed in random order, major premise first). Test item: `The relationships between yomp and
     troff are:` (end terms in random order) with the six options of conclusion_options; "valid" lists every
-    valid option and "gold" the conventional conclusion.
+    valid option, "golds" the strongest valid ones and "gold" the first of them.
     """
     forms = syllogistic_forms(existential_import=cfg.existential_import)
     rng = _rng("syllogisms", seed)
