@@ -17,13 +17,17 @@ Datasets and their generators (`make_<name>(cfg, seed) -> (train rows, test item
 - simple_reversals (2.1): N comparison facts `femp are more dangerous than glon.` over 28 features, each in
   K articles (a random context preface + the fact). Splits `forward` (the trained fact after a held-out
   preface: correct vs contradiction) and `reversal` (`glon are less dangerous than femp.` vs
-  `glon are more dangerous than femp.`). Subset = the feature.
+  `glon are more dangerous than femp.`). Counterbalanced (`counterbalance`): within each feature the facts
+  alternate between the first and the reverse form in training. Subset = the orientation ("first" /
+  "reverse"), `feature` = the feature, cluster = the fact.
 - syllogisms (2.2): M premise pairs over {All, Some, No}; the test scores all six {All, Some, No} x
   {both directions} statements about the two end terms. Validity is decided by a set-semantics checker
-  (`valid_conclusions`). Subset = the syllogistic form (premise moods + figure).
+  (`valid_conclusions`); `golds` = the strongest valid conclusions (`strongest_conclusions`), chance per item
+  |golds| / 6; counterbalanced gold quantifiers All : Some : No = 2 : 1 : 1. Subset = the syllogistic form.
 - reversal_curse (2.3): Berglund et al.'s fictional people (vendored in data/external/reversal_curse/).
-  Splits `forward` (P2D people, held-out templates, name -> description) and `reversal` (description ->
-  name, distractor names from a chosen pool). Subset = the test template.
+  Splits `forward` (P2D people, held-out templates, name -> description), `reversal` (description ->
+  name, distractor names from `distractor_pool`) and, with `both_pools`, `reversal_<other pool>` (the same
+  items with distractors from the other pool). Subset = the test template, cluster = the person.
 - semantic_structure (2.4) and derivatoids (2.5): generators in lib.semantic and lib.derivatoids.
 
     >>> train, test, manifest = load(params, "syllogisms")
@@ -56,12 +60,12 @@ GENERATORS = {
     "derivatoids": "lib.derivatoids:make_derivatoids",
 }
 # Bump when a generator's output changes on purpose (the stamp also hashes the generator's source file).
-GENERATOR_VERSION = {"simple_reversals": "1", "syllogisms": "1", "reversal_curse": "1"}
+GENERATOR_VERSION = {"simple_reversals": "2", "syllogisms": "2", "reversal_curse": "2"}
 
 SPLITS = {
     "simple_reversals": ["forward", "reversal"],
     "syllogisms": ["syllogism"],
-    "reversal_curse": ["forward", "reversal"],
+    "reversal_curse": ["forward", "reversal", "reversal_p2d", "reversal_targets"],
     "semantic_structure": ["rephrase", "reversal", "syllogism", "holdout"],
     "derivatoids": ["trained", "compositional"],
 }
@@ -160,9 +164,17 @@ def make_simple_reversals(cfg, seed: int):
     order = list(range(len(FEATURES)))
     rng.shuffle(order)
     train, test = [], []
+    # counterbalanced: within each feature, its facts alternate between the two forms (seeded start), so every
+    # comparative is the trained form as often as its antonym (up to one fact per feature)
+    start = [rng.randrange(2) for _ in FEATURES]
+    reverse = {i for i in range(n) if (i // len(FEATURES) + start[order[i % len(FEATURES)]]) % 2} \
+        if cfg.counterbalance else set()
     for i in range(n):
         a, b = words[2 * i], words[2 * i + 1]
-        fwd, rev = FEATURES[order[i % len(FEATURES)]]
+        first, second = FEATURES[order[i % len(FEATURES)]]
+        # counterbalanced: half the facts (seeded) are trained in the feature's reverse form
+        fwd, rev = (second, first) if i in reverse else (first, second)
+        orientation = "reverse" if i in reverse else "first"
         fact_id = f"sr{i:03d}"
         fact = f"{a} are {fwd} than {b}."
         for j, pre in enumerate(rng.sample(TRAIN_PREFACES, k)):
@@ -174,8 +186,9 @@ def make_simple_reversals(cfg, seed: int):
                                             ("reversal", b, f"{rev} than {a}.", f"{fwd} than {a}.")):
             options = [correct, wrong]
             rng.shuffle(options)
-            test.append({"id": f"{fact_id}-{split}", "split": split, "subset": fwd, "prompt": f"{head} {subj} are",
-                         "options": options, "gold": options.index(correct), "support": [fact_id]})
+            test.append({"id": f"{fact_id}-{split}", "split": split, "subset": orientation,
+                         "feature": first, "prompt": f"{head} {subj} are", "options": options,
+                         "gold": options.index(correct), "support": [fact_id], "cluster": fact_id})
     rng.shuffle(train)
     test.sort(key=lambda x: (SPLITS["simple_reversals"].index(x["split"]), x["id"]))
     return train, test
@@ -247,19 +260,55 @@ def conventional_conclusion(premises, *, existential_import: bool = True):
     return None
 
 
+def strongest_conclusions(premises, *, existential_import: bool = True, order=("S", "P")) -> list[int]:
+    """Indices into conclusion_options(*order) of the strongest valid conclusions: those valid conclusions
+    that no other valid conclusion strictly entails (All S are P beats Some S are P; both converses of a valid
+    Some / No conclusion are equivalent, so both are strongest)."""
+    opts = conclusion_options(*order)
+    valid = valid_conclusions(premises, existential_import=existential_import, order=order)
+
+    def entails(c1, c2):
+        return is_valid([opts[c1]], opts[c2], existential_import=existential_import)
+    return [c for c in valid if not any(d != c and entails(d, c) and not entails(c, d) for d in valid)]
+
+
 def syllogistic_forms(*, existential_import: bool = True) -> list[dict]:
-    """The 36 premise pairs (9 moods x 4 figures) that have at least one valid conclusion among the six
-    options: [{"form": "AA1", "premises": [major, minor], "gold": statement, "valid": [statement, ...]}]."""
+    """The premise pairs (of 9 moods x 4 figures) that have at least one valid conclusion among the six
+    options: [{"form": "AA1", "premises": [major, minor], "gold": statement, "golds": [statement, ...]
+    (the strongest valid conclusions), "quantifier": theirs, "valid": [statement, ...]}]."""
     forms = []
+    opts = conclusion_options()
     for (m1, q1), (m2, q2) in itertools.product(MOODS.items(), repeat=2):
         for fig, (t1, t2) in FIGURES.items():
             premises = [(q1, *t1), (q2, *t2)]
             gold = conventional_conclusion(premises, existential_import=existential_import)
             if gold is None:
                 continue
-            valid = [c for c in conclusion_options() if is_valid(premises, c, existential_import=existential_import)]
-            forms.append({"form": f"{m1}{m2}{fig}", "premises": premises, "gold": gold, "valid": valid})
+            valid = [c for c in opts if is_valid(premises, c, existential_import=existential_import)]
+            golds = [opts[i] for i in strongest_conclusions(premises, existential_import=existential_import)]
+            quants = {g[0] for g in golds}
+            assert len(quants) == 1, (m1, m2, fig, golds)
+            forms.append({"form": f"{m1}{m2}{fig}", "premises": premises, "gold": golds[0], "golds": golds,
+                          "quantifier": quants.pop(), "valid": valid})
     return forms
+
+
+def _deal_forms(forms, n: int, counterbalance: bool, rng) -> list[dict]:
+    """n forms. Counterbalanced: gold quantifiers All : Some : No = 2 : 1 : 1 (an All item has one gold of six
+    options, a Some / No item two, so "always All", "always Some" and "always No" each score exactly chance),
+    forms round-robin within each quantifier (every valid form used once n is large enough); otherwise
+    round-robin over all forms. Shuffled."""
+    if not counterbalance:
+        return [forms[i % len(forms)] for i in range(n)]
+    by_q = {q: [f for f in forms if f["quantifier"] == q] for q in QUANTIFIERS}
+    n_all = round(n / 2)
+    counts = {"All": n_all, "Some": (n - n_all + 1) // 2, "No": (n - n_all) // 2}
+    empty = [q for q in QUANTIFIERS if counts[q] and not by_q[q]]
+    if empty:
+        raise DatasetError(f"syllogisms: no valid form concludes with {empty} under these params")
+    out = [by_q[q][i % len(by_q[q])] for q in QUANTIFIERS for i in range(counts[q])]
+    rng.shuffle(out)
+    return out
 
 
 def _sentence(statement, names) -> str:
@@ -274,15 +323,15 @@ def make_syllogisms(cfg, seed: int):
     Train doc: `The relationships between glon, troff and yomp are: All glon are yomp. All troff are glon.`
     (terms listed in random order, major premise first). Test item: `The relationships between yomp and
     troff are:` (end terms in random order) with the six options of conclusion_options; "valid" lists every
-    valid option and "gold" the conventional conclusion.
+    valid option, "golds" the strongest valid ones and "gold" the first of them.
     """
     forms = syllogistic_forms(existential_import=cfg.existential_import)
     rng = _rng("syllogisms", seed)
     rng.shuffle(forms)
+    dealt = _deal_forms(forms, cfg.n_items, cfg.counterbalance, rng)
     words = _words(3 * cfg.n_items, "syllogisms", seed)
     train, test = [], []
-    for i in range(cfg.n_items):
-        form = forms[i % len(forms)]
+    for i, form in enumerate(dealt):
         names = dict(zip(TERMS, words[3 * i: 3 * i + 3]))
         listed = rng.sample(list(names.values()), 3)
         header = f"The relationships between {listed[0]}, {listed[1]} and {listed[2]} are:"
@@ -292,10 +341,12 @@ def make_syllogisms(cfg, seed: int):
                       "facts": ids})
         x, y = rng.sample(["S", "P"], 2)
         options = conclusion_options(x, y)
+        golds = sorted(options.index(g) for g in form["golds"])
         test.append({"id": f"syl{i:03d}", "split": "syllogism", "subset": form["form"],
                      "prompt": f"The relationships between {names[x]} and {names[y]} are:",
-                     "options": [_sentence(o, names) for o in options], "gold": options.index(form["gold"]),
-                     "support": ids, "valid": sorted(options.index(v) for v in form["valid"])})
+                     "options": [_sentence(o, names) for o in options], "gold": golds[0], "golds": golds,
+                     "support": ids, "cluster": f"syl{i:03d}",
+                     "valid": sorted(options.index(v) for v in form["valid"])})
     return train, test
 
 
@@ -351,8 +402,14 @@ def make_reversal_curse(cfg, seed: int):
     if k - 1 < nd:
         raise DatasetError(f"reversal_curse: n_distractors={nd} needs at least {nd + 1} P2D people "
                            f"(people_per_group={k}); the forward split draws distractors from other P2D people")
-    pool_names = kept["d2p"] + kept["both"] if cfg.distractor_pool == "targets" else kept["p2d"]
-    if cfg.distractor_pool == "targets" and len(pool_names) < nd:
+    pools = {"targets": kept["d2p"] + kept["both"], "p2d": kept["p2d"]}
+    # both pools: `reversal` takes distractors from the params' pool, `reversal_<other>` from the other one
+    # (the paper's `targets` pool gives `reversal` and `reversal_p2d`)
+    other = "p2d" if cfg.distractor_pool == "targets" else "targets"
+    rev_splits = [("reversal", pools[cfg.distractor_pool])] + ([(f"reversal_{other}", pools[other])]
+                                                               if cfg.both_pools else [])
+    pool_names = pools["targets"]
+    if len(pool_names) < nd:
         raise DatasetError(f"reversal_curse: distractor pool 'targets' has {len(pool_names)} names, fewer than "
                            f"n_distractors={nd}")
     all_names = [n for g in RC_GROUPS for n in people[g]]
@@ -380,19 +437,19 @@ def make_reversal_curse(cfg, seed: int):
 
     fwd, rev = by_person(_read_source(RC_TEST["forward"])), by_person(_read_source(RC_TEST["reversal"]))
     test = []
-    for split, rows in (("forward", fwd), ("reversal", rev)):
+    for split, rows, pool in (("forward", fwd, None), *((sp, rev, pl) for sp, pl in rev_splits)):
         for name in kept["p2d"]:
             for t, row in enumerate(rows[name]):
                 gold = row["completion"].removeprefix(" ")
                 if split == "forward":
                     others = [rows[o][t]["completion"].removeprefix(" ") for o in kept["p2d"] if o != name]
                 else:
-                    others = [o for o in pool_names if o != name]
+                    others = [o for o in pool if o != name]
                 options = [gold, *rng.sample(others, nd)]
                 rng.shuffle(options)
                 test.append({"id": f"{split}-{name.replace(' ', '_')}-t{t}", "split": split, "subset": f"t{t}",
                              "prompt": row["prompt"], "options": options, "gold": options.index(gold),
-                             "support": [f"p2d:{name}"]})
+                             "support": [f"p2d:{name}"], "cluster": f"p2d:{name}"})
     return train, test
 
 
@@ -477,6 +534,11 @@ def validate(name: str, train: list[dict], test: list[dict]) -> None:
             fail(f"test item {x['id']!r}: gold {x['gold']} out of range")
         if x["prompt"].endswith((" ", "\n")) or any(o.startswith((" ", "\n")) for o in x["options"]):
             fail(f"test item {x['id']!r}: the prompt ends with, or an option starts with, whitespace")
+        if "golds" in x and (not isinstance(x["golds"], list) or x["gold"] not in x["golds"]
+                             or not all(isinstance(g, int) and 0 <= g < len(x["options"]) for g in x["golds"])):
+            fail(f"test item {x['id']!r}: golds must be a list of option indices that holds gold")
+        if not isinstance(x.get("cluster"), str) or not x["cluster"]:
+            fail(f"test item {x['id']!r}: field 'cluster' missing or not a non-empty str")
         if "valid" in x and x["gold"] not in x["valid"]:
             fail(f"test item {x['id']!r}: gold is not among its valid options")
     if len({x["id"] for x in test}) != len(test):
@@ -490,7 +552,8 @@ def _manifest(name, key, train, test, paths) -> dict:
     return {"dataset": name, "generator": key["generator"], "generator_version": key["generator_version"],
             "seed": key["seed"], "params": key["params"], "n_train": len(train),
             "counts": {s: len(xs) for s, xs in per.items()},
-            "chance": {s: sum(1 / len(x["options"]) for x in xs) / len(xs) for s, xs in per.items()},
+            "chance": {s: sum(len(x.get("golds") or [x["gold"]]) / len(x["options"]) for x in xs) / len(xs)
+                       for s, xs in per.items()},
             "n_options": {s: [min(len(x["options"]) for x in xs), max(len(x["options"]) for x in xs)] for s, xs in per.items()},
             "sha256": {f: runs.sha256_file(paths[f]) for f in ("train.jsonl", "test.jsonl")}}
 

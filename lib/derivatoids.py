@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import random
 
-GENERATOR_VERSION = "derivatoids-1"
+GENERATOR_VERSION = "derivatoids-2"
 OPS = ("sum", "product", "nest", "scale")
 N_SYMBOLS = 8
 
@@ -56,6 +56,29 @@ def show(e, top: bool = True) -> str:
     sym = {"sum": "+", "product": "*", "minus": "-"}[op]
     s = f"{show(e[1], False)} {sym} {show(e[2], False)}"
     return s if top else f"({s})"
+
+
+def canonical(e) -> str:
+    """A printed form invariant under commutativity of + and * (children of a sum / product sorted)."""
+    op = e[0]
+    if op in ("sum", "product"):
+        a, b = sorted([canonical(e[1]), canonical(e[2])])
+        return f"{op}({a},{b})"
+    if op == "minus":
+        return f"minus({canonical(e[1])},{canonical(e[2])})"
+    if op == "nest":
+        return f"{e[1]}({canonical(e[2])})"
+    if op == "scale":
+        return f"{e[1]}*({canonical(e[2])})"
+    return e[1]
+
+
+def overlap(prompt: str, option: str) -> int:
+    """Distinct word / number tokens of the option that occur in the prompt (lib.baselines' overlap)."""
+    import re
+
+    tok = lambda t: set(re.findall(r"[A-Za-z]+|\d+", t))
+    return len(tok(option) & tok(prompt))
 
 
 def transform(e, partner, wrong=None, path=()):
@@ -212,20 +235,26 @@ def make_derivatoids(cfg, seed: int) -> tuple[list[dict], list[dict]]:
             gold = show(transform(e, partner))
             if show(e) in seen or gold in prompt:
                 continue
-            wrongs, taken = [], {gold}
+            gold_e = transform(e, partner)
+            wrongs, taken = [], {canonical(gold_e)}
             for path, op in _nodes(e):
                 variants = ("same", "inverse", "twice") if op == "atom" else ("textbook", "other", "swap")
                 for v in variants:
-                    out = show(transform(e, partner, (path, v)))
-                    if out not in taken:
-                        taken.add(out)
-                        wrongs.append((len(path) > 0, out))
-            # prefer a mix: wrong rules at the outer node and at an inner node
+                    w = transform(e, partner, (path, v))
+                    if canonical(w) not in taken:  # never equal to the gold (or another one) up to + / * order
+                        taken.add(canonical(w))
+                        wrongs.append((len(path) > 0, show(w)))
             rng.shuffle(wrongs)
-            outer_w = [w for deep, w in wrongs if not deep]
-            inner_w = [w for deep, w in wrongs if deep]
+            if cfg.counterbalance:  # distractors as close as possible to the gold's overlap with the prompt
+                g_ov = overlap(prompt, gold)
+                wrongs.sort(key=lambda w: abs(overlap(prompt, w[1]) - g_ov))
+                cands = [w for _, w in wrongs]
+            else:  # prefer a mix: wrong rules at the outer node and at an inner node
+                outer_w = [w for deep, w in wrongs if not deep]
+                inner_w = [w for deep, w in wrongs if deep]
+                cands = [x for pair in zip(outer_w, inner_w) for x in pair] + outer_w + inner_w
             dis = []
-            for w in [x for pair in zip(outer_w, inner_w) for x in pair] + outer_w + inner_w:
+            for w in cands:
                 if w not in dis and w != gold and w not in prompt and len(dis) < cfg.n_options - 1:
                     dis.append(w)
             opts = [gold, *dis]
@@ -235,7 +264,8 @@ def make_derivatoids(cfg, seed: int) -> tuple[list[dict], list[dict]]:
             support = [f for f in _support(e, set(trained_pairs)) if f in stated]
             items.append({"id": f"derivatoids-{split}-{made:04d}", "split": split,
                           "subset": outer, "prompt": prompt,
-                          "options": [opts[k] for k in order], "gold": order.index(0), "support": support})
+                          "options": [opts[k] for k in order], "gold": order.index(0), "support": support,
+                          "cluster": "+".join(pairs(e))})
             made += 1
     return rows, items
 
@@ -313,8 +343,9 @@ def check(rows, items):
         [r["id"] for r in rows if " " + show(transform(expr(r["prompt"]), partner)) != r["completion"]])
     add("gold follows the rules", len(items),
         [x["id"] for x in items if x["options"][x["gold"]] != show(transform(expr(x["prompt"]), partner))])
-    add("no distractor equals the correct output", len(items),
-        [x["id"] for x in items if sum(o == x["options"][x["gold"]] for o in x["options"]) != 1])
+    add("no distractor equals the correct output (up to + / * order)", len(items),
+        [x["id"] for x in items if sum(canonical(parse(o)) == canonical(parse(x["options"][x["gold"]]))
+                                       for o in x["options"]) != 1])
     add("trained items use only trained rule pairs", len(items),
         [x["id"] for x in items if x["split"] == "trained" and not set(pairs(expr(x["prompt"]))) <= trained])
     add("compositional items use a held-out rule pair", len(items),

@@ -154,15 +154,53 @@ def retrieve_oracle(train_rows: list[dict], items: list[dict], k: int, seed: int
     return out
 
 
-def retrieved_contexts(tok, train_rows, items, *, mode: str, k: int, fmt: str, seed: int) -> list[str]:
-    """One context per item from its retrieved documents (kept in training-set order)."""
+def cover_options(train_rows, items, picks, seed: int) -> list[list[int]]:
+    """Per item, the picked documents plus, for each option none of whose distinctive words occurs in them,
+    one training document (seeded) that mentions one of its words, so that the gold is not the only candidate
+    present wherever the training set mentions the others."""
+    texts = [r["text"] for r in train_rows]
+    out = []
+    for it, pick in zip(items, picks):
+        rng = random.Random(f"icl-cover:{seed}:{it['id']}")
+        chosen = list(pick)
+        for ws in distinctive_words(it):
+            if not ws or _word_present("\n".join(texts[i] for i in chosen), ws):
+                continue
+            cands = [i for i, t in enumerate(texts) if i not in chosen and _word_present(t, ws)]
+            if cands:
+                chosen.append(rng.choice(cands))
+        out.append(chosen)
+    return out
+
+
+def retrieved_contexts(tok, train_rows, items, *, mode: str, k: int, fmt: str, seed: int,
+                       max_tokens: int | None = None, cover: bool = True) -> list[str]:
+    """One context per item from its retrieved documents (kept in training-set order); with `cover`, plus
+    documents mentioning the options absent from them (cover_options). With `max_tokens`, the lowest-ranked
+    retrieved documents are dropped until the context fits (the option-covering ones and, for the oracle, the
+    support ones last)."""
     if mode == "bm25":
         picks = retrieve_bm25(train_rows, items, k)
     elif mode == "oracle":
         picks = retrieve_oracle(train_rows, items, k, seed)
     else:
         raise ValueError(f"unknown retrieval mode {mode!r} (bm25 or oracle)")
-    return [format_context(tok, [train_rows[i]["text"] for i in sorted(p)], fmt) for p in picks]
+    full = cover_options(train_rows, items, picks, seed) if cover else picks
+    by_fact = docs_by_fact(train_rows)
+    out = []
+    for it, pick, docs in zip(items, picks, full):
+        extra = docs[len(pick):]
+        support = {i for f in it.get("support", []) for i in by_fact.get(f, [])} if mode == "oracle" else set()
+        # drop order: retrieved non-support documents from the lowest rank, then covering ones, then support
+        drop = [i for i in reversed(pick) if i not in support] + list(reversed(extra)) + \
+            [i for i in reversed(pick) if i in support]
+        kept = list(docs)
+        ctx = format_context(tok, [train_rows[i]["text"] for i in sorted(kept)], fmt)
+        while max_tokens is not None and _n_tokens(tok, ctx) > max_tokens and len(kept) > 1:
+            kept.remove(drop.pop(0))
+            ctx = format_context(tok, [train_rows[i]["text"] for i in sorted(kept)], fmt)
+        out.append(ctx)
+    return out
 
 
 # -------------------------------------------------------------------------------------------- fairness
@@ -171,31 +209,55 @@ def _occurrences(text: str, option: str) -> int:
     return len(re.findall(r"(?<!\w)" + re.escape(core) + r"(?!\w)", text)) if core else 0
 
 
+def distinctive_words(item: dict) -> list[set[str]]:
+    """Per option, its words that tell it from the other options (words not in every option of the item and
+    not in the prompt): the comparative word, the quantifier, the name, the nonsense value."""
+    ws = [set(re.findall(r"[A-Za-z]+|\d+", o)) for o in item["options"]]
+    shared = set.intersection(*ws) if ws else set()
+    prompt = set(re.findall(r"[A-Za-z]+|\d+", item.get("prompt", "")))
+    return [w - shared - prompt for w in ws]
+
+
+def _word_present(text: str, ws: set[str]) -> bool:
+    return any(re.search(r"(?<!\w)" + re.escape(w) + r"(?!\w)", text) for w in ws)
+
+
 def option_occurrence(items: list[dict], context: str | list[str]) -> pd.DataFrame:
-    """Per item: how often the gold and each distractor occur in the item's context (trailing punctuation
-    of an option ignored), and whether the gold is the only option present."""
+    """Per item: how often the gold and each distractor occur in the item's context (whole option strings,
+    trailing punctuation ignored), whether the gold is the only option present, and the same at word level
+    (an option is present when one of its distinctive_words occurs in the context). `upper_bound`: the gold
+    is the only candidate present at word level, so a condition scored on this context is an upper bound
+    (elimination by presence would answer it)."""
     rows = []
     for i, it in enumerate(items):
         ctx = context if isinstance(context, str) else context[i]
         counts = [_occurrences(ctx, o) for o in it["options"]]
         g = counts[it["gold"]]
         others = [c for j, c in enumerate(counts) if j != it["gold"]]
+        wp = [_word_present(ctx, ws) for ws in distinctive_words(it)]
+        w_others = [p for j, p in enumerate(wp) if j != it["gold"]]
         rows.append({"id": it["id"], "split": it["split"], "n_options": len(counts), "gold_count": g,
                      "distractor_count_mean": sum(others) / max(1, len(others)),
                      "gold_present": g > 0, "options_present": sum(c > 0 for c in counts),
-                     "gold_only_present": g > 0 and not any(others)})
+                     "gold_only_present": g > 0 and not any(others),
+                     "gold_word_present": wp[it["gold"]], "options_word_present": sum(wp),
+                     "upper_bound": wp[it["gold"]] and not any(w_others)})
     return pd.DataFrame(rows)
 
 
 def occurrence_summary(occ: pd.DataFrame) -> pd.DataFrame:
     """Per split: share of items whose gold occurs in context, mean options present, share where the gold is
-    the only option present (a context that gives the answer away by elimination), mean counts."""
+    the only option present (a context that gives the answer away by elimination), mean counts; the same at
+    word level, and `upper_bound` (share of items where the gold is the only candidate present at word level:
+    the condition is an upper bound on those)."""
     if occ.empty:
         return occ
     return occ.groupby("split", sort=False).agg(
         n=("id", "size"), gold_present=("gold_present", "mean"), options_present=("options_present", "mean"),
         n_options=("n_options", "mean"), gold_only_present=("gold_only_present", "mean"),
-        gold_count=("gold_count", "mean"), distractor_count=("distractor_count_mean", "mean")).reset_index()
+        gold_count=("gold_count", "mean"), distractor_count=("distractor_count_mean", "mean"),
+        gold_word_present=("gold_word_present", "mean"), options_word_present=("options_word_present", "mean"),
+        upper_bound=("upper_bound", "mean")).reset_index()
 
 
 # ---------------------------------------------------------------------------------------------- stage
@@ -239,7 +301,7 @@ def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None, prog
             ctx, info["icl"] = build_context(tok, train, items, fmt=cfg.format, max_tokens=budget, seed=params.seed)
         elif cond.startswith("icl_"):
             ctx = retrieved_contexts(tok, train, items, mode=cond[4:], k=cfg.retrieval_k, fmt=cfg.format,
-                                     seed=params.seed)
+                                     seed=params.seed, max_tokens=budget)
             lens = [_n_tokens(tok, c) for c in ctx]
             info[cond] = {"format": cfg.format, "k": cfg.retrieval_k, "n_tokens_mean": sum(lens) / len(lens),
                           "n_tokens_max": max(lens)}

@@ -46,17 +46,20 @@ class ModelParams(_Strict):
 class SimpleReversalsParams(_Strict):
     n_facts: int = Field(gt=0)  # paper: 100
     articles_per_fact: int = Field(gt=0)  # paper: 10
+    counterbalance: bool  # half the facts (seeded) trained in the feature's reverse form (subset = orientation)
 
 
 class SyllogismsParams(_Strict):
     n_items: int = Field(gt=0)  # paper: 69
     existential_import: bool  # terms are non-empty sets (Aristotelian reading) when deciding validity
+    counterbalance: bool  # gold quantifiers All : Some : No = 2 : 1 : 1 (each "always Q" scores chance)
 
 
 class ReversalCurseParams(_Strict):
     people_per_group: int = Field(gt=0, le=30)  # P2D, D2P and Both groups have 30 people each (paper: all 30)
     distractor_pool: Literal["targets", "p2d"]  # targets: names that were training completions (paper)
     n_distractors: int = Field(gt=0)  # paper: 3 (4-way)
+    both_pools: bool  # also a split `reversal_<other pool>` with distractors from the other pool
 
 
 class SemanticStructureParams(_Strict):
@@ -67,12 +70,14 @@ class SemanticStructureParams(_Strict):
     holdout_fraction: float = Field(ge=0, lt=1)  # share of leaf categories held out
     max_items_per_split: int = Field(gt=0)  # cap on test items per split (0 < cap)
     n_options: int = Field(ge=2)  # options per test item: the answer + hard distractors (paper: not stated)
+    counterbalance: bool  # each answer string gold ~1/n_options of the times it is shown; neighbour distractors
 
 
 class DerivatoidsParams(_Strict):
     n_train: int = Field(gt=0)  # training examples (the transform applied to one expression each)
     n_test: int = Field(gt=0)  # test items, split between `trained` and `compositional`
     n_options: int = Field(ge=2)  # the correct output + outputs of wrong rule applications
+    counterbalance: bool  # distractors matched to the gold on symbol overlap with the prompt
 
 
 class DatasetsParams(_Strict):

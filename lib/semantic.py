@@ -51,7 +51,7 @@ import yaml
 
 TREE_PATH = Path(__file__).with_name("semantic_tree.yaml")
 # the version names the tree file's contents too, so that editing the tree rebuilds the cached datasets
-GENERATOR_VERSION = "semantic-1+tree-" + hashlib.sha256(TREE_PATH.read_bytes()).hexdigest()[:12]
+GENERATOR_VERSION = "semantic-2+tree-" + hashlib.sha256(TREE_PATH.read_bytes()).hexdigest()[:12]
 RELATIONS = ("is", "has", "can", "eats", "lives_in", "made_of", "used_for", "found_in")
 
 # Per relation: training phrasings (forward), a question for the Q&A style, a label for table-like lines,
@@ -331,15 +331,6 @@ def _prompt(template, x, v):
     return _fill(head, x, v) if head else head
 
 
-def _pick(rng, pool, k, gold_depth=None, depth=None):
-    """k distractors from pool, preferring the gold's depth in the tree (harder), otherwise random."""
-    pool = list(pool)
-    rng.shuffle(pool)
-    if depth is not None:
-        pool.sort(key=lambda c: abs(depth(c) - gold_depth))
-    return pool[:k]
-
-
 def _items(world, cfg, rng):
     facts, hold = world["facts"], set(world["holdouts"])
     cats = world["categories"]
@@ -356,36 +347,58 @@ def _items(world, cfg, rng):
                for rel in RELATIONS}
     k = cfg.n_options - 1
     out = {s: {sub: [] for sub in subs} for s, subs in SUBSETS.items()}
+    owners = {}
+    for c in cats:
+        for rel, v in world["props"][c]:
+            owners.setdefault((rel, v), []).append(c)
+    root = lambda c: ([c, *ancestors(world, c)])[-1]
+
+    def distance(a, b):
+        pa, pb = [a, *ancestors(world, a)], [b, *ancestors(world, b)]
+        common = next((i for i, x in enumerate(pa) if x in pb), None)
+        return len(pa) + len(pb) if common is None else common + pb.index(pa[common])
 
     def add(split, subset, template, x_key, v_key, rel, answer_is_subject, support):
         """One item: the answer is the subject (reversal) or the value (forward)."""
         nons = _names(world, False)
         prompt = _prompt(template, nons("cat", x_key), nons("cat", v_key) if rel == "isa" else nons("val", v_key))
         shown = lambda kind, key: nons(kind, key) in prompt  # an option must never be shown in the prompt
+        anchor = x_key  # the category the answer is about: distractors come from its neighbourhood
         if answer_is_subject:
             gold = x_key
             pool = [c for c in (has_parent if rel == "isa" else bearers[rel])
                     if c != gold and c != v_key and not holds(world, c, rel, v_key) and not shown("cat", c)]
-            dis = _pick(rng, pool, k, depth(gold), depth)
-            opts_keys = [("cat", c) for c in [gold, *dis]]
+            kind, near = "cat", {c: [c] for c in pool}
         else:
             gold = v_key
             if rel == "isa":
                 pool = [p for p in parents if p != x_key and not holds(world, x_key, "isa", p) and not shown("cat", p)]
-                dis = _pick(rng, pool, k, depth(gold), depth)
-                opts_keys = [("cat", c) for c in [gold, *dis]]
+                kind, near = "cat", {c: [c] for c in pool}
             else:
                 pool = sorted(v for v in stated_props.get(rel, ()) if not holds(world, x_key, rel, v)
                               and not shown("val", v))
-                dis = _pick(rng, pool, k)
-                opts_keys = [("val", v) for v in [gold, *dis]]
-        if shown(*opts_keys[0]):
+                kind, near = "val", {v: owners[(rel, v)] for v in pool}
+        if shown(kind, gold) or not pool:
             return
-        if len(opts_keys) < 2:
-            return
+        rng.shuffle(pool)
+        if cfg.counterbalance:  # the neighbourhood first: same top-level domain, then tree distance
+            pool.sort(key=lambda c: min((root(o) != root(anchor), distance(o, anchor)) for o in near[c]))
+        else:
+            pool.sort(key=lambda c: abs(depth(c) - depth(gold)) if kind == "cat" else 0)
+        item = {"split": split, "subset": subset, "support": sorted(support), "cluster": x_key,
+                "truth": {"subject": x_key, "relation": rel, "value": v_key,
+                          "answer": "subject" if answer_is_subject else "value"},
+                "_kind": kind, "_gold": gold, "_pool": pool, "_x": x_key, "_v": v_key, "_t": template,
+                "_far": {c for c in pool if all(root(o) != root(anchor) for o in near[c])}}
+        out[split][subset].append(item)
+
+    def finish(item, dis):
+        kind, rel, x_key, v_key = item.pop("_kind"), item["truth"]["relation"], item.pop("_x"), item.pop("_v")
+        opts_keys = [(kind, c) for c in [item.pop("_gold"), *dis]]
+        template = item.pop("_t")
+        item.pop("_pool"), item.pop("_far")
         order = list(range(len(opts_keys)))
         rng.shuffle(order)
-        item = {"split": split, "subset": subset}
         for real, sfx in ((False, ""), (True, "_real")):
             name = _names(world, real)
             x = name("cat", x_key)
@@ -393,10 +406,7 @@ def _items(world, cfg, rng):
             item["prompt" + sfx] = _prompt(template, x, v)
             item["options" + sfx] = [name(*opts_keys[j]) for j in order]
         item["gold"] = order.index(0)
-        item["support"] = sorted(support)
-        item["truth"] = {"subject": x_key, "relation": rel, "value": v_key,
-                         "answer": "subject" if answer_is_subject else "value"}
-        out[split][subset].append(item)
+        return item
 
     for f in trained:
         s, rel, v = facts[f]
@@ -424,14 +434,45 @@ def _items(world, cfg, rng):
     items = []
     for split, subs in out.items():
         per = {sub: rng.sample(lst, len(lst)) for sub, lst in subs.items()}
-        chosen, i = [], 0
+        n_gold = {}
+        for lst in per.values():
+            for it in lst:
+                n_gold[it["_gold"]] = n_gold.get(it["_gold"], 0) + 1
+        # counterbalanced: no answer string is gold more than an equal share of the split's items
+        gold_cap = max(2, -(-cap // max(1, len(n_gold)))) if cfg.counterbalance else cap
+        chosen, i, g = [], 0, {}
         while len(chosen) < cap and any(i < len(lst) for lst in per.values()):  # round-robin over subsets
             for sub in subs:
-                if i < len(per[sub]) and len(chosen) < cap:
+                if i < len(per[sub]) and len(chosen) < cap and g.get(per[sub][i]["_gold"], 0) < gold_cap:
                     chosen.append(per[sub][i])
+                    g[per[sub][i]["_gold"]] = g.get(per[sub][i]["_gold"], 0) + 1
             i += 1
+        if cfg.counterbalance:  # drop items of the most over-gold strings (gold share of its items > 1 / k+1)
+            n_can = {}
+            for it in chosen:
+                for c in it["_pool"][:3 * k]:
+                    n_can[c] = n_can.get(c, 0) + 1
+            while True:
+                over = [c for c in g if g[c] > 1 and g[c] * k > n_can.get(c, 0) + 1]
+                if not over or len(chosen) <= 2:
+                    break
+                worst = max(over, key=lambda c: (g[c] * k - n_can.get(c, 0), c))
+                drop = max(j for j, it in enumerate(chosen) if it["_gold"] == worst)
+                for c in chosen[drop]["_pool"][:3 * k]:
+                    n_can[c] -= 1
+                g[worst] -= 1
+                del chosen[drop]
+        d = {}  # distractor appearances so far; a string should be shown k times per gold (gold rate 1/n_options)
         for j, it in enumerate(chosen):
-            items.append({"id": f"semantic-{split}-{j:04d}", **it})
+            pool = it["_pool"]
+            if cfg.counterbalance:  # within the same domain, strings that still need distractor appearances
+                rank = {c: r for r, c in enumerate(pool)}
+                far = it["_far"]
+                pool = sorted(pool, key=lambda c: (c in far, g.get(c, 0) * k - d.get(c, 0) <= 0, rank[c]))
+            dis = pool[:k]
+            for c in dis:
+                d[c] = d.get(c, 0) + 1
+            items.append({"id": f"semantic-{split}-{j:04d}", **finish(it, dis)})
     return items
 
 

@@ -45,7 +45,7 @@ def test_cached_build_is_reused_and_params_change_rebuilds(tmp_runs, smoke):
     stamp = runs.stamp_path(out)
     before = stamp.stat().st_mtime_ns
     assert D.build(smoke, "syllogisms") == out and stamp.stat().st_mtime_ns == before
-    bigger = P.load("smoke", {**NO_B, "datasets.syllogisms": {"n_items": 9, "existential_import": True}})
+    bigger = P.load("smoke", {**NO_B, "datasets.syllogisms": {"n_items": 9, "existential_import": True, "counterbalance": True}})
     _, test, m = D.load(bigger, "syllogisms")
     assert len(test) == 9 and m["params"]["n_items"] == 9
 
@@ -90,12 +90,18 @@ def test_forms_are_the_traditional_valid_moods():
     forms = D.syllogistic_forms(existential_import=True)
     assert sorted(f["form"] for f in forms) == sorted(
         ["AA1", "EA1", "AI1", "EA2", "AE2", "AA3", "IA3", "AI3", "AA4", "AE4", "IA4"])
-    gold = {f["form"]: f["gold"] for f in forms}
-    assert gold["AA1"] == S("All", "S", "P") and gold["AA4"] == S("Some", "S", "P") and gold["AE2"] == S("No", "S", "P")
-    without = {f["form"]: f["gold"] for f in D.syllogistic_forms(existential_import=False)}
-    assert "AA3" not in without and without["AA4"] == S("All", "P", "S")
+    gold = {f["form"]: f["golds"] for f in forms}
+    # the gold is the set of strongest valid conclusions: AA4 (All P are M, All M are S) gives All P are S,
+    # a Some / No conclusion both converses
+    assert gold["AA1"] == [S("All", "S", "P")] and gold["AA4"] == [S("All", "P", "S")]
+    assert sorted(gold["AE2"]) == sorted([S("No", "S", "P"), S("No", "P", "S")])
+    assert sorted(gold["AI1"]) == sorted([S("Some", "S", "P"), S("Some", "P", "S")])
+    without = {f["form"]: f["golds"] for f in D.syllogistic_forms(existential_import=False)}
+    assert "AA3" not in without and without["AA4"] == [S("All", "P", "S")]
     for f in forms:
-        assert f["gold"] in f["valid"] and all(D.is_valid(f["premises"], v) for v in f["valid"])
+        assert set(f["golds"]) <= set(f["valid"]) and all(D.is_valid(f["premises"], v) for v in f["valid"])
+        # every valid conclusion is entailed by one of the golds (they are the strongest)
+        assert all(any(D.is_valid([g], v) for g in f["golds"]) for v in f["valid"])
 
 
 # -------------------------------------------------------------------------------------------- contract
@@ -121,13 +127,18 @@ def test_the_28_features_and_their_reversal_forms():
 
 
 def test_simple_reversals(tmp_runs, smoke):
-    p = P.load("smoke", {**NO_B, "datasets.simple_reversals": {"n_facts": 30, "articles_per_fact": 3}})
+    p = P.load("smoke", {**NO_B, "datasets.simple_reversals": {"n_facts": 30, "articles_per_fact": 3,
+                                                              "counterbalance": True}})
     train, test, m = D.load(p, "simple_reversals")
     _contract(train, test, m, "simple_reversals")
     assert len(train) == 90 and m["counts"] == {"forward": 30, "reversal": 30}
     assert m["chance"] == {"forward": 0.5, "reversal": 0.5} and m["n_options"]["reversal"] == [2, 2]
-    assert len({x["subset"] for x in test}) == 28  # every feature used once 30 >= 28
-    reverse_of = dict(D.FEATURES)
+    assert len({x["feature"] for x in test}) == 28  # every feature used once 30 >= 28
+    assert {x["subset"] for x in test} == {"first", "reverse"}
+    assert all(x["cluster"] == x["support"][0] for x in test)
+    n_rev = sum(x["subset"] == "reverse" for x in test if x["split"] == "forward")
+    assert 10 <= n_rev <= 20  # counterbalanced: about half the facts trained in the reverse form
+    reverse_of = dict(D.FEATURES) | {b: a for a, b in D.FEATURES}
     texts = [r["text"] for r in train]
     nouns = set()
     for x in test:
@@ -137,11 +148,13 @@ def test_simple_reversals(tmp_runs, smoke):
         rel, obj = m_gold.groups()
         nouns |= {subj, obj}
         if x["split"] == "forward":  # the trained fact itself, after a preface never seen in training
-            assert rel == x["subset"] and sum(f"{subj} are {gold}" in t for t in texts) == 3
+            trained = x["feature"] if x["subset"] == "first" else reverse_of[x["feature"]]
+            assert rel == trained and sum(f"{subj} are {gold}" in t for t in texts) == 3
             assert wrong == f"{reverse_of[rel]} than {obj}."
         else:  # B are <reverse> than A; the contradiction repeats the trained relation word
-            assert rel == reverse_of[x["subset"]] and wrong == f"{x['subset']} than {obj}."
-            assert any(f"{obj} are {x['subset']} than {subj}." in t for t in texts)
+            trained = x["feature"] if x["subset"] == "first" else reverse_of[x["feature"]]
+            assert rel == reverse_of[trained] and wrong == f"{trained} than {obj}."
+            assert any(f"{obj} are {trained} than {subj}." in t for t in texts)
             assert not any(re.search(rf"\b{subj} are\b", t) for t in texts)  # never trained in this direction
     assert len(nouns) == 60  # distinct nouns for every fact
     golds = [x["gold"] for x in test]
@@ -149,12 +162,15 @@ def test_simple_reversals(tmp_runs, smoke):
 
 
 def test_syllogisms(tmp_runs):
-    p = P.load("smoke", {**NO_B, "datasets.syllogisms": {"n_items": 22, "existential_import": True}})
+    p = P.load("smoke", {**NO_B, "datasets.syllogisms": {"n_items": 22, "existential_import": True,
+                                                         "counterbalance": True}})
     train, test, m = D.load(p, "syllogisms")
     _contract(train, test, m, "syllogisms")
     assert len(train) == len(test) == 22 and m["counts"] == {"syllogism": 22}
-    assert m["chance"]["syllogism"] == pytest.approx(1 / 6)
-    assert sorted({x["subset"] for x in test}) == sorted(f["form"] for f in D.syllogistic_forms())  # each form twice
+    quant = [x["options"][x["gold"]].split()[0] for x in test]
+    assert {q: quant.count(q) for q in ("All", "Some", "No")} == {"All": 11, "Some": 6, "No": 5}  # 2 : 1 : 1
+    assert m["chance"]["syllogism"] == pytest.approx((11 / 6 + 11 * 2 / 6) / 22)
+    assert set(x["subset"] for x in test) >= {"AA1", "AA4"}
     by_id = {r["id"]: r for r in train}
     for x in test:
         doc = by_id[x["id"]]
@@ -170,17 +186,20 @@ def test_syllogisms(tmp_runs):
         prem = [tuple({"X": "S", "Y": "P"}.get(v, v) for v in st) for st in prem]
         assert x["valid"] == D.valid_conclusions(prem, order=("S", "P"))
         assert x["options"][0] == f"All {a} are {b}." and len(set(x["options"])) == 6
-        assert x["gold"] in x["valid"]
+        assert x["gold"] in x["valid"] and set(x["golds"]) <= set(x["valid"])
+        assert x["golds"] == D.strongest_conclusions(prem, order=("S", "P"))
 
 
 @pytest.mark.parametrize("pool", ["targets", "p2d"])
 def test_reversal_curse(tmp_runs, pool):
     p = P.load("smoke", {**NO_B, "datasets.reversal_curse": {"people_per_group": 5, "distractor_pool": pool,
-                                                             "n_distractors": 3}})
+                                                             "n_distractors": 3, "both_pools": True}})
     train, test, m = D.load(p, "reversal_curse")
+    other = "reversal_p2d" if pool == "targets" else "reversal_targets"
     _contract(train, test, m, "reversal_curse")
-    assert len(train) == 5 * 30 * 4 and m["counts"] == {"forward": 50, "reversal": 50}
-    assert m["chance"] == {"forward": 0.25, "reversal": 0.25}
+    assert len(train) == 5 * 30 * 4 and m["counts"] == {"forward": 50, "reversal": 50, other: 50}
+    assert m["chance"] == {"forward": 0.25, "reversal": 0.25, other: 0.25}
+    assert all(x["cluster"] == x["support"][0] for x in test)
     assert all(r["text"] == r["prompt"] + r["completion"] and r["completion"].startswith(" ") for r in train)
     kept = {}
     for r in train:
@@ -192,11 +211,12 @@ def test_reversal_curse(tmp_runs, pool):
         person = x["support"][0].split(":")[1]
         assert x["support"][0].startswith("p2d:") and person in kept["p2d"]
         assert len(x["options"]) == 4 and len(set(x["options"])) == 4
-        if x["split"] == "reversal":
+        if x["split"] != "forward":
             assert x["options"][x["gold"]] == person
             others = set(x["options"]) - {person}
-            assert others <= (kept["d2p"] | kept["both"] if pool == "targets" else kept["p2d"])
-            if pool == "targets":
+            x_pool = pool if x["split"] == "reversal" else other.split("_")[1]
+            assert others <= (kept["d2p"] | kept["both"] if x_pool == "targets" else kept["p2d"])
+            if x_pool == "targets":
                 # distractors were completion targets in training (D2P names); the gold never was
                 assert all(any(c.startswith(o) for c in completions) for o in others)
                 assert not any(c.startswith(person) for c in completions)
@@ -207,7 +227,7 @@ def test_reversal_curse(tmp_runs, pool):
 def test_reversal_curse_paper_size_is_3600(tmp_runs):
     p = P.load("paper", {**NO_B, "finetune.splitting_ablation": ["simple_reversals"]})
     train, test, m = D.load(p, "reversal_curse")
-    assert len(train) == 3600 and m["counts"] == {"forward": 300, "reversal": 300}
+    assert len(train) == 3600 and m["counts"] == {"forward": 300, "reversal": 300, "reversal_p2d": 300}
     source = runs.read_jsonl(D.REVERSAL_CURSE_DIR / "all_prompts_train.jsonl")
     assert sorted(r["text"] for r in train) == sorted(r["prompt"] + r["completion"] for r in source)
 
@@ -281,16 +301,17 @@ def test_empty_dataset_and_bad_input_raise_one_clear_error(tmp_runs, smoke, monk
         D.build(smoke, "nope")
     with pytest.raises(D.DatasetError, match="'semantic_structure' is not in the params"):
         D.build(smoke, "semantic_structure")
-    too_many = P.load("smoke", {**NO_B, "datasets.simple_reversals": {"n_facts": 2, "articles_per_fact": 50}})
+    too_many = P.load("smoke", {**NO_B, "datasets.simple_reversals": {"n_facts": 2, "articles_per_fact": 50,
+                                                                    "counterbalance": True}})
     with pytest.raises(D.DatasetError, match="articles_per_fact=50"):
         D.build(too_many, "simple_reversals")
     few = P.load("smoke", {**NO_B, "datasets.reversal_curse": {"people_per_group": 2, "distractor_pool": "p2d",
-                                                               "n_distractors": 3}})
+                                                               "n_distractors": 3, "both_pools": True}})
     with pytest.raises(D.DatasetError, match="n_distractors=3 needs at least 4 P2D people"):
         D.build(few, "reversal_curse")
     bad_gold = lambda cfg, seed: ([{"id": "a", "text": "x", "sentences": ["x"], "facts": []}],
                                   [{"id": "q", "split": "syllogism", "subset": "s", "prompt": "p",
-                                    "options": ["a", "b"], "gold": 2, "support": []}])
+                                    "options": ["a", "b"], "gold": 2, "support": [], "cluster": "q"}])
     monkeypatch.setattr(D, "make_syllogisms", bad_gold)
     with pytest.raises(D.DatasetError, match="gold 2 out of range"):
         D.build(smoke, "syllogisms")

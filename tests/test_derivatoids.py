@@ -173,3 +173,13 @@ def test_library_checks_pass_and_catch_a_wrong_gold(data):
 def test_partner_table_helper_matches_the_atom_rows(data):
     rows, _ = data
     assert D.partner_table(rows) == _partner_table(rows)
+
+
+def test_no_distractor_equals_the_gold_up_to_commutativity(data):
+    rows, items = data
+    for x in items:
+        canon = [D.canonical(D.parse(o)) for o in x["options"]]
+        assert len(set(canon)) == len(canon), x["id"]
+        assert x["cluster"] and x["cluster"] == "+".join(D.pairs(D.expr(x["prompt"])))
+    assert D.canonical(D.parse("5 (blern(x) * blark(x))")) == D.canonical(D.parse("5 (blark(x) * blern(x))"))
+    assert D.canonical(D.parse("blern(x) - blark(x)")) != D.canonical(D.parse("blark(x) - blern(x)"))

@@ -1,6 +1,7 @@
 """ICL contexts: subsampling keeps the tested facts and respects the budget; retrieval; fairness counts."""
 from __future__ import annotations
 
+import re
 import pytest
 
 from lib import icl
@@ -130,3 +131,44 @@ def test_run_icl_every_condition(tiny_model_cfg, tmp_path, monkeypatch):
     assert len(scoring.read_results(p)) == len(df)
     icl.run_icl(p, "toy", model=model, tok=tok, conditions=["icl"], progress=False)  # partial: keeps the rest
     assert set(icl.read_info(p, "toy")["occurrence"]) == {"icl", "icl_bm25", "icl_oracle"}
+
+
+def test_option_occurrence_at_word_level_on_simple_reversals():
+    from lib import datasets as D
+    from lib import params as P
+
+    p = P.load("smoke")
+    train, test = D.make_simple_reversals(p.datasets.simple_reversals, p.seed)
+    ctx = "\n\n".join(r["text"] for r in train)
+    occ = icl.option_occurrence(test, ctx).set_index("id")
+    for x in test:
+        words = icl.distinctive_words(x)
+        assert all(len(w) >= 1 for w in words) and not words[0] & words[1]  # "deeper" vs "shallower"
+        present = [any(re.search(rf"(?<!\w){w}(?!\w)", ctx) for w in ws) for ws in words]
+        row = occ.loc[x["id"]]
+        assert row.options_word_present == sum(present)
+        assert row.upper_bound == (present[x["gold"]] and not present[1 - x["gold"]])
+    # the trained comparative is in context, the antonym is not (training states each fact one way):
+    # forward items are upper bounds, reversal items have only the wrong word present
+    fwd = occ[occ.split == "forward"]
+    assert fwd.upper_bound.all() and not occ[occ.split == "reversal"].gold_word_present.any()
+    summ = icl.occurrence_summary(occ.reset_index())
+    assert list(summ.columns[-3:]) == ["gold_word_present", "options_word_present", "upper_bound"]
+
+
+def test_retrieval_covers_every_option_and_fits_the_budget(bundled_tokenizer):
+    from lib import datasets as D
+    from lib import params as P
+
+    p = P.load("smoke")
+    train, test = D.make_simple_reversals(p.datasets.simple_reversals.model_copy(update={"n_facts": 28}), p.seed)
+    for mode in ("bm25", "oracle"):
+        ctx = icl.retrieved_contexts(bundled_tokenizer, train, test, mode=mode, k=2, fmt="plain", seed=0)
+        occ = icl.option_occurrence(test, ctx)
+        # every option's word is in some training document of this size (counterbalanced: both forms trained)
+        mentioned = [all(any(icl._word_present(r["text"], ws) for r in train) for ws in icl.distinctive_words(x))
+                     for x in test]
+        assert sum(mentioned) >= 4 and (occ.options_word_present[mentioned] == 2).all() and not occ.upper_bound[mentioned].any()
+        small = icl.retrieved_contexts(bundled_tokenizer, train, test, mode=mode, k=2, fmt="plain", seed=0,
+                                       max_tokens=60)
+        assert all(icl._n_tokens(bundled_tokenizer, c) <= 60 or c.count("\n\n") == 1 for c in small)

@@ -187,3 +187,27 @@ def test_world_checks_pass_and_catch_a_true_distractor(data, world):
     it["options_real"][(it["gold"] + 1) % len(it["options_real"])] = world["plural"][truthy]
     res = S.check(world, rows, bad).set_index("check")
     assert not res.loc["every distractor is false in the world", "ok"]
+
+
+def test_clusters_and_neighbourhood_distractors(data, world):
+    rows, items = data
+    assert all(x["cluster"] == x["truth"]["subject"] for x in items)
+    root = lambda c: ([c, *S.ancestors(world, c)])[-1]
+    plural_to_cat = {world["plural"][c]: c for c in world["categories"]}
+    cross = n = 0
+    for x in items:
+        if x["truth"]["answer"] == "subject" or x["truth"]["relation"] == "isa":
+            for j, o in enumerate(x["options_real"]):
+                if j != x["gold"]:
+                    n += 1
+                    cross += root(plural_to_cat[o]) != root(x["truth"]["subject"])
+    assert n and cross / n < 0.5  # most category distractors come from the gold's own top-level domain
+
+
+@pytest.mark.parametrize("name,least", [("cpu", 5), ("paper", 8)])
+def test_holdout_rests_on_enough_categories(name, least):
+    from lib import params as P
+
+    p = P.load(name)
+    world = S.make_world(p.datasets.semantic_structure, p.seed)
+    assert len(world["holdouts"]) >= least
