@@ -198,3 +198,15 @@ def item_table(train: list[dict], test: list[dict], dataset: str, item_id: str) 
     sc = scores(train, items, dataset)
     return pd.DataFrame([{"option": o, "gold": j in golds(it), **{b: round(s[i][j], 3) for b, s in sc.items()}}
                          for j, o in enumerate(it["options"])])
+
+
+def tables(params) -> pd.DataFrame:
+    """`table` for every dataset the params build (data loaded, and built when missing, via lib.datasets)."""
+    from . import datasets
+
+    frames = []
+    for name in params.dataset_names:
+        train, test, _ = datasets.load(params, name)
+        frames.append(table(train, test, name))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["dataset", "split", "baseline", "acc", "chance", "n", "by_definition"])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import random
 import re
+import warnings
 
 import pandas as pd
 
@@ -293,6 +294,9 @@ def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None, prog
     wanted = conditions or ["pretrained", "icl"] + [f"icl_{m}" for m in cfg.retrieval_modes]
     longest = max(_n_tokens(tok, it["prompt"] + " " + o) for it in items for o in it["options"])
     budget = min(cfg.max_context_tokens, context_window(model) - longest - 1)
+    if budget < cfg.max_context_tokens:
+        warnings.warn(f"{dataset}: icl.max_context_tokens={cfg.max_context_tokens} does not fit the model's "
+                      f"{context_window(model)}-token window with the longest item; contexts use {budget} tokens")
     info, frames = {"dataset": dataset, "n_items": len(items), "n_test": len(test)}, []
     for cond in wanted:
         if cond == "pretrained":

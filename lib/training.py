@@ -373,6 +373,7 @@ def finetune(params, dataset: str, rows: list[dict], *, splitting: str, seed: in
     fsdp = acc.distributed_type.name == "FSDP"
     state = acc.get_state_dict(wrapped) if fsdp else None  # every process takes part (gathers the shards)
     if acc.is_main_process:
+        runs.invalidate(out)  # the old stamp goes before the folder does: a kill from here on leaves no stamp
         tmp = out.parent / f".{out.name}.tmp"
         for stale in (tmp, out):
             if stale.exists():
