@@ -119,6 +119,19 @@ def tiny_random_config(name: str = "tiny-random") -> dict:
                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
 
 
+def build_tiny_random(name: str, out: Path) -> Path:
+    """Save a `tiny-random[-<width>]` model (seeded random weights, safetensors) + the bundled tokenizer to `out`."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    _quiet_transformers()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        model = LlamaForCausalLM(LlamaConfig(**tiny_random_config(name), attn_implementation="sdpa"))
+    model.save_pretrained(out, safe_serialization=True)
+    bundled_tokenizer().save_pretrained(out)
+    return Path(out)
+
+
 def tiny_random_dir(name: str = "tiny-random") -> Path:
     """Build (once) and return the folder of a `tiny-random[-<width>]` model: seeded random weights as
     safetensors + the bundled tokenizer, under CACHE/models/tiny-random-<hash of config and seed>."""
@@ -129,21 +142,13 @@ def tiny_random_dir(name: str = "tiny-random") -> Path:
     if done.exists():
         return out
     import shutil
-
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import tempfile
 
     from .runs import atomic_path
 
-    _quiet_transformers()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(TINY_SEED)
-        model = LlamaForCausalLM(LlamaConfig(**cfg, attn_implementation="sdpa"))
-    import tempfile
-
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # one per process: builds may race
-    model.save_pretrained(tmp, safe_serialization=True)
-    bundled_tokenizer().save_pretrained(tmp)
+    build_tiny_random(name, tmp)
     if done.exists():  # another process finished first
         shutil.rmtree(tmp)
         return out
