@@ -581,8 +581,12 @@ def build(params, name: str, *, force: bool = False) -> Path:
     paths = {f: out / f for f in FILES}
     runs.write_jsonl(paths["train.jsonl"], train)
     runs.write_jsonl(paths["test.jsonl"], test)
-    runs.write_json(paths["manifest.json"], _manifest(name, key, train, test, paths))
-    runs.mark_fresh(out, key, outputs=paths.values(), seconds=round(time.time() - t0, 2))
+    manifest = _manifest(name, key, train, test, paths)
+    runs.write_json(paths["manifest.json"], manifest)
+    from . import baselines, cards  # the card shows chance and the shortcut baselines beside each split
+
+    card = cards.write_card(out, manifest, train, test, baselines.table(train, test, name))
+    runs.mark_fresh(out, key, outputs=[*paths.values(), card], seconds=round(time.time() - t0, 2))
     return out
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from . import analysis, runs
-from .params import ROOT, _overrides_hash, load
+from .params import ROOT, load
 
 # (panel title, dataset, split): the numbers each claim rests on
 KEY_NUMBERS = [
@@ -70,18 +70,18 @@ def run_pipeline(params_name: str, model: str, extra: dict | None = None, notebo
 
 
 def collect(params_name: str, models: list[str], extra: dict | None = None) -> pd.DataFrame:
-    """Every model's results rows, one table (the `model` column tells them apart)."""
-    frames = [analysis.load_results(model_params(params_name, m, extra)) for m in models]
+    """Every model's item-level frame (lib.analysis.read_items), one table (the `model` column tells them apart)."""
+    frames = [analysis.read_items(model_params(params_name, m, extra)) for m in models]
     frames = [f for f in frames if len(f)]
     if not frames:
         raise ValueError(f"no results for any of {models}: run the pipeline first")
     return pd.concat(frames, ignore_index=True)
 
 
-def scale_table(results: pd.DataFrame, sizes: dict[str, int], *, metric: str = "acc",
+def scale_table(items: pd.DataFrame, sizes: dict[str, int], *, metric: str = "acc",
                 augmented: str = "aug_both") -> pd.DataFrame:
     """Long table of the key numbers: model, n_params, panel, dataset, split, condition, acc, se, chance."""
-    agg = analysis.aggregate(results, metric)
+    agg = analysis.summarize(items, metric)
     keys = {(d, s): t for t, d, s in KEY_NUMBERS}
     wanted = np.array([(d, s) in keys for d, s in zip(agg["dataset"], agg["split"])], dtype=bool)
     agg = agg[wanted & agg["condition"].isin(["icl", "ft", augmented]).to_numpy()].copy()
@@ -136,7 +136,8 @@ def claims_by_model(claims: pd.DataFrame, models: list[str]) -> pd.DataFrame:
 
 
 def sweep_dir(params_name: str, models: list[str], extra: dict | None = None) -> Path:
-    return runs.RUNS / f"sweep-{Path(params_name).stem}-{_overrides_hash({'models': models, 'extra': extra or {}})}"
+    key = runs.key_hash({"models": models, "extra": extra or {}}, 8)
+    return runs.RUNS / f"sweep-{Path(params_name).stem}-{key}"
 
 
 def summarize(params_name: str, models: list[str], extra: dict | None = None, outdir: Path | None = None) -> Path:
@@ -150,7 +151,7 @@ def summarize(params_name: str, models: list[str], extra: dict | None = None, ou
     runs.write_text(outdir / "scale.csv", table.to_csv(index=False))
     plot_scale(table, outdir, metric=metric)
     claims = analysis.claims_table(results, metric=metric, ci_level=p.analysis.ci_level, margin=p.analysis.margin,
-                                   augmented=augmented)
+                                   augmented=augmented, learned_threshold=p.analysis.learned_threshold)
     wide = claims_by_model(claims, models)
     runs.write_text(outdir / "claims.csv", wide.to_csv(index=False))
     sizes_md = ", ".join(f"{m} {sizes[m]:,}" for m in models)

@@ -24,8 +24,10 @@ def swept(tmp_path_factory):
         res = icl.run_icl(p, "simple_reversals", conditions=["pretrained", "icl"], progress=False)
         for cond in ("ft", "aug_both"):  # stand-ins so that the figure has every condition
             rows = res[res["condition"] == "icl"].assign(condition=cond)
-            path = scoring.results_path(p, "simple_reversals", cond)
-            runs.write_text(path, rows.to_csv(index=False))
+            rp, sp = scoring.results_path(p, "simple_reversals", cond), scoring.scores_path(p, "simple_reversals", cond)
+            runs.write_text(rp, rows.to_csv(index=False))
+            runs.write_text(sp, scoring.scores_path(p, "simple_reversals", "icl").read_text())
+            runs.mark_fresh(rp, {"stand-in": cond}, outputs=[rp, sp])
     out = sweep.summarize("smoke", MODELS, extra)
     yield out, extra
     mp.undo()
