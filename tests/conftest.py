@@ -37,3 +37,20 @@ def tiny_model_dir(tmp_path_factory, bundled_tokenizer):
 @pytest.fixture(scope="session")
 def tiny_model_cfg(tiny_model_dir):
     return {"name": str(tiny_model_dir), "dtype": "float32", "quantization": "none", "device": "cpu"}
+
+
+@pytest.fixture
+def tmp_runs(tmp_path, monkeypatch):
+    """runs/ redirected to a temp folder: nothing a test writes reaches the repository's runs/."""
+    from lib import runs
+
+    monkeypatch.setattr(runs, "RUNS", tmp_path / "runs")
+    return tmp_path / "runs"
+
+
+@pytest.fixture
+def smoke():
+    """The smoke params without the two slower datasets (semantic structure, derivatoids)."""
+    from lib import params as P
+
+    return P.load("smoke", {"datasets.semantic_structure": None, "datasets.derivatoids": None})

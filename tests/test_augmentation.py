@@ -20,12 +20,6 @@ ROWS = [
 ]
 
 
-@pytest.fixture
-def tmp_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(runs, "RUNS", tmp_path / "runs")
-    return tmp_path / "runs"
-
-
 def _tiny(model_dir, **extra):
     """Smoke params on the tiny random model, with small generation settings (and `extra` overrides)."""
     return P.load("smoke", {"model.name": str(model_dir), "model.device": "cpu", "augment.max_new_tokens": 6,

@@ -13,15 +13,6 @@ OURS = ("simple_reversals", "syllogisms", "reversal_curse")
 NO_B = {"datasets.semantic_structure": None, "datasets.derivatoids": None}
 
 
-@pytest.fixture
-def tmp_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(runs, "RUNS", tmp_path / "runs")
-    return tmp_path / "runs"
-
-
-@pytest.fixture
-def smoke():
-    return P.load("smoke", NO_B)
 
 
 def _bytes(path):

@@ -14,7 +14,7 @@ def exported(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lm-eval")
     mp = pytest.MonkeyPatch()
     mp.setattr(runs, "RUNS", tmp / "runs")
-    others = {f"datasets.{d}": None for d in P.DATASETS if d != ONLY}
+    others = {**{f"datasets.{d}": None for d in P.DATASETS if d != ONLY}, "finetune.splitting_ablation": []}
     params = P.load("smoke", {"model.name": str(models.bundled_model_dir()), "icl.max_test_items": None, **others})
     tasks = lm_eval_tasks.export(params, tmp / "tasks")
     yield params, tasks, tmp / "tasks"

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -20,20 +19,6 @@ from lib import runs, scoring
 from lib.models import ModelNotFoundError, check_available, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = {"datasets.semantic_structure": None, "datasets.derivatoids": None}
-
-
-@pytest.fixture
-def tmp_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(runs, "RUNS", tmp_path / "runs")
-    return tmp_path / "runs"
-
-
-@pytest.fixture
-def smoke():
-    return P.load("smoke", SMALL)
-
-
 # ------------------------------------------------------------------------------- verified dataset caches
 def _cut(path: Path, n_lines: int) -> None:
     path.write_text("".join(path.read_text().splitlines(keepends=True)[:n_lines]))
