@@ -236,3 +236,14 @@ def test_an_option_count_the_generator_cannot_honour_is_an_error(tmp_runs):
     with pytest.raises(D.DatasetError, match=r"n_options: 400 asked, but the generator finds at most \d+"):
         D.build(p, "derivatoids")
     assert not runs.stamp_path(D.data_dir(p, "derivatoids")).exists()
+
+
+def test_an_icl_budget_beyond_the_window_is_clamped_with_a_warning(tmp_runs, tiny_model_cfg, tiny):
+    from lib import icl
+
+    p = P.load("smoke", {"model.name": tiny_model_cfg["name"], "icl.max_context_tokens": 100000,
+                         "icl.max_test_items": 2})
+    model, tok = tiny
+    with pytest.warns(UserWarning, match=r"syllogisms: icl.max_context_tokens=100000 does not fit the model's "
+                                         r"1024-token window"):
+        icl.run_icl(p, "syllogisms", model=model, tok=tok, conditions=["pretrained"], progress=False)
