@@ -1,12 +1,13 @@
-"""Two processes on the CPU (gloo, accelerate.debug_launcher) give what one process gives: the FT loss curve
-(2 processes x half the batch vs 1 process x the whole batch) and the scorer's log-likelihoods.
+"""Two processes on the CPU (gloo, set up as accelerate.debug_launcher does, but spawned) give what one process
+gives: the FT loss curve (2 processes x half the batch vs 1 process x the whole batch) and the scorer's
+log-likelihoods.
 
 Tolerances. The arithmetic is the same up to the order of fp32 sums: the two halves' gradients are summed by
 the all-reduce instead of inside one backward pass, and packed rows hold other neighbours, so matmuls differ in
 shape (relative rounding ~1e-6 per sum of the tiny model's 32..64 terms). Adam's update m / sqrt(v) is scale-free,
 so such relative differences stay relative: over 4 steps the losses agree to 1e-4 relative (two orders above the
 rounding). A log-likelihood sums a few log-probs of size ~10 nats computed from fp32 hidden states, each off by
-~1e-6 relative: 1e-4 absolute (as tests/test_scoring.py allows against a full recomputation)."""
+~1e-6 relative: 1e-4 absolute."""
 from __future__ import annotations
 
 import json
@@ -77,12 +78,32 @@ def _child(cfg, out):
         json.dump({"curve": curve, "scores": scores, "out": out}, f)
 
 
+def spawn_launcher(function, args, num_processes: int = 2) -> None:
+    """accelerate.debug_launcher with *spawned* processes. debug_launcher forks, and a child forked from a
+    parent whose OpenMP pool has started (any torch op with more than one thread, the default on 2 cores)
+    can hang in its first parallel op (GNU OpenMP is not fork-safe): seen here as both children stuck in
+    model.to() for good. Spawned children start clean, whatever the thread count."""
+    import socket
+    import tempfile
+
+    from accelerate.utils import PrepareForLaunch, patch_environment
+    from torch.multiprocessing import start_processes
+
+    with socket.socket() as s:  # a free port, so two test runs on one machine never meet
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.NamedTemporaryFile() as rdv, patch_environment(
+            world_size=num_processes, master_addr="127.0.0.1", master_port=str(port),
+            accelerate_mixed_precision="no", accelerate_debug_rdv_file=rdv.name, accelerate_use_cpu="yes",
+            gloo_socket_ifname="lo"):
+        start_processes(PrepareForLaunch(function, debug=True), args=args, nprocs=num_processes,
+                        start_method="spawn")
+
+
 @pytest.fixture(scope="module")
 def two_processes(tiny_model_cfg, tmp_path_factory):
-    from accelerate import debug_launcher
-
     out = tmp_path_factory.mktemp("ddp") / "result"
-    debug_launcher(_child, args=(tiny_model_cfg, str(out)), num_processes=2)
+    spawn_launcher(_child, args=(tiny_model_cfg, str(out)), num_processes=2)
     _reset_accelerate()
     return [json.loads(open(f"{out}.{r}").read()) for r in (0, 1)]
 
