@@ -262,6 +262,17 @@ def occurrence_summary(occ: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------- stage
+def context_budget(max_tokens: int, window: int, tok, items: list[dict], dataset: str) -> int:
+    """Tokens an ICL context may take: icl.max_context_tokens, or less where the model's `window` must also
+    hold the longest prompt + option (then with a warning: the params asked for more than the model holds)."""
+    longest = max(_n_tokens(tok, it["prompt"] + " " + o) for it in items for o in it["options"])
+    budget = min(max_tokens, window - longest - 1)
+    if budget < max_tokens:
+        warnings.warn(f"{dataset}: icl.max_context_tokens={max_tokens} does not fit the model's {window}-token "
+                      f"window with the longest item; contexts use {budget} tokens")
+    return budget
+
+
 def select_items(items: list[dict], cap: int | None, seed: int, dataset: str) -> list[dict]:
     """At most `cap` items per split (a seeded random subset, in file order); every item when cap is None."""
     if cap is None:
@@ -292,11 +303,7 @@ def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None, prog
         model, tok = load_model(params.model)
     cfg = params.icl
     wanted = conditions or ["pretrained", "icl"] + [f"icl_{m}" for m in cfg.retrieval_modes]
-    longest = max(_n_tokens(tok, it["prompt"] + " " + o) for it in items for o in it["options"])
-    budget = min(cfg.max_context_tokens, context_window(model) - longest - 1)
-    if budget < cfg.max_context_tokens:
-        warnings.warn(f"{dataset}: icl.max_context_tokens={cfg.max_context_tokens} does not fit the model's "
-                      f"{context_window(model)}-token window with the longest item; contexts use {budget} tokens")
+    budget = context_budget(cfg.max_context_tokens, context_window(model), tok, items, dataset)
     info, frames = {"dataset": dataset, "n_items": len(items), "n_test": len(test)}, []
     for cond in wanted:
         if cond == "pretrained":

@@ -54,16 +54,15 @@ def task_yaml(name: str, data_file: Path, *, dataset: str, split: str, fmt: str,
     return head + yaml.safe_dump(cfg, sort_keys=False, width=1000)
 
 
-def context_budget(params, tok, items: list[dict]) -> int:
-    """The ICL context's token budget, as lib.icl.run_icl computes it (the model's window read from its config)."""
+def context_budget(params, tok, items: list[dict], dataset: str) -> int:
+    """The ICL context's token budget, as lib.icl.run_icl computes it, with the model's window read from its
+    config (no weights loaded)."""
     from transformers import AutoConfig
 
-    from .models import _from_pretrained
+    from .models import _from_pretrained, context_window
 
-    cfg = _from_pretrained(AutoConfig, params.model.name)
-    window = int(getattr(cfg, "max_position_embeddings", None) or cfg.n_positions)
-    longest = max(icl._n_tokens(tok, it["prompt"] + " " + o) for it in items for o in it["options"])
-    return min(params.icl.max_context_tokens, window - longest - 1)
+    window = context_window(_from_pretrained(AutoConfig, params.model.name))
+    return icl.context_budget(params.icl.max_context_tokens, window, tok, items, dataset)
 
 
 def export_dataset(params, dataset: str, out: Path, tok, *, write: bool = True, report: dict | None = None) -> list[str]:
@@ -72,7 +71,7 @@ def export_dataset(params, dataset: str, out: Path, tok, *, write: bool = True, 
     train, test, _ = datasets.load(params, dataset)
     items = icl.select_items(test, params.icl.max_test_items, params.seed, dataset)
     ctx, info = icl.build_context(tok, train, items, fmt=params.icl.format,
-                                  max_tokens=context_budget(params, tok, items), seed=params.seed)
+                                  max_tokens=context_budget(params, tok, items, dataset), seed=params.seed)
     if report is not None:
         report[dataset] = {"n_items": len(items), **info, "icl_jsonl_mb": round(len(items) * len(ctx) / 1e6, 1)}
     if not write:

@@ -15,9 +15,7 @@ contexts, subsampling, every condition) on a CPU; its numbers mean nothing.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
-import json
 import os
 import re
 from pathlib import Path
@@ -136,8 +134,9 @@ def tiny_random_dir(name: str = "tiny-random") -> Path:
     """Build (once) and return the folder of a `tiny-random[-<width>]` model: seeded random weights as
     safetensors + the bundled tokenizer, under CACHE/models/tiny-random-<hash of config and seed>."""
     cfg = tiny_random_config(name)
-    key = hashlib.sha256(json.dumps({"config": cfg, "seed": TINY_SEED}, sort_keys=True).encode()).hexdigest()[:12]
-    out = CACHE / "models" / f"tiny-random-{key}"
+    from .runs import key_hash
+
+    out = CACHE / "models" / f"tiny-random-{key_hash({'config': cfg, 'seed': TINY_SEED}, 12)}"
     done = out / ".built"
     if done.exists():
         return out
@@ -288,8 +287,8 @@ def load_model(cfg, adapter: str | Path | None = None):
 
 
 def context_window(model) -> int:
-    """Number of positions the model can attend to."""
-    cfg = model.config
+    """Number of positions the model (or a model config) can attend to."""
+    cfg = getattr(model, "config", model)
     return int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions"))
 
 
