@@ -51,7 +51,7 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
-from . import runs
+from . import datasets, runs
 from .datasets import LEARNING_CHECK_SPLITS, SPLITS
 
 METRICS = ("acc", "acc_norm", "acc_mutual_info")
@@ -111,7 +111,7 @@ def item_rows(scores: list[dict], *, dataset: str, condition: str, seed: int, mo
     out = []
     for s in scores:
         ll = np.asarray(s["loglikelihoods"], dtype=float)
-        golds = list(s.get("golds") or [s["gold"]])
+        golds = datasets.golds(s)
         per_metric = {"acc": (ll, s["pred"]),
                       "acc_norm": (ll / np.asarray(s["n_chars"], dtype=float), s["pred_norm"]),
                       "acc_mutual_info": (ll - np.asarray(s["loglikelihoods_uncond"], dtype=float), s["pred_mi"])}

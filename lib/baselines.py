@@ -1,7 +1,7 @@
 """Shortcut baselines: how far the data alone (training rows + test items) move accuracy off chance.
 
 Each baseline scores every option of an item from the data, without a model, and is credited like a model
-(lib.scoring.golds: an item is right when the prediction is in its gold set). Ties are counted fractionally:
+(lib.datasets.golds: an item is right when the prediction is in its gold set). Ties are counted fractionally:
 among the k options with the top score, the item gets |top ∩ golds| / k (the expected accuracy of a uniformly
 random tie-break), so a baseline that cannot tell the options apart scores exactly the item's chance.
 
@@ -39,6 +39,8 @@ from collections import Counter, defaultdict
 
 import pandas as pd
 
+from .datasets import chance, golds
+
 WORD = re.compile(r"[A-Za-z]+|\d+")
 STOP = frozenset("""a an the and or of to in on at by for from with as is are was were be been being it its this
 that these those there their they them he she his her we you i not no all some than who which what whose
@@ -66,19 +68,11 @@ def words(text: str) -> list[str]:
     return WORD.findall(text)
 
 
-def golds(item) -> list[int]:
-    return list(item.get("golds") or [item["gold"]])
-
-
 def credit(scores, item) -> float:
     """|top ∩ golds| / |top|: the expected accuracy of argmax with a uniform random tie-break."""
     top = max(scores)
     best = [j for j, s in enumerate(scores) if s == top]
     return len(set(best) & set(golds(item))) / len(best)
-
-
-def chance(item) -> float:
-    return len(golds(item)) / len(item["options"])
 
 
 # ------------------------------------------------------------------------------------------- scorers

@@ -73,6 +73,18 @@ LEARNING_CHECK_SPLITS = ("forward", "rephrase", "trained")  # same direction as 
 FILES = ("train.jsonl", "test.jsonl", "manifest.json")
 
 
+def golds(item: dict) -> list[int]:
+    """The indices of every correct option of a test item: its `golds` when it has several equally correct
+    answers (e.g. both converses of "Some X are Y"), else [gold]. An item is answered correctly when the
+    argmax is in it."""
+    return list(item.get("golds") or [item["gold"]])
+
+
+def chance(item: dict) -> float:
+    """A test item's chance accuracy: |golds| / |options|."""
+    return len(golds(item)) / len(item["options"])
+
+
 class DatasetError(ValueError):
     """A dataset that cannot be built or breaks the data contract (empty, malformed, missing generator)."""
 
@@ -552,8 +564,7 @@ def _manifest(name, key, train, test, paths) -> dict:
     return {"dataset": name, "generator": key["generator"], "generator_version": key["generator_version"],
             "seed": key["seed"], "params": key["params"], "n_train": len(train),
             "counts": {s: len(xs) for s, xs in per.items()},
-            "chance": {s: sum(len(x.get("golds") or [x["gold"]]) / len(x["options"]) for x in xs) / len(xs)
-                       for s, xs in per.items()},
+            "chance": {s: sum(map(chance, xs)) / len(xs) for s, xs in per.items()},
             "n_options": {s: [min(len(x["options"]) for x in xs), max(len(x["options"]) for x in xs)] for s, xs in per.items()},
             "sha256": {f: runs.sha256_file(paths[f]) for f in ("train.jsonl", "test.jsonl")}}
 

@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 
 from . import runs
+from .datasets import chance, golds  # noqa: F401 - golds is also scoring's public name
 from .models import check_fits
 
 SCORING_VERSION = 2
@@ -369,12 +370,6 @@ RESULT_COLUMNS = ["dataset", "split", "subset", "condition", "model", "seed", "n
                   "acc_mutual_info", "chance", "acc_any_valid"]
 
 
-def golds(item: dict) -> list[int]:
-    """The indices of every correct option: the item's `golds` when it has several equally correct answers
-    (e.g. both converses of "Some X are Y"), else [gold]. An item is answered correctly when the argmax is in it."""
-    return list(item.get("golds") or [item["gold"]])
-
-
 def summarize(items: list[dict], scores: list[dict], *, dataset: str, condition: str, model: str,
               seed: int) -> pd.DataFrame:
     """One row per split x subset: n, acc, acc_norm, acc_mutual_info, chance (mean |golds|/#options) and
@@ -389,7 +384,7 @@ def summarize(items: list[dict], scores: list[dict], *, dataset: str, condition:
         recs.append({"split": it["split"], "subset": it.get("subset", ""),
                      "acc": float(sc["pred"] in g), "acc_norm": float(sc["pred_norm"] in g),
                      "acc_mutual_info": float(sc["pred_mi"] in g),
-                     "chance": len(g) / len(it["options"]),
+                     "chance": chance(it),
                      "acc_any_valid": float(sc["pred"] in valid) if valid else math.nan})
     if not recs:
         return pd.DataFrame(columns=RESULT_COLUMNS)
