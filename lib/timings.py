@@ -1,9 +1,9 @@
 """Where a run's time went: minutes per notebook stage and per FT run, printed by `make reproduce`.
 
-    python -m lib.timings runs/cpu
+    python -m lib.timings runs/cpu        # a run folder under runs/
 
 reads `runs/<run>/stage_times.tsv` (written by the Makefile, one line per notebook) and the `train_info.json`
-of every FT run folder under `runs/<run>/ft/` (its `seconds` is the training time alone, scoring excluded).
+of every finished FT run of the run (lib.training.ft_runs; its `seconds` is the training time alone).
 """
 from __future__ import annotations
 
@@ -12,31 +12,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import runs
-
 
 def stage_times(run: Path) -> pd.DataFrame:
     """(stage, minutes) of the notebooks of the last `make reproduce` in `run`; empty when there is none."""
     path = Path(run) / "stage_times.tsv"
     if not path.is_file():
         return pd.DataFrame(columns=["stage", "minutes"])
-    df = pd.read_csv(path, sep="\t")
+    df = pd.read_csv(path, sep="\t", dtype={"stage": str})
     return df.assign(minutes=(df["seconds"] / 60).round(1))[["stage", "minutes"]]
 
 
 def ft_times(run: Path) -> pd.DataFrame:
-    """(dataset, run, splitting, seed, minutes) of every finished FT run in `run` (those with a stamp)."""
-    rows = []
-    for info in sorted((Path(run) / "ft").glob("*/*/train_info.json")):
-        folder = info.parent
-        if not runs.stamp_path(folder).is_file():
-            continue
-        try:
-            d = runs.read_json(info)
-            rows.append({"dataset": d["dataset"], "run": folder.name, "splitting": d["splitting"],
-                         "seed": d["seed"], "minutes": round(float(d["seconds"]) / 60, 2)})
-        except (ValueError, KeyError, TypeError):
-            continue  # a damaged info file: its run is retrained by the next make reproduce anyway
+    """(dataset, run, splitting, seed, minutes) of every finished FT run in `run` (lib.training.ft_runs)."""
+    from .training import ft_runs
+
+    rows = [{"dataset": d["dataset"], "run": Path(d["folder"]).name, "splitting": d["splitting"],
+             "seed": d["seed"], "minutes": round(float(d["seconds"]) / 60, 2)} for d in ft_runs(Path(run).name)]
     return pd.DataFrame(rows, columns=["dataset", "run", "splitting", "seed", "minutes"])
 
 
