@@ -436,12 +436,8 @@ def run_ft(params, dataset: str, condition: str, rows: list[dict], *, splitting:
 def ft_plan(params, dataset: str) -> list[dict]:
     """The runs of the plain-FT arm of a dataset: `ft` (the paper's default splitting) for every seed and, for
     datasets in finetune.splitting_ablation, the three splittings at matched steps. Each entry
-    {"condition", "splitting", "seed"} (condition without the seed suffix)."""
-    from .params import DATASETS
-
-    unknown = [d for d in params.finetune.splitting_ablation if d not in DATASETS]
-    if unknown:
-        raise ValueError(f"finetune.splitting_ablation names unknown datasets {unknown} (known: {', '.join(DATASETS)})")
+    {"condition", "splitting", "seed"} (condition without the seed suffix). lib.params has checked that the
+    ablation names only datasets the params build."""
     plan = []
     for seed in params.finetune.seeds:
         plan.append({"condition": "ft", "splitting": default_splitting(dataset), "seed": seed})
