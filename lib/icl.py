@@ -24,6 +24,7 @@ import warnings
 import pandas as pd
 
 from . import runs, scoring
+from .baselines import words  # the same word split as the shortcut baselines
 
 INSTRUCTION = "Use the information above to answer."
 DOC_SEP = "\n\n"
@@ -213,9 +214,9 @@ def _occurrences(text: str, option: str) -> int:
 def distinctive_words(item: dict) -> list[set[str]]:
     """Per option, its words that tell it from the other options (words not in every option of the item and
     not in the prompt): the comparative word, the quantifier, the name, the nonsense value."""
-    ws = [set(re.findall(r"[A-Za-z]+|\d+", o)) for o in item["options"]]
+    ws = [set(words(o)) for o in item["options"]]
     shared = set.intersection(*ws) if ws else set()
-    prompt = set(re.findall(r"[A-Za-z]+|\d+", item.get("prompt", "")))
+    prompt = set(words(item.get("prompt", "")))
     return [w - shared - prompt for w in ws]
 
 
