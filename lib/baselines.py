@@ -61,6 +61,7 @@ BY_DEFINITION = {
     ("derivatoids", "trained"): {"cooccurrence"},
     ("derivatoids", "compositional"): {"cooccurrence"},
     ("syllogisms", "syllogism"): {"atmosphere", "cooccurrence"},
+    ("syllogisms", "premise"): {"atmosphere", "cooccurrence"},
 }
 
 

@@ -60,16 +60,16 @@ GENERATORS = {
     "derivatoids": "lib.derivatoids:make_derivatoids",
 }
 # Bump when a generator's output changes on purpose (the stamp also hashes the generator's source file).
-GENERATOR_VERSION = {"simple_reversals": "2", "syllogisms": "2", "reversal_curse": "2"}
+GENERATOR_VERSION = {"simple_reversals": "2", "syllogisms": "3", "reversal_curse": "3"}
 
 SPLITS = {
     "simple_reversals": ["forward", "reversal"],
-    "syllogisms": ["syllogism"],
+    "syllogisms": ["premise", "syllogism"],
     "reversal_curse": ["forward", "reversal", "reversal_p2d", "reversal_targets"],
     "semantic_structure": ["rephrase", "reversal", "syllogism", "holdout"],
     "derivatoids": ["trained", "compositional"],
 }
-LEARNING_CHECK_SPLITS = ("forward", "rephrase", "trained")  # same direction as training
+LEARNING_CHECK_SPLITS = ("forward", "rephrase", "trained", "premise")  # a trained fact, as trained
 FILES = ("train.jsonl", "test.jsonl", "manifest.json")
 
 
@@ -328,6 +328,11 @@ def _sentence(statement, names) -> str:
     return f"{q} {names[x]} are {names[y]}."
 
 
+def _equivalent(a, b) -> bool:
+    """Two statements (q, x, y) say the same: equal, or converses of a symmetric Some / No statement."""
+    return a == b or (a[0] == b[0] and a[0] in ("Some", "No") and a[1:] == b[:0:-1])
+
+
 def make_syllogisms(cfg, seed: int):
     """M items, one premise pair each, forms dealt round-robin over the forms with a valid conclusion (in a
     shuffled order), three fresh nonsense terms per item.
@@ -336,6 +341,10 @@ def make_syllogisms(cfg, seed: int):
     (terms listed in random order, major premise first). Test item: `The relationships between yomp and
     troff are:` (end terms in random order) with the six options of conclusion_options; "valid" lists every
     valid option, "golds" the strongest valid ones and "gold" the first of them.
+    Learning check (`premise` split, two items per syllogism): `The relationships between glon and yomp are:`
+    (a premise's two terms, random order) with the same six statements; golds = the trained premise and, for a
+    Some / No premise, its converse (subset = the premise's quantifier); counterbalanced, a seeded subset with
+    premise quantifiers All : Some : No = 2 : 1 : 1 (each "always Q" then scores chance).
     """
     forms = syllogistic_forms(existential_import=cfg.existential_import)
     rng = _rng("syllogisms", seed)
@@ -351,6 +360,14 @@ def make_syllogisms(cfg, seed: int):
         ids = [f"syl{i:03d}-major", f"syl{i:03d}-minor"]
         train.append({"id": f"syl{i:03d}", "text": " ".join([header, *premises]), "sentences": [header, *premises],
                       "facts": ids})
+        for k, (premise, fact) in enumerate(zip(form["premises"], ids)):  # the learning check: recall a premise
+            a, b = rng.sample(list(premise[1:]), 2)
+            opts = conclusion_options(a, b)
+            gold_set = sorted(j for j, o in enumerate(opts) if _equivalent(o, premise))
+            test.append({"id": f"syl{i:03d}-p{k}", "split": "premise", "subset": premise[0],
+                         "prompt": f"The relationships between {names[a]} and {names[b]} are:",
+                         "options": [_sentence(o, names) for o in opts], "gold": gold_set[0], "golds": gold_set,
+                         "support": [fact], "cluster": f"syl{i:03d}"})
         x, y = rng.sample(["S", "P"], 2)
         options = conclusion_options(x, y)
         golds = sorted(options.index(g) for g in form["golds"])
@@ -359,6 +376,12 @@ def make_syllogisms(cfg, seed: int):
                      "options": [_sentence(o, names) for o in options], "gold": golds[0], "golds": golds,
                      "support": ids, "cluster": f"syl{i:03d}",
                      "valid": sorted(options.index(v) for v in form["valid"])})
+    if cfg.counterbalance:  # premises are mostly All: keep All : Some : No = 2 : 1 : 1, as for the conclusions
+        by_q = {q: [k for k, t in enumerate(test) if t["split"] == "premise" and t["subset"] == q]
+                for q in QUANTIFIERS}
+        m = min(len(by_q["Some"]), len(by_q["No"]), len(by_q["All"]) // 2)
+        keep = {k for q, ks in by_q.items() for k in rng.sample(ks, 2 * m if q == "All" else m)}
+        test = [t for k, t in enumerate(test) if t["split"] != "premise" or k in keep]
     return train, test
 
 
@@ -398,8 +421,9 @@ def _person_of(row: dict, names: list[str]) -> str:
 
 
 def make_reversal_curse(cfg, seed: int):
-    """Train: every example of the kept people (people_per_group of each group; all 30 -> 3,600 examples).
-    Test (P2D people only, 10 held-out templates each):
+    """Train: the examples of the kept people (people_per_group of each group; all 30 and every paraphrase ->
+    3,600 examples; `examples_per_person` keeps the first paraphrases of each person, in the source's order).
+    Test (P2D people only, the first `templates_per_person` of the 10 held-out templates each):
     - `reversal`: description -> name; distractors drawn from `distractor_pool`: "targets" = names that were
       completion targets in training (kept D2P and Both people), "p2d" = the other kept P2D names;
     - `forward`: name -> description; distractors = the same template's descriptions of other kept P2D people.
@@ -425,6 +449,9 @@ def make_reversal_curse(cfg, seed: int):
         raise DatasetError(f"reversal_curse: distractor pool 'targets' has {len(pool_names)} names, fewer than "
                            f"n_distractors={nd}")
     all_names = [n for g in RC_GROUPS for n in people[g]]
+    # the first `examples_per_person` paraphrases of each person (Both people: that many in each direction)
+    cap = cfg.examples_per_person or 10 ** 9
+    per_person = {"p2d": cap, "d2p": cap, "both": 2 * cap}
     train = []
     for g in RC_GROUPS:
         counter = {}
@@ -433,6 +460,8 @@ def make_reversal_curse(cfg, seed: int):
             if name not in kept[g]:
                 continue
             j = counter[name] = counter.get(name, -1) + 1
+            if j >= per_person[g]:
+                continue
             text = row["prompt"] + row["completion"]
             train.append({"id": f"{g}-{name.replace(' ', '_')}-{j:02d}", "text": text, "sentences": [text],
                           "facts": [f"{g}:{name}"], "prompt": row["prompt"], "completion": row["completion"]})
@@ -451,7 +480,7 @@ def make_reversal_curse(cfg, seed: int):
     test = []
     for split, rows, pool in (("forward", fwd, None), *((sp, rev, pl) for sp, pl in rev_splits)):
         for name in kept["p2d"]:
-            for t, row in enumerate(rows[name]):
+            for t, row in enumerate(rows[name][:cfg.templates_per_person]):
                 gold = row["completion"].removeprefix(" ")
                 if split == "forward":
                     others = [rows[o][t]["completion"].removeprefix(" ") for o in kept["p2d"] if o != name]

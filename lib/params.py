@@ -15,7 +15,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -60,6 +60,8 @@ class ReversalCurseParams(_Strict):
     distractor_pool: Literal["targets", "p2d"]  # targets: names that were training completions (paper)
     n_distractors: int = Field(gt=0)  # paper: 3 (4-way)
     both_pools: bool  # also a split `reversal_<other pool>` with distractors from the other pool
+    examples_per_person: Optional[int] = Field(gt=0)  # paraphrases kept per person (null: all 30; Both: 2x)
+    templates_per_person: int = Field(gt=0, le=10)  # held-out test templates per person (paper: 10)
 
 
 class SemanticStructureParams(_Strict):
@@ -115,6 +117,11 @@ class FinetuneParams(_Strict):
     loss_on: Literal["all", "completion"]  # completion: only where the data has prompt/completion
     seeds: list[int] = Field(min_length=1)
     splitting_ablation: list[str]  # datasets on which to run none / independent / cumulative
+    # dataset -> the training keys above that differ for it (steps, learning_rate, ...): one recipe for every FT
+    # condition of the dataset, chosen on its learning-check split only (lib.training.recipe)
+    recipes: dict[str, dict[str, Any]]
+    eval_every: Optional[int] = Field(gt=0)  # learning-check accuracy every k steps of plain ft (null: none)
+    eval_items: int = Field(gt=0)  # items of the learning-check split in that curve (a seeded subset)
 
 
 # ----------------------------------------------------------------------------------------- augmentation
@@ -218,6 +225,22 @@ def cross_field_problems(p: Params) -> list[str]:
         out.append(f"finetune.splitting_ablation: {unknown} not among the datasets built ({p.dataset_names})")
     if len(set(ft.splitting_ablation)) != len(ft.splitting_ablation):
         out.append(f"finetune.splitting_ablation: repeated datasets {ft.splitting_ablation}")
+    fixed = {"seeds", "splitting_ablation", "recipes", "eval_every", "eval_items"}
+    for name, over in ft.recipes.items():
+        if name not in p.dataset_names:
+            out.append(f"finetune.recipes: {name!r} is not among the datasets built ({p.dataset_names})")
+            continue
+        bad = sorted(set(over) - (set(FinetuneParams.model_fields) - fixed))
+        if bad:
+            out.append(f"finetune.recipes.{name}: {bad} are not per-dataset training keys")
+            continue
+        try:
+            r = FinetuneParams(**{**ft.model_dump(), **over})
+        except ValidationError as err:
+            out.append(f"finetune.recipes.{name}: " + "; ".join(_format_error(err, "").splitlines()[1:]).strip())
+            continue
+        if r.warmup_steps >= r.steps:
+            out.append(f"finetune.recipes.{name}: warmup_steps {r.warmup_steps} is not below steps {r.steps}")
     return out
 
 

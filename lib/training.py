@@ -60,8 +60,9 @@ SPLITTINGS = ("none", "independent", "cumulative")
 DEFAULT_SPLITTING = {"semantic_structure": "none"}
 CONDITION_OF_SPLITTING = {"independent": "ft_split_independent", "cumulative": "ft_split_cumulative",
                           "none": "ft_nosplit"}
-# Params of `finetune.*` that do not change one training run (they choose which runs happen).
-_NOT_TRAINING_KEYS = ("seeds", "splitting_ablation")
+# Params of `finetune.*` that do not change one training run (they choose which runs happen, or what is
+# measured along the way: the learning-check curve is scored in eval mode and consumes no random numbers).
+_NOT_TRAINING_KEYS = ("seeds", "splitting_ablation", "recipes", "eval_every", "eval_items")
 # Part of every finetuning cache key: raise it when a change to this file changes what a seed trains, so that
 # adapters cached by older code are retrained (2: the LoRA initialisation is seeded; 3: accelerate loop,
 # transformers' schedule, whose warmup starts at lr 0).
@@ -277,7 +278,18 @@ def train(model, tok, examples: list[dict], ft, *, seed: int, progress: bool = T
     return _train(model, tok, examples, ft, seed=seed, progress=progress, desc=desc, acc=acc)[1]
 
 
-def _train(model, tok, examples, ft, *, seed, progress=True, desc="finetune", acc=None):
+def accuracy(model, tok, items: list[dict]) -> float:
+    """Share of `items` (no context) whose highest-likelihood option is a gold (lib.scoring's rule)."""
+    from . import datasets, scoring
+
+    was_training = model.training
+    model.eval()
+    lls, _ = scoring.loglikelihoods(model, tok, items)
+    model.train(was_training)
+    return sum(scoring._argmax(ll) in datasets.golds(it) for ll, it in zip(lls, items)) / len(items)
+
+
+def _train(model, tok, examples, ft, *, seed, progress=True, desc="finetune", acc=None, check=None):
     from tqdm import tqdm
     from transformers import get_scheduler
 
@@ -299,7 +311,9 @@ def _train(model, tok, examples, ft, *, seed, progress=True, desc="finetune", ac
     opt = acc.prepare(opt)  # the scheduler stays unprepared: accelerate's would step once per process
     wrapped.train()
     stream: list[int] = []
-    curve = {k: [] for k in ("step", "loss", "lr", "grad_norm", "tokens", "target_tokens", "step_seconds")}
+    curve = {k: [] for k in ("step", "loss", "lr", "grad_norm", "tokens", "target_tokens", "step_seconds",
+                             "check_step", "check_acc")}
+    check_s = 0.0
     t0 = time.perf_counter()
     n_tok = 0
     bar = tqdm(range(ft["steps"]), desc=desc, disable=not progress or rank != 0, mininterval=1.0)
@@ -330,23 +344,35 @@ def _train(model, tok, examples, ft, *, seed, progress=True, desc="finetune", ac
         for k, v in (("step", step + 1), ("loss", total), ("lr", lr), ("grad_norm", grad_norm),
                      ("tokens", tokens), ("target_tokens", n_target), ("step_seconds", time.perf_counter() - ts)):
             curve[k].append(v)
-        bar.set_postfix(loss=f"{total:.3f}", tok_s=f"{n_tok / (time.perf_counter() - t0):.0f}")
+        if check is not None and ((step + 1) % ft["eval_every"] == 0 or step + 1 == ft["steps"]):
+            tc = time.perf_counter()
+            curve["check_step"].append(step + 1)
+            curve["check_acc"].append(check(acc.unwrap_model(wrapped)))
+            check_s += time.perf_counter() - tc
+        bar.set_postfix(loss=f"{total:.3f}", tok_s=f"{n_tok / (time.perf_counter() - t0 - check_s):.0f}")
     bar.close()
     wrapped.eval()
     model.eval()
-    seconds = time.perf_counter() - t0
-    return wrapped, {**curve, "seconds": seconds, "tokens_per_s": n_tok / seconds,
+    seconds = time.perf_counter() - t0 - check_s  # training time: the learning-check scoring left out
+    return wrapped, {**curve, "seconds": seconds, "check_seconds": check_s, "tokens_per_s": n_tok / seconds,
                      "s_per_step": seconds / ft["steps"], "n_examples": len(data), "n_trainable": n_trainable(model)}
 
 
 # -------------------------------------------------------------------------------------------- caching
-def _ft_dict(params) -> dict:
-    return {k: v for k, v in params.finetune.model_dump().items() if k not in _NOT_TRAINING_KEYS}
+def recipe(ft, dataset: str):
+    """The finetune params one dataset trains with: `ft` with `ft.recipes[dataset]` (steps, learning rate, ...)
+    put in. Every FT condition of the dataset (plain, split, augmented, repeat) trains with it, so their
+    comparisons stay step-matched; lib.params has checked the keys."""
+    return ft.model_copy(update=ft.recipes.get(dataset, {}))
 
 
-def ft_key(params, examples: list[dict], seed: int) -> dict:
-    """What a finetuned model depends on: model params, training params, the examples and the seed."""
-    return {"model": params.model.model_dump(), "finetune": _ft_dict(params), "seed": seed,
+def _ft_dict(params, dataset: str) -> dict:
+    return {k: v for k, v in recipe(params.finetune, dataset).model_dump().items() if k not in _NOT_TRAINING_KEYS}
+
+
+def ft_key(params, examples: list[dict], seed: int, dataset: str) -> dict:
+    """What a finetuned model depends on: model params, the dataset's training recipe, the examples, the seed."""
+    return {"model": params.model.model_dump(), "finetune": _ft_dict(params, dataset), "seed": seed,
             "trainer_version": TRAINER_VERSION, "examples": runs.key_hash([[e["context"], e["target"]] for e in examples])}
 
 
@@ -355,12 +381,14 @@ def ft_dir(params, dataset: str, tag: str, key: dict) -> Path:
 
 
 def finetune(params, dataset: str, rows: list[dict], *, splitting: str, seed: int, tag: str | None = None,
-             progress: bool = True) -> Path:
-    """Finetune the params' model on `rows` (cached); returns the folder holding the adapter (or model),
-    loss_curve.json and train_info.json. Same model, finetune params, examples and seed -> same folder, reused."""
-    ft = params.finetune
+             progress: bool = True, check_items: list[dict] | None = None) -> Path:
+    """Finetune the params' model on `rows` with the dataset's recipe (cached); returns the folder holding the
+    adapter (or model), loss_curve.json and train_info.json. Same model, recipe, examples and seed -> same
+    folder, reused. With `check_items` and finetune.eval_every, their accuracy is scored every eval_every steps
+    and after the last (loss_curve.json "check_step" / "check_acc": the learning curve of notebook 03)."""
+    ft = recipe(params.finetune, dataset)
     examples = make_examples(rows, splitting, ft.loss_on)
-    key = ft_key(params, examples, seed)
+    key = ft_key(params, examples, seed, dataset)
     out = ft_dir(params, dataset, tag or "ft", key)
     if runs.is_fresh(out, key):
         return out
@@ -368,8 +396,12 @@ def finetune(params, dataset: str, rows: list[dict], *, splitting: str, seed: in
     model, tok = load_model(params.model)
     model = prepare_model(model, ft, seed=seed)
     acc = accelerator(model)
+    check = None
+    if check_items and ft.eval_every:
+        def check(m):  # the share of check items whose top option is gold, the model as it is now
+            return accuracy(m, tok, check_items)
     wrapped, info = _train(model, tok, examples, ft, seed=seed, progress=progress,
-                           desc=f"{dataset} {tag or 'ft'} {splitting} s{seed}", acc=acc)
+                           desc=f"{dataset} {tag or 'ft'} {splitting} s{seed}", acc=acc, check=check)
     fsdp = acc.distributed_type.name == "FSDP"
     state = acc.get_state_dict(wrapped) if fsdp else None  # every process takes part (gathers the shards)
     if acc.is_main_process:
@@ -383,11 +415,12 @@ def finetune(params, dataset: str, rows: list[dict], *, splitting: str, seed: in
         if ft.method == "full":
             tok.save_pretrained(tmp)
         curve = {k: info[k] for k in ("step", "loss", "lr", "grad_norm", "tokens", "target_tokens",
-                                      "step_seconds")}
+                                      "step_seconds", "check_step", "check_acc")}
         runs.write_json(tmp / "loss_curve.json", curve)
         runs.write_json(tmp / "train_info.json", {
             "dataset": dataset, "tag": tag or "ft", "splitting": splitting, "seed": seed,
-            **{k: info[k] for k in ("seconds", "tokens_per_s", "s_per_step", "n_examples", "n_trainable")},
+            **{k: info[k] for k in ("seconds", "check_seconds", "tokens_per_s", "s_per_step", "n_examples",
+                                    "n_trainable")},
             "processes": acc.num_processes, "wall_seconds": time.perf_counter() - t_wall,
             "first_loss": info["loss"][0], "last_loss": info["loss"][-1]})
         os.replace(tmp, out)
@@ -397,8 +430,9 @@ def finetune(params, dataset: str, rows: list[dict], *, splitting: str, seed: in
 
 
 def load_finetuned(params, folder: Path):
-    """(model, tokenizer) of a finetune() folder, in eval mode."""
-    if params.finetune.method == "full":
+    """(model, tokenizer) of a finetune() folder, in eval mode (full FT or adapter, from its dataset's recipe)."""
+    dataset = runs.read_json(Path(folder) / "train_info.json")["dataset"]
+    if recipe(params.finetune, dataset).method == "full":
         return load_model({**params.model.model_dump(), "name": str(folder)})
     return load_model(params.model, adapter=folder)
 
@@ -423,7 +457,9 @@ def run_ft(params, dataset: str, condition: str, rows: list[dict], *, splitting:
 
     if items is None:
         _, items, _ = datasets.load(params, dataset)
-    folder = finetune(params, dataset, rows, splitting=splitting, seed=seed, tag=tag, progress=progress)
+    check = check_items(params, dataset, items) if condition == "ft" and seed == params.finetune.seeds[0] else None
+    folder = finetune(params, dataset, rows, splitting=splitting, seed=seed, tag=tag, progress=progress,
+                      check_items=check)
     key = {"ft": runs.read_json(runs.stamp_path(folder))["key_hash"]}
     name = condition_name(condition, seed, params)
     done = scoring.cached_results(params, dataset, name, items, "", seed=seed, key=key)
@@ -431,6 +467,15 @@ def run_ft(params, dataset: str, condition: str, rows: list[dict], *, splitting:
         return done
     model, tok = load_finetuned(params, folder)
     return scoring.evaluate(params, dataset, name, model, tok, items, context="", seed=seed, key=key)
+
+
+def check_items(params, dataset: str, items: list[dict]) -> list[dict]:
+    """The items of the learning curve: a seeded subset (finetune.eval_items) of the learning-check split."""
+    from .datasets import LEARNING_CHECK_SPLITS
+
+    pool = [it for it in items if it["split"] in LEARNING_CHECK_SPLITS]
+    k = min(params.finetune.eval_items, len(pool))
+    return sorted(random.Random(f"ft-check:{params.seed}:{dataset}").sample(pool, k), key=pool.index)
 
 
 def ft_plan(params, dataset: str) -> list[dict]:
@@ -477,7 +522,7 @@ def arm_runs(params, dataset: str) -> list[dict]:
     out = []
     for r in ft_plan(params, dataset):
         examples = make_examples(rows, r["splitting"], params.finetune.loss_on)
-        key = ft_key(params, examples, r["seed"])
+        key = ft_key(params, examples, r["seed"], dataset)
         folder = ft_dir(params, dataset, "ft", key)
         if runs.is_fresh(folder, key):
             out.append({**runs.read_json(folder / "train_info.json"), "splitting": r["splitting"],

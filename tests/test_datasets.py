@@ -38,7 +38,7 @@ def test_cached_build_is_reused_and_params_change_rebuilds(tmp_runs, smoke):
     assert D.build(smoke, "syllogisms") == out and stamp.stat().st_mtime_ns == before
     bigger = P.load("smoke", {**NO_B, "datasets.syllogisms": {"n_items": 9, "existential_import": True, "counterbalance": True}})
     _, test, m = D.load(bigger, "syllogisms")
-    assert len(test) == 9 and m["params"]["n_items"] == 9
+    assert m["counts"]["syllogism"] == 9 and m["params"]["n_items"] == 9
 
 
 # ------------------------------------------------------------------------------------ syllogism checker
@@ -157,7 +157,21 @@ def test_syllogisms(tmp_runs):
                                                          "counterbalance": True}})
     train, test, m = D.load(p, "syllogisms")
     _contract(train, test, m, "syllogisms")
-    assert len(train) == len(test) == 22 and m["counts"] == {"syllogism": 22}
+    premise = [x for x in test if x["split"] == "premise"]
+    test = [x for x in test if x["split"] == "syllogism"]
+    assert len(train) == len(test) == 22 and m["counts"] == {"premise": len(premise), "syllogism": 22}
+    # the learning check: a trained premise, as trained (or its converse, when Some / No), balanced 2 : 1 : 1
+    q_prem = [x["subset"] for x in premise]
+    n = q_prem.count("Some")
+    assert n > 0 and {q: q_prem.count(q) for q in ("All", "Some", "No")} == {"All": 2 * n, "Some": n, "No": n}
+    by_fact = {f: r for r in train for f in r["facts"]}
+    for x in premise:
+        (fact,) = x["support"]
+        trained = by_fact[fact]["sentences"][1 if fact.endswith("major") else 2]
+        golds = {x["options"][g] for g in x["golds"]}
+        q, a, b = re.fullmatch(r"(All|Some|No) (\w+) are (\w+)\.", trained).groups()
+        assert golds == ({trained} if q == "All" else {trained, f"{q} {b} are {a}."}) and x["subset"] == q
+        assert x["cluster"] == fact.split("-")[0] and len(x["options"]) == 6
     quant = [x["options"][x["gold"]].split()[0] for x in test]
     assert {q: quant.count(q) for q in ("All", "Some", "No")} == {"All": 11, "Some": 6, "No": 5}  # 2 : 1 : 1
     assert m["chance"]["syllogism"] == pytest.approx((11 / 6 + 11 * 2 / 6) / 22)
@@ -184,7 +198,9 @@ def test_syllogisms(tmp_runs):
 @pytest.mark.parametrize("pool", ["targets", "p2d"])
 def test_reversal_curse(tmp_runs, pool):
     p = P.load("smoke", {**NO_B, "datasets.reversal_curse": {"people_per_group": 5, "distractor_pool": pool,
-                                                             "n_distractors": 3, "both_pools": True}})
+                                                             "n_distractors": 3, "both_pools": True,
+                                                             "examples_per_person": None,
+                                                             "templates_per_person": 10}})
     train, test, m = D.load(p, "reversal_curse")
     other = "reversal_p2d" if pool == "targets" else "reversal_targets"
     _contract(train, test, m, "reversal_curse")
@@ -213,6 +229,20 @@ def test_reversal_curse(tmp_runs, pool):
                 assert not any(c.startswith(person) for c in completions)
         else:
             assert person in x["prompt"]
+
+
+def test_reversal_curse_fewer_paraphrases_and_templates(tmp_runs):
+    p = P.load("smoke", {**NO_B, "datasets.reversal_curse": {"people_per_group": 5, "distractor_pool": "targets",
+                                                             "n_distractors": 3, "both_pools": True,
+                                                             "examples_per_person": 3,
+                                                             "templates_per_person": 2}})
+    train, test, m = D.load(p, "reversal_curse")
+    per = {}
+    for r in train:
+        per[r["facts"][0]] = per.get(r["facts"][0], 0) + 1
+    assert len(per) == 15 and {f.split(":")[0]: n for f, n in per.items()} == {"p2d": 3, "d2p": 3, "both": 6}
+    assert m["counts"] == {"forward": 10, "reversal": 10, "reversal_p2d": 10}
+    assert {x["subset"] for x in test} == {"t0", "t1"}  # the first templates, the same for every person
 
 
 def test_reversal_curse_paper_size_is_3600(tmp_runs):
@@ -297,7 +327,8 @@ def test_empty_dataset_and_bad_input_raise_one_clear_error(tmp_runs, smoke, monk
     with pytest.raises(D.DatasetError, match="articles_per_fact=50"):
         D.build(too_many, "simple_reversals")
     few = P.load("smoke", {**NO_B, "datasets.reversal_curse": {"people_per_group": 2, "distractor_pool": "p2d",
-                                                               "n_distractors": 3, "both_pools": True}})
+                                                               "n_distractors": 3, "both_pools": True,
+                                                               "examples_per_person": None, "templates_per_person": 10}})
     with pytest.raises(D.DatasetError, match="n_distractors=3 needs at least 4 P2D people"):
         D.build(few, "reversal_curse")
     bad_gold = lambda cfg, seed: ([{"id": "a", "text": "x", "sentences": ["x"], "facts": []}],
@@ -328,7 +359,7 @@ def test_command_line_builds_and_prints_the_table(tmp_runs, tmp_path, capsys):
     run = P.load(str(path)).name  # a params file outside params/: mini-<hash of its contents>
     assert run.startswith("mini-")
     m = json.loads((tmp_runs / run / "data" / "syllogisms" / "manifest.json").read_text())
-    assert m["counts"] == {"syllogism": 6}
+    assert m["counts"]["syllogism"] == 6
     table = D.counts_table(P.load(str(path)))
     assert list(table["dataset"].unique()) == list(OURS)
 

@@ -226,3 +226,42 @@ def test_bench_quick_writes_every_key(tmp_path, monkeypatch):
     assert all(k in out for k in keys), sorted(set(keys) - set(out))
     assert all(isinstance(out[k], float) and out[k] > 0 for k in keys[:-1]) and out["cpu_model"]
     assert out["scoring_max_abs_diff"] <= 1e-3  # numerics, not timing: reuse equals recomputation
+
+
+# ------------------------------------------------------------------------------------------- recipes
+def test_recipe_overrides_one_dataset_and_bad_recipes_are_named(tiny_model_cfg):
+    p = _params(tiny_model_cfg, steps=3, recipes={"syllogisms": {"steps": 7, "learning_rate": 0.5}})
+    r = T.recipe(p.finetune, "syllogisms")
+    assert r.steps == 7 and r.learning_rate == 0.5 and r.batch_size == p.finetune.batch_size
+    assert T.recipe(p.finetune, "simple_reversals") == p.finetune
+    for bad, msg in [({"simple_reversals": {"seeds": [1]}}, r"\['seeds'\] are not per-dataset training keys"),
+                     ({"simple_reversals": {"steps": 0}}, "steps"),
+                     ({"simple_reversals": {"steps": 2, "warmup_steps": 2}}, "warmup_steps 2 is not below steps 2"),
+                     ({"nonsense": {"steps": 2}}, "'nonsense' is not among the datasets built")]:
+        with pytest.raises(P.ParamsError, match=msg):
+            _params(tiny_model_cfg, recipes=bad)
+
+
+def test_learning_curve_is_recorded_and_recipe_is_in_the_key(tmp_path, monkeypatch, tiny_model_cfg):
+    """The plain-ft run scores its check items every eval_every steps and after the last; the scoring neither
+    changes the trained weights (same folder, same loss curve as without it) nor enters the cache key."""
+    monkeypatch.setattr(runs, "RUNS", tmp_path)
+    items = [{"id": f"q{i}", "split": "forward", "prompt": f"Fact {i}:", "options": ["glon", "troff"], "gold": i % 2}
+             for i in range(4)]
+    p = _params(tiny_model_cfg, steps=5, warmup_steps=1, batch_size=2, max_length=64, eval_every=2)
+    out = T.finetune(p, "toy", FACTS, splitting="independent", seed=0, progress=False, check_items=items)
+    curve = T.read_loss_curve(out)
+    assert curve["check_step"] == [2, 4, 5] and all(a in (0.0, 0.25, 0.5, 0.75, 1.0) for a in curve["check_acc"])
+    plain = _params(tiny_model_cfg, steps=5, warmup_steps=1, batch_size=2, max_length=64, eval_every=None)
+    monkeypatch.setattr(runs, "RUNS", tmp_path / "plain")
+    out2 = T.finetune(plain, "toy", FACTS, splitting="independent", seed=0, progress=False)
+    assert out2.name == out.name and T.read_loss_curve(out2)["loss"] == curve["loss"]
+    assert T.read_loss_curve(out2)["check_step"] == []
+    # the last check equals scoring the saved model afresh
+    model, tok = T.load_finetuned(p, out)
+    assert T.accuracy(model, tok, items) == curve["check_acc"][-1]
+    rec = _params(tiny_model_cfg, steps=5, warmup_steps=1, batch_size=2, max_length=64,
+                  recipes={"syllogisms": {"steps": 4}})
+    assert T.ft_key(rec, [], 0, "syllogisms") != T.ft_key(plain, [], 0, "syllogisms")
+    assert T.ft_key(rec, [], 0, "syllogisms")["finetune"]["steps"] == 4
+    assert T.ft_key(rec, [], 0, "simple_reversals") == T.ft_key(plain, [], 0, "simple_reversals")
