@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only; notebooks show the saved PNGs
 import matplotlib.pyplot as plt  # noqa: E402
@@ -278,6 +279,10 @@ def figC_icl_context_curve(items: pd.DataFrame, tokens: pd.DataFrame, outdir, *,
                 if len(b):
                     ax.axhline(b["acc"].max(), color=colours[sp], ls="--", lw=0.9)
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xticks(sorted(d["n_tokens"].round().unique()))
+        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(ds, fontsize=9)
         ax.set_xlabel("context tokens (mean per size; last point: all)")

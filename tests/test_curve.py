@@ -126,3 +126,45 @@ def test_run_icl_curve_and_fit(tiny_model_cfg, tmp_path, monkeypatch):
         assert fit["acc"][c] == sum(x["pred"] == x["gold"] for x in s) / len(s)
     assert info["curve"]["icl_n4"]["options_covered"] == 1.0
     assert {c for ds, _, c, _ in analysis.expected_conditions(P.load("smoke"))} >= {"icl_n2", "icl_n4", "icl_fit"}
+
+
+def test_curve_points_use_the_curve_items_and_draw(tmp_path):
+    from lib import analysis, plotting
+    import pandas as pd
+
+    base = dict(model="m", dataset="toy", subset="", cluster="c", seed=0, metric="acc", margin=0.0, chosen=0,
+                chance=0.25, n_options=4)
+    rows = [{**base, "split": "forward", "item": f"i{k}", "condition": "icl", "correct": float(k < 2)}
+            for k in range(6)]  # icl on 6 items: i0, i1 right; the curve scored i0 and i2 only
+    rows += [{**base, "split": "forward", "item": i, "condition": "icl_n4", "correct": 1.0} for i in ("i0", "i2")]
+    rows += [{**base, "split": "forward", "item": "i0", "condition": "icl_bm25", "correct": 0.0}]
+    items = pd.DataFrame(rows, columns=analysis.ITEM_COLUMNS)
+    tokens = pd.DataFrame({"dataset": ["toy", "toy"], "condition": ["icl_n4", "icl"], "n_tokens": [100.0, 900.0]})
+    pts = plotting.curve_points(items, tokens)
+    assert list(pts["condition"]) == ["icl_n4", "icl"] and list(pts["n"]) == [2, 2]
+    assert list(pts["acc"]) == [1.0, 0.5] and list(pts["n_tokens"]) == [100.0, 900.0]
+    base_lines = pd.DataFrame([{"dataset": "toy", "split": "forward", "baseline": "b", "acc": 0.4}])
+    paths = plotting.figC_icl_context_curve(items, tokens, tmp_path, params_name="t", baselines=base_lines)
+    assert [p.name for p in paths] == ["figC_icl_context_curve.png", "figC_icl_context_curve.pdf"]
+    assert all(p.stat().st_size > 0 for p in paths)
+    assert plotting.figC_icl_context_curve(items[items["condition"] == "ft"], tokens, tmp_path, params_name="t") == []
+    assert not any(tmp_path.iterdir())  # nothing to draw: the stale figure is removed
+
+
+def test_claims_plan_tests_every_icl_part_with_icl_fit_and_conditions_are_expected():
+    from lib import analysis
+    from lib import params as P
+
+    plan = analysis._plan("aug_both", {"reversal_curse": ["forward", "reversal"], "simple_reversals": ["reversal"]})
+    icl_parts = [r for r in plan if "icl" in r[6]]
+    fit = {r[1]: r for r in plan if r[1].endswith("_fit")}
+    assert icl_parts and len(fit) == len({r[1] for r in icl_parts})
+    for claim, part, mode, kind, dss, sp, conds, desc in icl_parts:
+        assert any(f[6] == ["icl_fit" if c == "icl" else c for c in conds] and f[5] == sp and f[4] == dss
+                   and f[7] == desc + " (icl_fit)" for f in plan if f[1] == part + "_fit")
+    p = P.load("smoke", {"icl.curve_sizes": [16, 2], "icl.retrieval_modes": []})
+    conds = [c for ds, _, c, _ in analysis.expected_conditions(p) if ds == "simple_reversals"][:5]
+    assert conds == ["pretrained", "icl", "icl_n2", "icl_n16", "icl_fit"]
+    assert analysis._natural("icl_n4") < analysis._natural("icl_n16")
+    with pytest.raises(P.ParamsError, match="curve_sizes"):
+        P.load("smoke", {"icl.curve_sizes": [4, 4]})
