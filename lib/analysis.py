@@ -57,8 +57,8 @@ from .datasets import LEARNING_CHECK_SPLITS, SPLITS
 METRICS = ("acc", "acc_norm", "acc_mutual_info")
 ITEM_COLUMNS = ["model", "dataset", "split", "subset", "cluster", "item", "condition", "seed", "metric",
                 "correct", "margin", "chosen", "chance", "n_options"]
-CONDITIONS = ["pretrained", "icl", "icl_fit", "icl_bm25", "icl_oracle", "ft", "ft_split_independent", "ft_split_cumulative",
-              "ft_nosplit", "ft_repeat", "aug_local", "aug_global", "aug_both"]
+CONDITIONS = ["pretrained", "icl", "icl_fit", "icl_bm25", "icl_oracle", "ft", "ft_split_independent",
+              "ft_split_cumulative", "ft_nosplit", "ft_repeat", "aug_local", "aug_global", "aug_both"]
 SPLITTING = ("ft_nosplit", "ft_split_independent", "ft_split_cumulative")  # the sentence-splitting ablation
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 POWER = 0.8  # the power of the minimum detectable difference and of n_to_decide
@@ -89,7 +89,8 @@ def _seeded(base: str, seed: int, params) -> str:
 
 def expected_conditions(params) -> list[tuple[str, str, str, int]]:
     """(dataset, score-file condition, condition, seed) of every scored run the current params produce:
-    pretrained, icl, icl_n<size> (the context-size curve), icl_fit, icl_<mode> (seed `params.seed`); ft, the splitting ablation on its datasets, aug_<kind>
+    pretrained, icl, icl_n<size> (the context-size curve), icl_fit, icl_<mode> (seed `params.seed`); ft, the
+    splitting ablation on its datasets, aug_<kind>
     and ft_repeat for every FT seed."""
     out = []
     for ds in params.dataset_names:

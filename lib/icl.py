@@ -275,7 +275,8 @@ def curve_contexts(tok, train_rows: list[dict], items: list[dict], n_docs: int |
     for c in order:
         need = set(needs[c])
         if overhead + sum(cost[i] for i in need) > max_tokens:
-            raise ValueError(f"cluster {c!r} needs {len(need)} documents, more than the {max_tokens} tokens allowed")
+            raise ValueError(f"cluster {c!r} needs {len(need)} documents, more than the {max_tokens} tokens "
+                             f"allowed (icl.max_context_tokens or the model's window)")
         for docs, members in groups:
             union = docs | need
             if len(union) <= n_docs and overhead + sum(cost[i] for i in union) <= max_tokens:

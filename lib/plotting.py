@@ -31,7 +31,8 @@ FIGURES = ROOT / "figures"
 COMMITTED_PARAMS = "cpu"  # the only params whose figures go to figures/
 LABELS = {
     "pretrained": "pretrained (no data)", "icl": "ICL", "icl_bm25": "ICL (BM25 retrieval)",
-    "icl_oracle": "ICL (oracle retrieval)", "icl_fit": "ICL (fit context)", "ft": "FT", "ft_split_independent": "FT, split (independent)",
+    "icl_oracle": "ICL (oracle retrieval)", "icl_fit": "ICL (fit context)", "ft": "FT",
+    "ft_split_independent": "FT, split (independent)",
     "ft_split_cumulative": "FT, split (cumulative)", "ft_nosplit": "FT, unsplit", "ft_repeat": "FT, repeated data",
     "aug_local": "FT + local aug.", "aug_global": "FT + global aug.", "aug_both": "FT + local & global aug.",
 }
@@ -262,7 +263,8 @@ def figC_icl_context_curve(items: pd.DataFrame, tokens: pd.DataFrame, outdir, *,
     if pts.empty:
         return remove_stale(outdir, name)
     sns.set_theme(style="whitegrid", context="paper")
-    dss = [d for d in analysis.SPLITS if d in set(pts["dataset"])] + sorted(set(pts["dataset"]) - set(analysis.SPLITS))
+    have = set(pts["dataset"])
+    dss = [d for d in analysis.SPLITS if d in have] + sorted(have - set(analysis.SPLITS))
     ncol = min(3, len(dss))
     fig, axes = plt.subplots(-(-len(dss) // ncol), ncol, figsize=(4.2 * ncol, 3.2 * -(-len(dss) // ncol)),
                              squeeze=False)
@@ -272,7 +274,8 @@ def figC_icl_context_curve(items: pd.DataFrame, tokens: pd.DataFrame, outdir, *,
         colours = dict(zip(order, sns.color_palette("colorblind", len(order))))
         for sp in order:
             e = d[d["split"] == sp]
-            ax.plot(e["n_tokens"], e["acc"], marker="o", color=colours[sp], label=_split_label(ds, sp).replace("\n", " "))
+            ax.plot(e["n_tokens"], e["acc"], marker="o", color=colours[sp],
+                    label=_split_label(ds, sp).replace("\n", " "))
             ax.axhline(e["chance"].mean(), color=colours[sp], ls=":", lw=0.9)
             if baselines is not None and len(baselines):
                 b = baselines[(baselines["dataset"] == ds) & (baselines["split"] == sp)]

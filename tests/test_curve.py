@@ -14,7 +14,8 @@ def town(i):
 def rows(n=60):
     """Document i states fact f{i} (person i's city is town{i}); documents 50.. only mention the distractor
     towns town90.. (so covering them needs a document of their own)."""
-    out = [{"id": f"d{i}", "text": f"Person {town(i)[:-5]} lives in {town(i)}.", "sentences": [], "facts": [f"f{i}"]}
+    out = [{"id": f"d{i}", "text": f"Person {town(i)[:-5]} lives in {town(i)}.", "sentences": [],
+            "facts": [f"f{i}"]}
            for i in range(50)]
     out += [{"id": f"e{i}", "text": f"The market of {town(90 + i)} is busy.", "sentences": [], "facts": [f"g{i}"]}
             for i in range(n - 50)]
@@ -28,7 +29,8 @@ def make_items():
     for c in range(6):
         p = 3 * c + 1
         for sp in ("forward", "reversal"):
-            out.append({"id": f"{sp}{c}", "split": sp, "cluster": f"person{p}", "prompt": f"Person {town(p)[:-5]} lives in",
+            out.append({"id": f"{sp}{c}", "split": sp, "cluster": f"person{p}",
+                        "prompt": f"Person {town(p)[:-5]} lives in",
                         "options": [town(p), town((p + 7) % 50), town(90 + c)], "gold": 0,
                         "support": [f"f{p}"]})
     return out
