@@ -468,12 +468,12 @@ def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None, prog
                     "n_curve_items": len(curve_items)}, []
     key = {"data": manifest.get("sha256")}
 
-    def score(cond, its, ctx):
+    def score(cond, its, ctx, same_as=None):
         if cond != "pretrained":
             info.setdefault("occurrence", {})[cond] = occurrence_summary(
                 option_occurrence(its, ctx)).to_dict(orient="records")
         return scoring.evaluate(params, dataset, cond, model, tok, its, ctx, seed=params.seed, key=key,
-                                progress=progress)
+                                progress=progress, same_as=same_as)
 
     def curve(size, its):
         ctx, inf = curve_contexts(tok, train, its, size, fmt=cfg.format, max_tokens=budget, seed=params.seed)
@@ -511,12 +511,13 @@ def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None, prog
                                           split)
                 chosen = choose_fit(acc, params.analysis.learned_threshold)
             ctx, inf = curve(chosen, items)
+            ctx = ctx[0] if chosen is None else ctx  # the whole set: icl's one context string (and its scores)
             info["icl_fit"] = {"size": chosen, "condition": curve_name(chosen), "split": split,
                                "threshold": params.analysis.learned_threshold,
                                "acc": {curve_name(s): a for s, a in acc.items()},
                                "rule": ("largest context whose learning-check accuracy >= threshold, else the best"
                                         if split else "no learning-check split: the smallest context"), **inf}
-            frames.append(score(cond, items, ctx))
+            frames.append(score(cond, items, ctx, same_as="icl" if chosen is None else None))  # all: icl's scores
         elif cond.startswith("icl_"):
             ctx = retrieved_contexts(tok, train, items, mode=cond[4:], k=cfg.retrieval_k, fmt=cfg.format,
                                      seed=params.seed, max_tokens=budget)

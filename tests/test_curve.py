@@ -170,3 +170,23 @@ def test_claims_plan_tests_every_icl_part_with_icl_fit_and_conditions_are_expect
     assert analysis._natural("icl_n4") < analysis._natural("icl_n16")
     with pytest.raises(P.ParamsError, match="curve_sizes"):
         P.load("smoke", {"icl.curve_sizes": [4, 4]})
+
+
+def test_icl_fit_at_the_whole_set_reuses_the_icl_scores(tiny_model_cfg, tmp_path, monkeypatch):
+    from lib import datasets, runs, scoring
+    from lib import params as P
+    from lib.models import load_model
+
+    monkeypatch.setattr(runs, "RUNS", tmp_path)
+    train, test = rows(), make_items()
+    monkeypatch.setattr(datasets, "load", lambda p, name: (train, test, {"sha256": {"test.jsonl": "x"}}))
+    p = P.load("smoke", {"model.name": tiny_model_cfg["name"], "icl.max_test_items": None, "icl.curve_items": 2,
+                         "icl.curve_sizes": [4], "icl.retrieval_modes": [], "icl.max_context_tokens": 300,
+                         "analysis.learned_threshold": 0.0})  # every size passes: the whole set is chosen
+    model, tok = load_model(tiny_model_cfg)
+    icl.run_icl(p, "toy", model=model, tok=tok, conditions=["icl", "icl_n4"], progress=False)
+    calls = []
+    monkeypatch.setattr(scoring, "score_items", lambda *a, **k: calls.append(a) or [])
+    icl.run_icl(p, "toy", model=model, tok=tok, conditions=["icl_fit"], progress=False)
+    assert not calls and icl.read_info(p, "toy")["icl_fit"]["size"] is None
+    assert scoring.read_scores(p, "toy", "icl_fit") == scoring.read_scores(p, "toy", "icl")
