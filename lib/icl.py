@@ -7,7 +7,11 @@ prompt then opens the assistant's reply) or as plain text (`icl.format`). When t
 including at least one document for each fact that a scored item rests on ("support"); the fraction kept and
 the context's length in tokens are recorded.
 
-Beyond the paper, two retrieval conditions put only k = `icl.retrieval_k` documents in context per item:
+Beyond the paper, the context-size curve: `icl_n{size}` puts `size` documents in each context (curve_contexts:
+items of one cluster share a context holding their support facts and a mention of every option, filled with
+random documents), on at most `icl.curve_items` items per split; `icl_fit` scores every item at the largest size
+whose learning-check accuracy reaches `analysis.learned_threshold` (choose_fit). Optionally two retrieval
+conditions put only k = `icl.retrieval_k` documents in context per item:
 `icl_bm25` (the k documents most similar to the item's prompt under BM25; the options are never used) and
 `icl_oracle` (the documents stating the item's support facts, plus random others up to k, as the authors'
 follow-up work 2509.16189 did). The pretrained control scores the prompt alone.
