@@ -57,8 +57,8 @@ from .datasets import LEARNING_CHECK_SPLITS, SPLITS
 METRICS = ("acc", "acc_norm", "acc_mutual_info")
 ITEM_COLUMNS = ["model", "dataset", "split", "subset", "cluster", "item", "condition", "seed", "metric",
                 "correct", "margin", "chosen", "chance", "n_options"]
-CONDITIONS = ["pretrained", "icl", "icl_bm25", "icl_oracle", "ft", "ft_split_independent", "ft_split_cumulative",
-              "ft_nosplit", "ft_repeat", "aug_local", "aug_global", "aug_both"]
+CONDITIONS = ["pretrained", "icl", "icl_fit", "icl_bm25", "icl_oracle", "ft", "ft_split_independent",
+              "ft_split_cumulative", "ft_nosplit", "ft_repeat", "aug_local", "aug_global", "aug_both"]
 SPLITTING = ("ft_nosplit", "ft_split_independent", "ft_split_cumulative")  # the sentence-splitting ablation
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 POWER = 0.8  # the power of the minimum detectable difference and of n_to_decide
@@ -89,11 +89,13 @@ def _seeded(base: str, seed: int, params) -> str:
 
 def expected_conditions(params) -> list[tuple[str, str, str, int]]:
     """(dataset, score-file condition, condition, seed) of every scored run the current params produce:
-    pretrained, icl, icl_<mode> (seed `params.seed`); ft, the splitting ablation on its datasets, aug_<kind>
+    pretrained, icl, icl_n<size> (the context-size curve), icl_fit, icl_<mode> (seed `params.seed`); ft, the
+    splitting ablation on its datasets, aug_<kind>
     and ft_repeat for every FT seed."""
     out = []
     for ds in params.dataset_names:
-        for c in ["pretrained", "icl"] + [f"icl_{m}" for m in params.icl.retrieval_modes]:
+        icl = ["pretrained", "icl"] + [f"icl_n{s}" for s in params.icl.curve_sizes] + ["icl_fit"]
+        for c in icl + [f"icl_{m}" for m in params.icl.retrieval_modes]:
             out.append((ds, c, c, params.seed))
         ft = ["ft"] + (list(SPLITTING) if ds in params.finetune.splitting_ablation else [])
         ft += [f"aug_{k}" for k in params.augment.kinds] + (["ft_repeat"] if params.augment.repeat_control else [])
@@ -386,7 +388,7 @@ def _wide(agg: pd.DataFrame, conditions=None) -> pd.DataFrame:
         return pd.DataFrame(columns=["model", "dataset", "split", "n", "chance"])
     keys = ["model", "dataset", "split"]
     wide = agg.pivot_table(index=keys, columns="condition", values="acc", aggfunc="first")
-    order = conditions or CONDITIONS + sorted(c for c in wide.columns if c not in CONDITIONS)
+    order = conditions or CONDITIONS + sorted((c for c in wide.columns if c not in CONDITIONS), key=_natural)
     wide = wide[[c for c in order if c in wide.columns]]
     info = agg.groupby(keys).agg(n=("n", "max"), chance=("chance", "max"))
     out = info.join(wide).reset_index()
@@ -394,6 +396,11 @@ def _wide(agg: pd.DataFrame, conditions=None) -> pd.DataFrame:
                      for d, s in zip(out["dataset"], out["split"])]
     out["_ds"] = [list(SPLITS).index(d) if d in SPLITS else len(SPLITS) for d in out["dataset"]]  # paper's order
     return out.sort_values(["model", "_ds", "dataset", "_order"]).drop(columns=["_order", "_ds"]).reset_index(drop=True)
+
+
+def _natural(name: str):
+    """icl_n4 before icl_n16: digit runs compare as numbers."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
 def learning_checks(items: pd.DataFrame, threshold: float, metric: str = "acc") -> pd.DataFrame:
@@ -446,6 +453,9 @@ def _plan(augmented: str, splits: dict[str, list[str]]):
                           "independent splitting beats unsplit FT"),
                          ("C7", "C7b", "all", "greater", [ds], sp, ["ft_split_cumulative", "ft_nosplit"],
                           "cumulative splitting beats unsplit FT")]
+    # every ICL test again with icl_fit (the largest curve context whose learning check passes) in place of icl
+    plan += [(claim, f"{part}_fit", mode, kind, dss, sp, ["icl_fit" if c == "icl" else c for c in conds],
+              f"{desc} (icl_fit)") for claim, part, mode, kind, dss, sp, conds, desc in plan if "icl" in conds]
     return plan
 
 

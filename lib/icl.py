@@ -7,7 +7,11 @@ prompt then opens the assistant's reply) or as plain text (`icl.format`). When t
 including at least one document for each fact that a scored item rests on ("support"); the fraction kept and
 the context's length in tokens are recorded.
 
-Beyond the paper, two retrieval conditions put only k = `icl.retrieval_k` documents in context per item:
+Beyond the paper, the context-size curve: `icl_n{size}` puts `size` documents in each context (curve_contexts:
+items of one cluster share a context holding their support facts and a mention of every option, filled with
+random documents), on at most `icl.curve_items` items per split; `icl_fit` scores every item at the largest size
+whose learning-check accuracy reaches `analysis.learned_threshold` (choose_fit). Optionally two retrieval
+conditions put only k = `icl.retrieval_k` documents in context per item:
 `icl_bm25` (the k documents most similar to the item's prompt under BM25; the options are never used) and
 `icl_oracle` (the documents stating the item's support facts, plus random others up to k, as the authors'
 follow-up work 2509.16189 did). The pretrained control scores the prompt alone.
@@ -17,6 +21,7 @@ Fairness: a context holding only the tested facts lets a model pick "the one can
 """
 from __future__ import annotations
 
+import math
 import random
 import re
 import warnings
@@ -25,6 +30,7 @@ import pandas as pd
 
 from . import runs, scoring
 from .baselines import words  # the same word split as the shortcut baselines
+from .datasets import LEARNING_CHECK_SPLITS, golds
 
 INSTRUCTION = "Use the information above to answer."
 DOC_SEP = "\n\n"
@@ -205,6 +211,149 @@ def retrieved_contexts(tok, train_rows, items, *, mode: str, k: int, fmt: str, s
     return out
 
 
+# ------------------------------------------------------------------------------------ context-size curve
+def _word_index(texts: list[str]) -> dict[str, list[int]]:
+    idx: dict[str, list[int]] = {}
+    for i, t in enumerate(texts):
+        for w in set(words(t)):
+            idx.setdefault(w, []).append(i)
+    return idx
+
+
+def _mentioning(texts, index, ws: set[str]) -> list[int]:
+    """Indices of the documents in which one of the words `ws` occurs (as _word_present decides)."""
+    cands = sorted({i for w in ws for i in index.get(w, [])})
+    return [i for i in cands if _word_present(texts[i], ws)]
+
+
+def cluster_need(train_rows, items, rng: random.Random, *, by_fact=None, index=None) -> list[int]:
+    """The documents one group of items needs: one covering document per support fact (required_documents),
+    then, for each option of each item whose distinctive words occur in none of them, one random training
+    document mentioning it, when one exists (as cover_options). Sorted indices."""
+    texts = [r["text"] for r in train_rows]
+    index = _word_index(texts) if index is None else index
+    chosen = set(required_documents(train_rows, items, rng, by_fact))
+    for it in items:
+        for ws in distinctive_words(it):
+            if not ws or any(_word_present(texts[i], ws) for i in chosen):
+                continue
+            cands = _mentioning(texts, index, ws)
+            if cands:
+                chosen.add(rng.choice(cands))
+    return sorted(chosen)
+
+
+def curve_contexts(tok, train_rows: list[dict], items: list[dict], n_docs: int | None, *, fmt: str,
+                   max_tokens: int, seed: int) -> tuple[list[str], dict]:
+    """One context per item for a context of `n_docs` documents (None: the whole subsampled set, build_context).
+
+    Items sharing a `cluster` (default: the id) share one context. Each cluster needs cluster_need's documents
+    (its support and a mention of every option); clusters are packed first-fit, in a seeded order, into
+    contexts of at most `n_docs` documents and `max_tokens` tokens (a cluster whose need alone exceeds `n_docs`
+    gets a context of its own holding its need), then each context is filled with random other documents up
+    to `n_docs` while it fits. Documents keep their training-set order. Identical contexts are scored with one
+    KV cache (lib.scoring groups items by context string).
+
+    Returns (contexts, info): n_docs, n_contexts, n_tokens_mean, n_tokens_max, n_docs_mean, format."""
+    if not train_rows:
+        raise ValueError("no training documents to put in context")
+    if n_docs is None:
+        ctx, inf = build_context(tok, train_rows, items, fmt=fmt, max_tokens=max_tokens, seed=seed)
+        return [ctx] * len(items), {"n_docs": None, "n_contexts": 1, "n_tokens_mean": inf["n_tokens"],
+                                    "n_tokens_max": inf["n_tokens"], "n_docs_mean": inf["n_kept"], "format": fmt}
+    if n_docs < 1:
+        raise ValueError(f"a context size must be at least 1 document, got {n_docs}")
+    texts = [r["text"] for r in train_rows]
+    by_fact, index = docs_by_fact(train_rows), _word_index(texts)
+    cost = [c + 2 for c in map(len, tok(texts, add_special_tokens=False)["input_ids"])]  # + the separator
+    overhead = _n_tokens(tok, format_context(tok, [], fmt))
+    clusters: dict[str, list[int]] = {}
+    for j, it in enumerate(items):
+        clusters.setdefault(str(it.get("cluster", it["id"])), []).append(j)
+    needs = {c: cluster_need(train_rows, [items[j] for j in js], random.Random(f"icl-curve-need:{seed}:{c}"),
+                             by_fact=by_fact, index=index) for c, js in clusters.items()}
+    rng = random.Random(f"icl-curve:{seed}:{n_docs}")
+    order = sorted(clusters)
+    rng.shuffle(order)
+    groups: list[tuple[set[int], list[str]]] = []  # (documents, clusters)
+    for c in order:
+        need = set(needs[c])
+        if overhead + sum(cost[i] for i in need) > max_tokens:
+            raise ValueError(f"cluster {c!r} needs {len(need)} documents, more than the {max_tokens} tokens "
+                             f"allowed (icl.max_context_tokens or the model's window)")
+        for docs, members in groups:
+            union = docs | need
+            if len(union) <= n_docs and overhead + sum(cost[i] for i in union) <= max_tokens:
+                docs |= need
+                members.append(c)
+                break
+        else:
+            groups.append((need, [c]))
+    contexts: list[str | None] = [None] * len(items)
+    lens, sizes = [], []
+    for docs, members in groups:
+        kept, added = set(docs), []
+        others = [i for i in range(len(texts)) if i not in kept]
+        rng.shuffle(others)
+        total = overhead + sum(cost[i] for i in kept)
+        for i in others:
+            if len(kept) >= n_docs:
+                break
+            if total + cost[i] <= max_tokens:
+                kept.add(i), added.append(i)
+                total += cost[i]
+        while True:  # the estimate is close; make it exact, dropping filler first
+            ctx = format_context(tok, [texts[i] for i in sorted(kept)], fmt)
+            n = _n_tokens(tok, ctx)
+            if n <= max_tokens or not added:
+                break
+            kept.discard(added.pop())
+        for c in members:
+            for j in clusters[c]:
+                contexts[j] = ctx
+        lens.append(n), sizes.append(len(kept))
+    return contexts, {"n_docs": n_docs, "n_contexts": len(groups), "n_tokens_mean": sum(lens) / len(lens),
+                      "n_tokens_max": max(lens), "n_docs_mean": sum(sizes) / len(sizes), "format": fmt}
+
+
+def options_covered(train_rows: list[dict], items: list[dict], contexts: list[str]) -> float:
+    """Share of items whose every option with a distinctive word mentioned somewhere in the training documents
+    has one of those words in the item's context (word level, as option_occurrence)."""
+    if not items:
+        return 1.0
+    index = _word_index([r["text"] for r in train_rows])
+    ok = 0
+    for it, ctx in zip(items, contexts):
+        ok += all(_word_present(ctx, ws) for ws in distinctive_words(it) if ws and any(w in index for w in ws))
+    return ok / len(items)
+
+
+def curve_name(n_docs: int | None) -> str:
+    """The condition of a curve point: icl_n{size}, or icl for the whole set."""
+    return "icl" if n_docs is None else f"icl_n{n_docs}"
+
+
+def curve_size(condition: str) -> int | None:
+    """icl_n16 -> 16, icl -> None; anything else is an error."""
+    if condition == "icl":
+        return None
+    m = re.fullmatch(r"icl_n(\d+)", condition)
+    if not m:
+        raise ValueError(f"{condition!r} is not a curve condition (icl or icl_n<documents>)")
+    return int(m.group(1))
+
+
+def choose_fit(acc: dict, threshold: float) -> int | None:
+    """The curve size for icl_fit from {size (None = all): learning-check accuracy}: the largest size whose
+    accuracy is >= threshold (None, "all", counts as the largest), else the one with the best accuracy
+    (the largest among ties)."""
+    if not acc:
+        raise ValueError("no curve point to choose icl_fit from")
+    rank = sorted(acc, key=lambda s: math.inf if s is None else s)
+    passed = [s for s in rank if acc[s] >= threshold]
+    return passed[-1] if passed else max(reversed(rank), key=lambda s: acc[s])
+
+
 # -------------------------------------------------------------------------------------------- fairness
 def _occurrences(text: str, option: str) -> int:
     core = option.strip().rstrip(".!?").strip()
@@ -291,43 +440,102 @@ def info_path(params, dataset: str):
     return runs.run_dir(params) / "icl" / f"{dataset}.json"
 
 
+def default_conditions(cfg) -> list[str]:
+    """pretrained, icl, icl_n{size} for every curve size, icl_fit, then icl_<mode> for every retrieval mode."""
+    return (["pretrained", "icl"] + [curve_name(s) for s in cfg.curve_sizes] + ["icl_fit"]
+            + [f"icl_{m}" for m in cfg.retrieval_modes])
+
+
+def _accuracy(scores: list[dict], split: str) -> float | None:
+    hits = [s["pred"] in golds(s) for s in scores if s["split"] == split]
+    return sum(hits) / len(hits) if hits else None
+
+
 def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None, progress: bool = True) -> pd.DataFrame:
-    """Score the pretrained control, ICL and the retrieval conditions on every split of `dataset`
-    (cached per condition through scoring.evaluate) and return their results rows. Context lengths,
-    the fraction of documents kept and the option-occurrence tables go to runs/<p>/icl/<dataset>.json."""
+    """Score the pretrained control, ICL, the context-size curve (icl_n{size}, on at most `icl.curve_items`
+    items per split), icl_fit (every item, at the curve size chosen on the learning-check split: choose_fit)
+    and the retrieval conditions on every split of `dataset` (cached per condition through scoring.evaluate),
+    and return their results rows. Context lengths, the fraction of documents kept, the curve's contexts, the
+    icl_fit choice and the option-occurrence tables go to runs/<p>/icl/<dataset>.json."""
     from . import datasets
     from .models import context_window, load_model
 
     train, test, manifest = datasets.load(params, dataset)
     items = select_items(test, params.icl.max_test_items, params.seed, dataset)
+    curve_items = select_items(items, params.icl.curve_items, params.seed, dataset)
     if model is None:
         model, tok = load_model(params.model)
     cfg = params.icl
-    wanted = conditions or ["pretrained", "icl"] + [f"icl_{m}" for m in cfg.retrieval_modes]
+    wanted = conditions or default_conditions(cfg)
     budget = context_budget(cfg.max_context_tokens, context_window(model), tok, items, dataset)
-    info, frames = {"dataset": dataset, "n_items": len(items), "n_test": len(test)}, []
+    info, frames = {"dataset": dataset, "n_items": len(items), "n_test": len(test),
+                    "n_curve_items": len(curve_items)}, []
+    key = {"data": manifest.get("sha256")}
+
+    def score(cond, its, ctx, same_as=None):
+        if cond != "pretrained":
+            info.setdefault("occurrence", {})[cond] = occurrence_summary(
+                option_occurrence(its, ctx)).to_dict(orient="records")
+        return scoring.evaluate(params, dataset, cond, model, tok, its, ctx, seed=params.seed, key=key,
+                                progress=progress, same_as=same_as)
+
+    def curve(size, its):
+        ctx, inf = curve_contexts(tok, train, its, size, fmt=cfg.format, max_tokens=budget, seed=params.seed)
+        return ctx, {**inf, "options_covered": options_covered(train, its, ctx), "n_items": len(its)}
+
     for cond in wanted:
         if cond == "pretrained":
-            ctx = ""
+            frames.append(score(cond, items, ""))
         elif cond == "icl":
             ctx, info["icl"] = build_context(tok, train, items, fmt=cfg.format, max_tokens=budget, seed=params.seed)
+            frames.append(score(cond, items, ctx))
+        elif cond.startswith("icl_n"):
+            ctx, info.setdefault("curve", {})[cond] = curve(curve_size(cond), curve_items)
+            frames.append(score(cond, curve_items, ctx))
+        elif cond == "icl_fit":
+            split = next((s for s in LEARNING_CHECK_SPLITS if any(it["split"] == s for it in curve_items)), None)
+            sizes = list(cfg.curve_sizes) + [None]
+            if split is None:  # no learning-check split (syllogisms today): the smallest context
+                chosen, acc = min(cfg.curve_sizes, default=None), {}
+            else:
+                acc = {}
+                ids = {it["id"] for it in curve_items}
+                for size in sizes:
+                    c = curve_name(size)
+                    if size is None:
+                        ctx, _ = build_context(tok, train, items, fmt=cfg.format, max_tokens=budget,
+                                               seed=params.seed)
+                        scoring.evaluate(params, dataset, c, model, tok, items, ctx, seed=params.seed, key=key,
+                                         progress=progress)
+                    else:
+                        ctx, _ = curve(size, curve_items)
+                        scoring.evaluate(params, dataset, c, model, tok, curve_items, ctx, seed=params.seed,
+                                         key=key, progress=progress)
+                    acc[size] = _accuracy([s for s in scoring.read_scores(params, dataset, c) if s["id"] in ids],
+                                          split)
+                chosen = choose_fit(acc, params.analysis.learned_threshold)
+            ctx, inf = curve(chosen, items)
+            ctx = ctx[0] if chosen is None else ctx  # the whole set: icl's one context string (and its scores)
+            info["icl_fit"] = {"size": chosen, "condition": curve_name(chosen), "split": split,
+                               "threshold": params.analysis.learned_threshold,
+                               "acc": {curve_name(s): a for s, a in acc.items()},
+                               "rule": ("largest context whose learning-check accuracy >= threshold, else the best"
+                                        if split else "no learning-check split: the smallest context"), **inf}
+            frames.append(score(cond, items, ctx, same_as="icl" if chosen is None else None))  # all: icl's scores
         elif cond.startswith("icl_"):
             ctx = retrieved_contexts(tok, train, items, mode=cond[4:], k=cfg.retrieval_k, fmt=cfg.format,
                                      seed=params.seed, max_tokens=budget)
             lens = [_n_tokens(tok, c) for c in ctx]
             info[cond] = {"format": cfg.format, "k": cfg.retrieval_k, "n_tokens_mean": sum(lens) / len(lens),
                           "n_tokens_max": max(lens)}
+            frames.append(score(cond, items, ctx))
         else:
             raise ValueError(f"unknown ICL condition {cond!r}")
-        if cond != "pretrained":
-            info.setdefault("occurrence", {})[cond] = occurrence_summary(
-                option_occurrence(items, ctx)).to_dict(orient="records")
-        frames.append(scoring.evaluate(params, dataset, cond, model, tok, items, ctx, seed=params.seed,
-                                       key={"data": manifest.get("sha256")}, progress=progress))
     path = info_path(params, dataset)
     if conditions and path.is_file():  # a partial run keeps what other conditions recorded
         old = runs.read_json(path)
-        info = {**old, **info, "occurrence": {**old.get("occurrence", {}), **info.get("occurrence", {})}}
+        info = {**old, **info, "occurrence": {**old.get("occurrence", {}), **info.get("occurrence", {})},
+                "curve": {**old.get("curve", {}), **info.get("curve", {})}}
     runs.write_json(path, info)
     return pd.concat(frames, ignore_index=True)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS_DIR = ROOT / "params"
@@ -97,6 +97,15 @@ class ICLParams(_Strict):
     retrieval_k: int = Field(gt=0)  # documents per question for icl_retrieved
     retrieval_modes: list[Literal["bm25", "oracle"]]
     max_test_items: Optional[int] = Field(gt=0)  # cap on scored items per split; null: every item (cpu, paper)
+    curve_sizes: list[int]  # documents per context on the curve (icl_n{size})
+    curve_items: Optional[int] = Field(gt=0)  # items per split scored on the curve; null: every item
+
+    @field_validator("curve_sizes")
+    @classmethod
+    def _sizes(cls, v):
+        if any(s < 1 for s in v) or len(set(v)) != len(v):
+            raise ValueError(f"icl.curve_sizes must be distinct positive document counts, got {v}")
+        return sorted(v)
 
 
 # ------------------------------------------------------------------------------------------------- FT

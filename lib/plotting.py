@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only; notebooks show the saved PNGs
 import matplotlib.pyplot as plt  # noqa: E402
@@ -30,14 +31,15 @@ FIGURES = ROOT / "figures"
 COMMITTED_PARAMS = "cpu"  # the only params whose figures go to figures/
 LABELS = {
     "pretrained": "pretrained (no data)", "icl": "ICL", "icl_bm25": "ICL (BM25 retrieval)",
-    "icl_oracle": "ICL (oracle retrieval)", "ft": "FT", "ft_split_independent": "FT, split (independent)",
+    "icl_oracle": "ICL (oracle retrieval)", "icl_fit": "ICL (fit context)", "ft": "FT",
+    "ft_split_independent": "FT, split (independent)",
     "ft_split_cumulative": "FT, split (cumulative)", "ft_nosplit": "FT, unsplit", "ft_repeat": "FT, repeated data",
     "aug_local": "FT + local aug.", "aug_global": "FT + global aug.", "aug_both": "FT + local & global aug.",
 }
 # One colour per condition in every figure (pretrained, ICL, FT and the augmented FTs keep theirs throughout).
 PALETTE = dict(zip(["pretrained", "ft", "icl", "aug_both", "aug_local", "aug_global", "ft_repeat", "ft_nosplit",
-                    "ft_split_independent", "ft_split_cumulative", "icl_bm25", "icl_oracle"],
-                   sns.color_palette("colorblind", 10) + sns.color_palette("dark", 2)))
+                    "ft_split_independent", "ft_split_cumulative", "icl_bm25", "icl_oracle", "icl_fit"],
+                   sns.color_palette("colorblind", 10) + sns.color_palette("dark", 3)))
 SPLIT_LABELS = {"forward": "forward\n(learning check)", "rephrase": "rephrase\n(learning check)",
                 "trained": "trained\n(learning check)",
                 ("reversal_curse", "reversal"): "reversal\n(targets pool)",
@@ -232,6 +234,72 @@ def figS_loss_curves(curves: pd.DataFrame, outdir, *, params_name, model=""):
         return save(g.figure, outdir, "figS_ft_loss_curves")
     finally:
         plt.close(g.figure)
+
+
+def curve_points(items: pd.DataFrame, tokens: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
+    """The context-size curve's points: per dataset x split x curve condition (icl_n<size>, and icl = all), the
+    accuracy on the items scored on the curve (icl restricted to them, so every point has the same items), n,
+    chance, and `n_tokens` (the mean tokens of that size's contexts, from `tokens`: dataset, condition, n_tokens)."""
+    cols = ["dataset", "split", "condition", "n_tokens", "acc", "n", "chance"]
+    its = items[(items["metric"] == metric) & items["condition"].astype(str).str.fullmatch(r"icl(_n\d+)?")]
+    rows = []
+    for ds, g in its.groupby("dataset", sort=False):
+        ids = set(g.loc[g["condition"] != "icl", "item"])
+        g = g[g["item"].isin(ids)]
+        for (sp, cond), h in g.groupby(["split", "condition"], sort=False):
+            rows.append({"dataset": ds, "split": sp, "condition": cond, "acc": h["correct"].mean(), "n": len(h),
+                         "chance": h["chance"].mean()})
+    out = pd.DataFrame(rows, columns=[c for c in cols if c != "n_tokens"])
+    out = out.merge(tokens[["dataset", "condition", "n_tokens"]], on=["dataset", "condition"], how="inner")
+    return out[cols].sort_values(["dataset", "split", "n_tokens"]).reset_index(drop=True)
+
+
+def figC_icl_context_curve(items: pd.DataFrame, tokens: pd.DataFrame, outdir, *, params_name, metric="acc",
+                           baselines=None):
+    """ICL accuracy against context tokens (log x), one panel per dataset, one line per split; per split, chance
+    (dotted) and the strongest shortcut baseline (dashed, `baselines`: lib.baselines.tables) in its colour."""
+    name = "figC_icl_context_curve"
+    pts = curve_points(items, tokens, metric)
+    if pts.empty:
+        return remove_stale(outdir, name)
+    sns.set_theme(style="whitegrid", context="paper")
+    have = set(pts["dataset"])
+    dss = [d for d in analysis.SPLITS if d in have] + sorted(have - set(analysis.SPLITS))
+    ncol = min(3, len(dss))
+    fig, axes = plt.subplots(-(-len(dss) // ncol), ncol, figsize=(4.2 * ncol, 3.2 * -(-len(dss) // ncol)),
+                             squeeze=False)
+    for ax, ds in zip(axes.flat, dss):
+        d = pts[pts["dataset"] == ds]
+        order = analysis.split_order(ds, d["split"])
+        colours = dict(zip(order, sns.color_palette("colorblind", len(order))))
+        for sp in order:
+            e = d[d["split"] == sp]
+            ax.plot(e["n_tokens"], e["acc"], marker="o", color=colours[sp],
+                    label=_split_label(ds, sp).replace("\n", " "))
+            ax.axhline(e["chance"].mean(), color=colours[sp], ls=":", lw=0.9)
+            if baselines is not None and len(baselines):
+                b = baselines[(baselines["dataset"] == ds) & (baselines["split"] == sp)]
+                if len(b):
+                    ax.axhline(b["acc"].max(), color=colours[sp], ls="--", lw=0.9)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xticks(sorted(d["n_tokens"].round().unique()))
+        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(ds, fontsize=9)
+        ax.set_xlabel("context tokens (mean per size; last point: all)")
+        ax.set_ylabel(metric)
+        ax.legend(fontsize=6, loc="best")
+    for ax in list(axes.flat)[len(dss):]:
+        ax.set_visible(False)
+    fig.suptitle(f"ICL context-size curve · model {_model_label(items)} · params {params_name} "
+                 "(dotted: chance; dashed: strongest shortcut baseline)", y=1.02, fontsize=9)
+    fig.tight_layout()
+    try:
+        return save(fig, outdir, name)
+    finally:
+        plt.close(fig)
 
 
 FIGURE_FUNCTIONS = [fig2_reversal_curse, fig3_simple_reversals_syllogisms, fig4_semantic_structure,

@@ -423,12 +423,15 @@ def cached_results(params, dataset: str, condition: str, items: list[dict], cont
 
 
 def evaluate(params, dataset: str, condition: str, model, tok, items: list[dict], context: str | list[str] = "",
-             *, seed: int = 0, key=None, batch_size: int = 16, progress: bool = True) -> pd.DataFrame:
+             *, seed: int = 0, key=None, batch_size: int = 16, progress: bool = True,
+             same_as: str | None = None) -> pd.DataFrame:
     """The cached scoring stage: score `items` (after `context`), write runs/<p>/scores/<dataset>__<condition>.jsonl
     (one line per item) and runs/<p>/results/<dataset>__<condition>.csv (summarize's rows); return the rows.
 
     Fresh when the stamp's key matches: scoring version, model params, the items, the context and `key`
-    (callers add what else decides the model's weights, e.g. a finetuned adapter's hash)."""
+    (callers add what else decides the model's weights, e.g. a finetuned adapter's hash). `same_as`: a condition
+    whose cached scores, when fresh for exactly these arguments, are this one's (e.g. icl_fit at the whole set is
+    icl): they are copied instead of scored again."""
     if not items:
         raise ValueError(f"{dataset}/{condition}: no items to score")
     done = cached_results(params, dataset, condition, items, context, seed=seed, key=key)
@@ -436,7 +439,11 @@ def evaluate(params, dataset: str, condition: str, model, tok, items: list[dict]
         return done
     full_key = _results_key(params, dataset, condition, items, context, seed, key)
     sp, rp = scores_path(params, dataset, condition), results_path(params, dataset, condition)
-    scores = score_items(model, tok, items, context, batch_size=batch_size, progress=progress)
+    if same_as and cached_results(params, dataset, same_as, items, context, seed=seed, key=key) is not None:
+        drop = ("split", "subset", "cluster", "golds")
+        scores = [{k: v for k, v in s.items() if k not in drop} for s in read_scores(params, dataset, same_as)]
+    else:
+        scores = score_items(model, tok, items, context, batch_size=batch_size, progress=progress)
     extra = [{"split": it["split"], "subset": it.get("subset", ""), "cluster": it.get("cluster", it["id"]),
               "golds": golds(it)} for it in items]
     df = summarize(items, scores, dataset=dataset, condition=condition, model=params.model.name, seed=seed)

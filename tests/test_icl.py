@@ -123,14 +123,15 @@ def test_run_icl_every_condition(tiny_model_cfg, tmp_path, monkeypatch):
     p = P.load("smoke", {"model.name": tiny_model_cfg["name"], "icl.max_test_items": 2, "icl.max_context_tokens": 120})
     model, tok = load_model(tiny_model_cfg)
     df = icl.run_icl(p, "toy", model=model, tok=tok, progress=False)
-    assert set(df["condition"]) == {"pretrained", "icl", "icl_bm25", "icl_oracle"}
+    curve = {"icl_n2", "icl_n4", "icl_fit"}  # smoke's curve (tests/test_curve.py tests it)
+    assert set(df["condition"]) == {"pretrained", "icl", "icl_bm25", "icl_oracle"} | curve
     assert (df.groupby("condition")["n"].sum() == 4).all()
     info = icl.read_info(p, "toy")
     assert info["n_items"] == 4 and info["icl"]["n_tokens"] <= 120 and info["icl"]["n_kept"] < 12
-    assert set(info["occurrence"]) == {"icl", "icl_bm25", "icl_oracle"}
+    assert set(info["occurrence"]) == {"icl", "icl_bm25", "icl_oracle"} | curve
     assert len(scoring.read_results(p)) == len(df)
     icl.run_icl(p, "toy", model=model, tok=tok, conditions=["icl"], progress=False)  # partial: keeps the rest
-    assert set(icl.read_info(p, "toy")["occurrence"]) == {"icl", "icl_bm25", "icl_oracle"}
+    assert set(icl.read_info(p, "toy")["occurrence"]) == {"icl", "icl_bm25", "icl_oracle"} | curve
 
 
 def test_option_occurrence_at_word_level_on_simple_reversals():
