@@ -167,6 +167,7 @@ def cover_options(train_rows, items, picks, seed: int) -> list[list[int]]:
     one training document (seeded) that mentions one of its words, so that the gold is not the only candidate
     present wherever the training set mentions the others."""
     texts = [r["text"] for r in train_rows]
+    index = _word_index(texts)
     out = []
     for it, pick in zip(items, picks):
         rng = random.Random(f"icl-cover:{seed}:{it['id']}")
@@ -174,7 +175,7 @@ def cover_options(train_rows, items, picks, seed: int) -> list[list[int]]:
         for ws in distinctive_words(it):
             if not ws or _word_present("\n".join(texts[i] for i in chosen), ws):
                 continue
-            cands = [i for i, t in enumerate(texts) if i not in chosen and _word_present(t, ws)]
+            cands = _mentioning(texts, index, ws)  # none is chosen already: they would mention ws
             if cands:
                 chosen.append(rng.choice(cands))
         out.append(chosen)
