@@ -484,14 +484,17 @@ def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None, prog
         ctx, inf = curve_contexts(tok, train, its, size, fmt=cfg.format, max_tokens=budget, seed=params.seed)
         return ctx, {**inf, "options_covered": options_covered(train, its, ctx), "n_items": len(its)}
 
+    built = {}  # condition -> its context, so icl_fit's choice does not build the curve's contexts again
     for cond in wanted:
         if cond == "pretrained":
             frames.append(score(cond, items, ""))
         elif cond == "icl":
             ctx, info["icl"] = build_context(tok, train, items, fmt=cfg.format, max_tokens=budget, seed=params.seed)
+            built[cond] = ctx
             frames.append(score(cond, items, ctx))
         elif cond.startswith("icl_n"):
             ctx, info.setdefault("curve", {})[cond] = curve(curve_size(cond), curve_items)
+            built[cond] = ctx
             frames.append(score(cond, curve_items, ctx))
         elif cond == "icl_fit":
             split = next((s for s in LEARNING_CHECK_SPLITS if any(it["split"] == s for it in curve_items)), None)
@@ -501,17 +504,14 @@ def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None, prog
             else:
                 acc = {}
                 ids = {it["id"] for it in curve_items}
-                for size in sizes:
+                for size in sizes:  # each curve point (and icl, the whole set): scored above or here, cached
                     c = curve_name(size)
-                    if size is None:
-                        ctx, _ = build_context(tok, train, items, fmt=cfg.format, max_tokens=budget,
-                                               seed=params.seed)
-                        scoring.evaluate(params, dataset, c, model, tok, items, ctx, seed=params.seed, key=key,
-                                         progress=progress)
-                    else:
-                        ctx, _ = curve(size, curve_items)
-                        scoring.evaluate(params, dataset, c, model, tok, curve_items, ctx, seed=params.seed,
-                                         key=key, progress=progress)
+                    its = items if size is None else curve_items
+                    if c not in built:
+                        built[c] = (build_context(tok, train, items, fmt=cfg.format, max_tokens=budget,
+                                                  seed=params.seed) if size is None else curve(size, its))[0]
+                    scoring.evaluate(params, dataset, c, model, tok, its, built[c], seed=params.seed, key=key,
+                                     progress=progress)
                     acc[size] = _accuracy([s for s in scoring.read_scores(params, dataset, c) if s["id"] in ids],
                                           split)
                 chosen = choose_fit(acc, params.analysis.learned_threshold)
