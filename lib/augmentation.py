@@ -483,22 +483,33 @@ def generate(params, dataset: str, rows: list[dict], kind: str, *, model=None, t
             seen_keys.add(key)
             todo.append(i)
     prefix_key = "prefix:" + runs.key_hash({"model": generation_key(gen_cfg, prefix, aug, -1)})
+    rank, world = scoring._world()
     if todo:
         if model is None:
             from .models import load_model
 
             model, tok = load_model(gen_cfg)
+        # Data-parallel under accelerate: each process samples a contiguous shard of the jobs (a sample depends
+        # on its own seed, so the shards give what one process gives) and the main process writes them all.
+        mine = scoring._shard(todo, rank, world)
 
-        def save(idx, gens):  # each finished batch goes to the cache at once (a killed run resumes there)
-            append_cache(cache_path, [{"key": keys[todo[j]], "kind": kind, "source_ids": jobs[todo[j]][0]["source_ids"],
-                                       "sample": jobs[todo[j]][1], **g} for j, g in zip(idx, gens)])
+        def record(i, g):
+            return {"key": keys[i], "kind": kind, "source_ids": jobs[i][0]["source_ids"], "sample": jobs[i][1], **g}
 
-        _, info = sample(model, tok, prefix, [jobs[i][0]["text"] + suffix for i in todo],
-                         [int(keys[i][:15], 16) for i in todo], temperature=aug.temperature,
-                         max_new_tokens=aug.max_new_tokens, batch_size=aug.batch_size, progress=progress,
-                         on_batch=save)
-        # The shared prefix's cost, once per generating session (a resumed run pays it again).
-        append_cache(cache_path, [{"key": f"{prefix_key}:{time.time_ns()}", "prefix_key": prefix_key, **info}])
+        def save(idx, gens):  # one process: each finished batch goes to the cache at once (a killed run resumes)
+            append_cache(cache_path, [record(mine[j], g) for j, g in zip(idx, gens)])
+
+        gens, info = sample(model, tok, prefix, [jobs[i][0]["text"] + suffix for i in mine],
+                            [int(keys[i][:15], 16) for i in mine], temperature=aug.temperature,
+                            max_new_tokens=aug.max_new_tokens, batch_size=aug.batch_size, progress=progress,
+                            on_batch=save if world == 1 else None)
+        done = scoring._gather([record(i, g) for i, g in zip(mine, gens)], world) if world > 1 else []
+        if rank == 0:
+            append_cache(cache_path, done)
+            # The shared prefix's cost, once per generating session (a resumed run pays it again).
+            append_cache(cache_path, [{"key": f"{prefix_key}:{time.time_ns()}", "prefix_key": prefix_key, **info}])
+        if world > 1:
+            torch.distributed.barrier()
         cache = read_cache(cache_path)
     prefix_recs = [r for r in cache.values() if r.get("prefix_key") == prefix_key]
     prefix_info = {"prefix_tokens": sum(r["prefix_tokens"] for r in prefix_recs),
@@ -532,8 +543,11 @@ def generate(params, dataset: str, rows: list[dict], kind: str, *, model=None, t
              "dropped": {r: dropped.get(r, 0) for r in DROP_REASONS}, "rows": len(out),
              "new_tokens": n_tokens, "seconds": seconds, "tokens_per_s": n_tokens / seconds if seconds else None,
              **prefix_info, "context": ctx_info}
-    runs.write_jsonl(out_dir / f"{kind}.jsonl", out)
-    runs.write_json(out_dir / f"{kind}.stats.json", stats)
+    if rank == 0:
+        runs.write_jsonl(out_dir / f"{kind}.jsonl", out)
+        runs.write_json(out_dir / f"{kind}.stats.json", stats)
+    if world > 1:
+        torch.distributed.barrier()
     return out
 
 
@@ -658,3 +672,34 @@ def samples(params, name: str, n: int = 4, seed: int = 0, lexicon: dict | None =
                 rec["generated (real words)"] = to_real_words(r["text"], lexicon)
             out.append(rec)
     return pd.DataFrame(out)
+
+
+def main(argv=None) -> int:
+    """`[accelerate launch ...] python -m lib.augmentation <params> [dataset ...]`: generate the augmentations
+    and train and score every augmented-FT condition (run_all) of the datasets (default: all of the params'),
+    data-parallel over the processes, cached: notebook 04 then finds them."""
+    import sys
+
+    from accelerate import PartialState
+
+    from . import datasets
+    from . import params as P
+
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    state = PartialState()  # the process group (and each process's device) before any model loads
+    params = P.load(argv[0])
+    for dataset in argv[1:] or params.dataset_names:
+        with state.main_process_first():  # the main process builds and caches the data
+            datasets.load(params, dataset)
+        res = run_all(params, dataset, progress=False)
+        if state.is_main_process:
+            for r in res.groupby("condition", sort=False)["acc"].mean().items():
+                print(f"{dataset} {r[0]}: mean acc over splits {r[1]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

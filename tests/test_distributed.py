@@ -1,13 +1,15 @@
 """Two processes on the CPU (gloo, set up as accelerate.debug_launcher does, but spawned) give what one process
-gives: the FT loss curve (2 processes x half the batch vs 1 process x the whole batch) and the scorer's
-log-likelihoods.
+gives: the FT loss curve (2 processes x half the batch vs 1 process x the whole batch), the scorer's
+log-likelihoods and the augmentation stage's generations.
 
 Tolerances. The arithmetic is the same up to the order of fp32 sums: the two halves' gradients are summed by
 the all-reduce instead of inside one backward pass, and packed rows hold other neighbours, so matmuls differ in
 shape (relative rounding ~1e-6 per sum of the tiny model's 32..64 terms). Adam's update m / sqrt(v) is scale-free,
 so such relative differences stay relative: over 4 steps the losses agree to 1e-4 relative (two orders above the
 rounding). A log-likelihood sums a few log-probs of size ~10 nats computed from fp32 hidden states, each off by
-~1e-6 relative: 1e-4 absolute."""
+~1e-6 relative: 1e-4 absolute. A generation is compared as text: each process samples its shard with the
+rows' own seeded generators, and only the batches' padding differs, which moves logits by ~1e-6; a sampled
+token changes only if two Gumbel-perturbed scores lie that close, a chance of ~1e-5 over the ~100 draws here."""
 from __future__ import annotations
 
 import json
@@ -18,6 +20,7 @@ import torch
 from pathlib import Path
 
 from lib import params as P
+from lib import augmentation as A
 from lib import runs, scoring, training as T
 from lib.models import load_model
 
@@ -72,10 +75,18 @@ def _child(cfg, out):
     runs.RUNS = Path(out).parent / "runs"  # the cached stage: the main process writes, the other waits
     folder = T.finetune(_params(cfg), "toy", FACTS, splitting="none", seed=0, progress=False)
     assert folder.exists()  # on every process, once finetune returns
+    rows = A.generate(_params(cfg), "toy", FACTS, "local", progress=False)
     rank = torch.distributed.get_rank()
     assert torch.distributed.get_world_size() == 2 and scoring._world() == (rank, 2)
     with open(f"{out}.{rank}", "w") as f:
-        json.dump({"curve": curve, "scores": scores, "out": out}, f)
+        json.dump({"curve": curve, "scores": scores, "out": out, "aug_rows": rows,
+                   "generations": _generations(_params(cfg))}, f)
+
+
+def _generations(params) -> dict:
+    """key -> generated text of the toy dataset's local generations file (the prefix-cost records left out)."""
+    cache = A.read_cache(A.aug_dir(params, "toy") / "generations_local.jsonl")
+    return {k: r["text"] for k, r in cache.items() if "text" in r}
 
 
 def spawn_launcher(function, args, num_processes: int = 2) -> None:
@@ -165,3 +176,15 @@ def test_qlora_nf4_on_cuda(tiny_model_cfg):
     model = T.prepare_model(model, FT, seed=0)
     loss = T.train(model, tok, T.make_examples(FACTS, "none", "all"), FT, seed=0, progress=False)["loss"]
     assert loss[-1] < loss[0]
+
+
+def test_sharded_generation_gives_the_generations_of_one_process(tiny_model_cfg, two_processes, tmp_path,
+                                                                 monkeypatch):
+    monkeypatch.setattr(runs, "RUNS", tmp_path / "runs")
+    params = _params(tiny_model_cfg)
+    rows = A.generate(params, "toy", FACTS, "local", progress=False)
+    one = _generations(params)
+    assert len(one) == len(FACTS) * params.augment.samples_per_item  # one generation per sentence and sample
+    for res in two_processes:  # both processes return the rows the main one wrote, the same as one process
+        assert res["generations"] == one
+        assert res["aug_rows"] == rows
