@@ -14,16 +14,18 @@ seeds. Its variance is the cluster-robust (CR1) variance of that mean, clustered
 of the seed means / number of seeds (the training run is a second source of noise; the items are shared by the
 seeds). We use the analytic CR variance rather than a cluster bootstrap: it is deterministic (no resampling
 seed, the same numbers byte for byte), vectorises for the simulation checks, and with the G/(G-1) correction
-and Student-t quantiles (G-1 degrees of freedom; Welch-Satterthwaite when seed terms enter) it holds its level down to ~10 clusters (tests/
-test_statistics.py). A paired comparison (A vs B, same items) uses the per-item difference of correctness, so
-item difficulty shared by both arms cancels. A sample with zero variance (every difference 0, or 0% / 100%
-correct) gets the variance of one pseudo-observation instead, so "0 of 30" never gives a zero-width interval.
+and Student-t quantiles (G-1 degrees of freedom; Welch-Satterthwaite when seed terms enter) it holds its level
+down to ~10 clusters (tests/test_statistics.py). A paired comparison (A vs B, same items) uses the per-item
+difference of correctness, so item difficulty shared by both arms cancels. A sample with zero variance (every
+difference 0, or 0% / 100% correct) gets the variance of one pseudo-observation instead, so "0 of 30" never
+gives a zero-width interval.
 
-**Verdict rule** (alpha = 1 - `analysis.ci_level`; CI = estimate +- t_df(1 - alpha/2) * SE, df as in `estimate`; m =
-`analysis.margin`), per test:
+**Verdict rule** (alpha = 1 - `analysis.ci_level`; CI = estimate +- t_df(1 - alpha/2) * SE, df as in
+`estimate`; m = `analysis.margin`), per test:
 - "A improves on B" (and "above chance", "gap larger"): holds if CI > 0; does not hold if CI < m, i.e. an
   improvement of m or more is excluded ("no improvement" when the CI lies within +-m, "B better" when CI < 0);
-  inconclusive otherwise. The second half is the equivalence (TOST) part: it decides exact ties like 0.00 vs 0.00.
+  inconclusive otherwise. The second half is the equivalence (TOST) part: it decides exact ties like 0.00 vs
+  0.00.
 - "at chance": holds if the CI of acc - chance lies within +-m (TOST); does not hold if it excludes 0.
 - "near zero" / "near ceiling" / "at most chance + m": holds if the CI lies on the right side of the threshold
   (m, 1 - m, chance + m), does not hold if it lies wholly on the wrong side.
@@ -71,7 +73,8 @@ CLAIMS = {
     "C5": "Semantic structure: ICL beats FT on reversals and syllogisms; FT reverses above chance; "
           "category holdout stays hard for everyone.",
     "C6": "Augmented FT improves FT on every split and often beats ICL.",
-    "C7": "Sentence splitting improves FT at matched data and steps (on the semantic structure it hurt plain FT).",
+    "C7": "Sentence splitting improves FT at matched data and steps "
+          "(on the semantic structure it hurt plain FT).",
 }
 
 
@@ -98,7 +101,8 @@ def expected_conditions(params) -> list[tuple[str, str, str, int]]:
         for c in icl + [f"icl_{m}" for m in params.icl.retrieval_modes]:
             out.append((ds, c, c, params.seed))
         ft = ["ft"] + (list(SPLITTING) if ds in params.finetune.splitting_ablation else [])
-        ft += [f"aug_{k}" for k in params.augment.kinds] + (["ft_repeat"] if params.augment.repeat_control else [])
+        ft += [f"aug_{k}" for k in params.augment.kinds]
+        ft += ["ft_repeat"] if params.augment.repeat_control else []
         out += [(ds, _seeded(c, s, params), c, s) for c in ft for s in params.finetune.seeds]
     return out
 
@@ -114,15 +118,16 @@ def item_rows(scores: list[dict], *, dataset: str, condition: str, seed: int, mo
     for s in scores:
         ll = np.asarray(s["loglikelihoods"], dtype=float)
         golds = datasets.golds(s)
+        uncond = np.asarray(s["loglikelihoods_uncond"], dtype=float)
         per_metric = {"acc": (ll, s["pred"]),
                       "acc_norm": (ll / np.asarray(s["n_chars"], dtype=float), s["pred_norm"]),
-                      "acc_mutual_info": (ll - np.asarray(s["loglikelihoods_uncond"], dtype=float), s["pred_mi"])}
+                      "acc_mutual_info": (ll - uncond, s["pred_mi"])}
         base = dict(model=model, dataset=dataset, split=s["split"], subset=s.get("subset") or "",
-                    cluster=str(s.get("cluster", s["id"])), item=str(s["id"]), condition=condition, seed=int(seed),
-                    chance=len(golds) / len(ll), n_options=len(ll))
+                    cluster=str(s.get("cluster", s["id"])), item=str(s["id"]), condition=condition,
+                    seed=int(seed), chance=len(golds) / len(ll), n_options=len(ll))
         for metric, (sc, chosen) in per_metric.items():
-            out.append({**base, "metric": metric, "correct": float(chosen in golds), "margin": _margin(sc, golds),
-                        "chosen": int(chosen)})
+            out.append({**base, "metric": metric, "correct": float(chosen in golds),
+                        "margin": _margin(sc, golds), "chosen": int(chosen)})
     return out
 
 
@@ -139,7 +144,8 @@ def read_items(params) -> pd.DataFrame:
         if not (path.is_file() and stamp.is_file()):
             missing.append(f"{ds}__{file_cond}")
             continue
-        rows += item_rows(runs.read_jsonl(path), dataset=ds, condition=cond, seed=seed, model=params.model.name)
+        rows += item_rows(runs.read_jsonl(path), dataset=ds, condition=cond, seed=seed,
+                          model=params.model.name)
     df = pd.DataFrame(rows, columns=ITEM_COLUMNS)
     df.attrs["missing"] = missing
     return df
@@ -148,7 +154,8 @@ def read_items(params) -> pd.DataFrame:
 def _check(items: pd.DataFrame) -> None:
     missing = [c for c in ITEM_COLUMNS if c not in items.columns]
     if missing:
-        raise ValueError(f"item frame lacks the column(s) {missing} (expected {ITEM_COLUMNS}; see read_items)")
+        raise ValueError(f"item frame lacks the column(s) {missing} "
+                         f"(expected {ITEM_COLUMNS}; see read_items)")
 
 
 def split_order(dataset: str, splits) -> list[str]:
@@ -160,7 +167,8 @@ def split_order(dataset: str, splits) -> list[str]:
 
 # -------------------------------------------------------------------------------- distributions, numpy only
 def t_cdf(t, df):
-    """Student-t CDF for integer df >= 1 (closed form, Abramowitz & Stegun 26.7.3-4); the normal beyond df 1000."""
+    """Student-t CDF for integer df >= 1 (closed form, Abramowitz & Stegun 26.7.3-4); the normal beyond
+    df 1000."""
     t = np.asarray(t, dtype=float)
     df = int(df)
     if df < 1:
@@ -355,14 +363,15 @@ def arm(items: pd.DataFrame, dataset: str, split: str, condition: str, metric: s
     return wide.to_numpy().T, list(wide.index), list(info["cluster"]), info["chance"].to_numpy(float)
 
 
-def summarize(items: pd.DataFrame, metric: str = "acc", by=("model", "dataset", "split", "condition")) -> pd.DataFrame:
+def summarize(items: pd.DataFrame, metric: str = "acc",
+              by=("model", "dataset", "split", "condition")) -> pd.DataFrame:
     """One row per `by` group of the item frame for `metric`: `acc` (mean over items of the seed-averaged
     correctness) and its `se` (clustered, seeds' term added: see `estimate`), `mean_subsets` / `se_subsets`
     (mean and SE over the split's subsets), `n` items, `n_clusters`, `k_subsets`, `n_seeds`, `chance`."""
     _check(items)
     by = list(by)
-    cols = by + ["metric", "acc", "se", "mean_subsets", "se_subsets", "n", "n_clusters", "k_subsets", "n_seeds",
-                 "chance"]
+    cols = by + ["metric", "acc", "se", "mean_subsets", "se_subsets", "n", "n_clusters", "k_subsets",
+                 "n_seeds", "chance"]
     df = items[items["metric"] == metric]
     rows = []
     for key, g in df.groupby(by, sort=False):
@@ -378,8 +387,9 @@ def summarize(items: pd.DataFrame, metric: str = "acc", by=("model", "dataset", 
 
 
 def accuracy_table(items: pd.DataFrame, metric: str = "acc", conditions=None) -> pd.DataFrame:
-    """One row per model x dataset x split (the paper's dataset and split order), one column per condition (CONDITIONS
-    order, or `conditions`): the seed-averaged accuracy, beside `n` (most items of a condition) and `chance`."""
+    """One row per model x dataset x split (the paper's dataset and split order), one column per condition
+    (CONDITIONS order, or `conditions`): the seed-averaged accuracy, beside `n` (most items of a condition)
+    and `chance`."""
     return _wide(summarize(items, metric), conditions)
 
 
@@ -394,8 +404,10 @@ def _wide(agg: pd.DataFrame, conditions=None) -> pd.DataFrame:
     out = info.join(wide).reset_index()
     out["_order"] = [split_order(d, agg.loc[agg["dataset"] == d, "split"]).index(s)
                      for d, s in zip(out["dataset"], out["split"])]
-    out["_ds"] = [list(SPLITS).index(d) if d in SPLITS else len(SPLITS) for d in out["dataset"]]  # paper's order
-    return out.sort_values(["model", "_ds", "dataset", "_order"]).drop(columns=["_order", "_ds"]).reset_index(drop=True)
+    out["_ds"] = [list(SPLITS).index(d) if d in SPLITS else len(SPLITS)  # the paper's order
+                  for d in out["dataset"]]
+    out = out.sort_values(["model", "_ds", "dataset", "_order"]).drop(columns=["_order", "_ds"])
+    return out.reset_index(drop=True)
 
 
 def _natural(name: str):
@@ -423,19 +435,20 @@ def _plan(augmented: str, splits: dict[str, list[str]]):
     rc_rev = [s for s in splits.get("reversal_curse", []) if s.startswith("reversal")] or ["reversal"]
     plan = [("C1", "C1", "all", "at_chance", [ds], sp, ["pretrained"], "pretrained at chance")
             for ds, sps in splits.items() for sp in sps]
+    rc, sr, sem = ["reversal_curse"], ["simple_reversals"], ["semantic_structure"]
     for sp in rc_rev:
-        plan += [("C2", "C2a", "all", "near_zero", ["reversal_curse"], sp, ["ft"], "FT reversed accuracy near zero"),
-                 ("C2", "C2b", "all", "near_ceiling", ["reversal_curse"], sp, ["icl"], "ICL reversed accuracy near ceiling"),
-                 ("C2", "C2c", "all", "greater", ["reversal_curse"], sp, ["icl", "ft"], "ICL beats FT on reversals")]
+        plan += [("C2", "C2a", "all", "near_zero", rc, sp, ["ft"], "FT reversed accuracy near zero"),
+                 ("C2", "C2b", "all", "near_ceiling", rc, sp, ["icl"], "ICL reversed accuracy near ceiling"),
+                 ("C2", "C2c", "all", "greater", rc, sp, ["icl", "ft"], "ICL beats FT on reversals")]
     plan += [
-        ("C3", "C3a", "all", "greater", ["simple_reversals"], "reversal", ["icl", "ft"], "ICL beats FT on reversals"),
+        ("C3", "C3a", "all", "greater", sr, "reversal", ["icl", "ft"], "ICL beats FT on reversals"),
         ("C3", "C3b", "all", "gap_greater", ["reversal_curse"] * 2 + ["simple_reversals"] * 2, "reversal",
          ["icl", "ft", "icl", "ft"], "ICL-FT gap smaller than on the reversal curse"),
         ("C4", "C4a", "all", "above_chance", ["syllogisms"], "syllogism", ["ft"], "FT above chance"),
         ("C4", "C4b", "all", "greater", ["syllogisms"], "syllogism", ["icl", "ft"], "ICL beats FT"),
-        ("C5", "C5a", "all", "greater", ["semantic_structure"], "reversal", ["icl", "ft"], "ICL beats FT on reversals"),
-        ("C5", "C5b", "all", "greater", ["semantic_structure"], "syllogism", ["icl", "ft"], "ICL beats FT on syllogisms"),
-        ("C5", "C5c", "all", "above_chance", ["semantic_structure"], "reversal", ["ft"], "FT reverses above chance"),
+        ("C5", "C5a", "all", "greater", sem, "reversal", ["icl", "ft"], "ICL beats FT on reversals"),
+        ("C5", "C5b", "all", "greater", sem, "syllogism", ["icl", "ft"], "ICL beats FT on syllogisms"),
+        ("C5", "C5c", "all", "above_chance", sem, "reversal", ["ft"], "FT reverses above chance"),
     ]
     plan += [("C5", "C5d", "all", "at_most_chance_plus_margin", ["semantic_structure"], "holdout", [c],
               f"category holdout stays hard ({c})") for c in ["icl", "ft", augmented]]
@@ -453,9 +466,11 @@ def _plan(augmented: str, splits: dict[str, list[str]]):
                           "independent splitting beats unsplit FT"),
                          ("C7", "C7b", "all", "greater", [ds], sp, ["ft_split_cumulative", "ft_nosplit"],
                           "cumulative splitting beats unsplit FT")]
-    # every ICL test again with icl_fit (the largest curve context whose learning check passes) in place of icl
+    # every ICL test again with icl_fit (the largest curve context whose learning check passes) in place of
+    # icl
     plan += [(claim, f"{part}_fit", mode, kind, dss, sp, ["icl_fit" if c == "icl" else c for c in conds],
-              f"{desc} (icl_fit)") for claim, part, mode, kind, dss, sp, conds, desc in plan if "icl" in conds]
+              f"{desc} (icl_fit)")
+             for claim, part, mode, kind, dss, sp, conds, desc in plan if "icl" in conds]
     return plan
 
 
@@ -474,7 +489,8 @@ def _test(items, kind, dss, sp, conds, metric, margin, ci_level):
     if kind == "gap_greater":
         e1, e2 = (estimate(*(lambda A, B, cl, _: (A, cl, B))(*pair(arms[k], arms[k + 1]))) for k in (0, 2))
         e = dict(est=e1["est"] - e2["est"], se=math.hypot(e1["se"], e2["se"]), df=min(e1["df"], e2["df"]),
-                 n=e1["n"] + e2["n"], clusters=e1["clusters"] + e2["clusters"], seeds=max(e1["seeds"], e2["seeds"]))
+                 n=e1["n"] + e2["n"], clusters=e1["clusters"] + e2["clusters"],
+                 seeds=max(e1["seeds"], e2["seeds"]))
     elif len(arms) == 2:
         A, B, cl, _ = pair(*arms)
         e = estimate(A, cl, B)
@@ -491,28 +507,32 @@ def _test(items, kind, dss, sp, conds, metric, margin, ci_level):
 
 
 def claims_table(items: pd.DataFrame, *, metric: str = "acc", ci_level: float = 0.95, margin: float = 0.1,
-                 augmented: str = "aug_both", learned_threshold: float = 0.0, beside: str | None = None) -> pd.DataFrame:
+                 augmented: str = "aug_both", learned_threshold: float = 0.0,
+                 beside: str | None = None) -> pd.DataFrame:
     """One row per test of a claim C1-C7, from the item-level frame (rules: module docstring).
 
-    Columns: model, claim, part, test, dataset, split, conditions, numbers, n, clusters, seeds, estimate, se, ci_lo,
-    ci_hi, rule, verdict, why, p_holds, p_fails, p_fails_holm, mdd, n_to_decide, the same test's estimate and
-    verdict on the metric `beside`, part_verdict, claim_verdict. Missing conditions and arms that failed their
-    learning check give "not tested (...)" rows instead of errors."""
+    Columns: model, claim, part, test, dataset, split, conditions, numbers, n, clusters, seeds, estimate, se,
+    ci_lo, ci_hi, rule, verdict, why, p_holds, p_fails, p_fails_holm, mdd, n_to_decide, the same test's
+    estimate and verdict on the metric `beside`, part_verdict, claim_verdict. Missing conditions and arms that
+    failed their learning check give "not tested (...)" rows instead of errors."""
     if not augmented.startswith("aug_") or augmented not in CONDITIONS:
         raise ValueError(f"augmented condition {augmented!r} is not one of aug_local, aug_global, aug_both")
     _check(items)
     beside = beside or ("acc_mutual_info" if metric != "acc_mutual_info" else "acc")
-    cols = ["model", "claim", "part", "test", "dataset", "split", "conditions", "numbers", "n", "clusters", "seeds",
-            "estimate", "se", "ci_lo", "ci_hi", "rule", "verdict", "why", "p_holds", "p_fails", "p_fails_holm", "mdd",
-            "n_to_decide", f"estimate_{beside}", f"verdict_{beside}", "part_verdict", "claim_verdict"]
+    cols = ["model", "claim", "part", "test", "dataset", "split", "conditions", "numbers", "n", "clusters",
+            "seeds", "estimate", "se", "ci_lo", "ci_hi", "rule", "verdict", "why", "p_holds", "p_fails",
+            "p_fails_holm", "mdd", "n_to_decide", f"estimate_{beside}", f"verdict_{beside}", "part_verdict",
+            "claim_verdict"]
     models = sorted(items["model"].dropna().unique()) or [""]
     out = []
     for model in models:
         its = items[items["model"] == model] if model else items
-        splits = {d: split_order(d, its.loc[its["dataset"] == d, "split"]) for d in SPLITS if d in set(its["dataset"])}
+        splits = {d: split_order(d, its.loc[its["dataset"] == d, "split"])
+                  for d in SPLITS if d in set(its["dataset"])}
         present = set(zip(its["dataset"], its["condition"]))
         checks = learning_checks(its, learned_threshold, metric)
-        failed = {(r.dataset, r.condition): f"{r.split} {r.acc:.2f}" for r in checks.itertuples() if not r.learned}
+        failed = {(r.dataset, r.condition): f"{r.split} {r.acc:.2f}"
+                  for r in checks.itertuples() if not r.learned}
         plan = _plan(augmented, splits or {d: [] for d in SPLITS})
         ablation = {d for d, c in present if c in SPLITTING}
         rows, reported = [], set()
@@ -527,10 +547,11 @@ def claims_table(items: pd.DataFrame, *, metric: str = "acc", ci_level: float = 
             if missing:
                 if (part, tuple(missing)) not in reported:
                     reported.add((part, tuple(missing)))
-                    rows.append({**base, "split": "*", "verdict": f"not tested (missing: {', '.join(missing)})"})
+                    rows.append({**base, "split": "*",
+                                 "verdict": f"not tested (missing: {', '.join(missing)})"})
                 continue
-            unlearned = [f"{c} did not learn {d} ({failed[(d, c)]})" for d, c in dict.fromkeys(zip(dss, conds))
-                         if (d, c) in failed]
+            unlearned = [f"{c} did not learn {d} ({failed[(d, c)]})"
+                         for d, c in dict.fromkeys(zip(dss, conds)) if (d, c) in failed]
             if unlearned:
                 rows.append({**base, "verdict": "not tested: " + "; ".join(unlearned)})
                 continue
@@ -541,20 +562,21 @@ def claims_table(items: pd.DataFrame, *, metric: str = "acc", ci_level: float = 
             numbers = "; ".join(f"{c} {a:.2f}" for c, a in zip(conds, r["accs"]))
             numbers += f"; chance {r['chance']:.2f}" if len(conds) == 1 else ""
             row = {**base, "numbers": numbers, "estimate": r["est"],
-                   **{k: r[k] for k in ("n", "clusters", "seeds", "se", "ci_lo", "ci_hi", "verdict", "why", "p_holds",
-                                        "p_fails", "mdd", "n_to_decide")}}
-            rb = _test(its, kind, dss, sp, conds, beside, margin, ci_level) if beside in set(its["metric"]) else {}
+                   **{k: r[k] for k in ("n", "clusters", "seeds", "se", "ci_lo", "ci_hi", "verdict", "why",
+                                        "p_holds", "p_fails", "mdd", "n_to_decide")}}
+            rb = (_test(its, kind, dss, sp, conds, beside, margin, ci_level)
+                  if beside in set(its["metric"]) else {})
             if "est" in rb:
                 row[f"estimate_{beside}"], row[f"verdict_{beside}"] = rb["est"], rb["verdict"]
             rows.append(row)
         if not any(r["claim"] == "C7" for r in rows):
-            rows.append(dict(model=model, claim="C7", part="C7a", test="sentence-splitting ablation", dataset="*",
-                             split="*", conditions=" vs ".join(SPLITTING),
+            rows.append(dict(model=model, claim="C7", part="C7a", test="sentence-splitting ablation",
+                             dataset="*", split="*", conditions=" vs ".join(SPLITTING),
                              verdict=f"not tested (missing: {', '.join(SPLITTING)} on every dataset)"))
         for claim in CLAIMS:  # a claim none of whose datasets has results
             if not any(r["claim"] == claim for r in rows):
-                rows.append(dict(model=model, claim=claim, part=claim, test=CLAIMS[claim], dataset="*", split="*",
-                                 verdict="not tested (missing: every dataset it needs)"))
+                rows.append(dict(model=model, claim=claim, part=claim, test=CLAIMS[claim], dataset="*",
+                                 split="*", verdict="not tested (missing: every dataset it needs)"))
         df = pd.DataFrame(rows, columns=cols)
         alpha2 = (1 - ci_level) / 2
         tested = ~df["verdict"].astype(str).str.startswith("not tested")
@@ -603,9 +625,9 @@ def claims_summary(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (model, claim), g in table.groupby(["model", "claim"], sort=True):
         v = g["verdict"].astype(str)
-        rows.append(dict(model=model, claim=claim, statement=CLAIMS[claim], verdict=g["claim_verdict"].iloc[0],
-                         parts="; ".join(f"{p}: {pv}" for p, pv in g.drop_duplicates("part")[["part", "part_verdict"]]
-                                         .itertuples(index=False)),
+        parts = g.drop_duplicates("part")[["part", "part_verdict"]].itertuples(index=False)
+        rows.append(dict(model=model, claim=claim, statement=CLAIMS[claim],
+                         verdict=g["claim_verdict"].iloc[0], parts="; ".join(f"{p}: {pv}" for p, pv in parts),
                          holds=int((v == HOLDS).sum()), fails=int((v == FAILS).sum()),
                          inconclusive=int((v == INCONCLUSIVE).sum()),
                          not_tested=int(v.str.startswith("not tested").sum())))
@@ -622,17 +644,18 @@ def _md_table(df: pd.DataFrame) -> str:
 
 
 RULES_MD = (
-    "Rules (`lib/analysis.py`): per test, CI = estimate ± t(df) x SE (df = clusters - 1, Welch-Satterthwaite "
-    "when seed terms enter), SE cluster-robust (CR1) by the item's "
+    "Rules (`lib/analysis.py`): per test, CI = estimate ± t(df) x SE (df = clusters - 1, "
+    "Welch-Satterthwaite when seed terms enter), SE cluster-robust (CR1) by the item's "
     "cluster, paired over the same items for comparisons, plus the between-seed variance / seeds. "
-    "'A improves on B' holds if CI > 0 and does not hold if CI < margin (an improvement of the margin or more is "
-    "excluded: 'no improvement' when the CI lies within ±margin); 'at chance' holds if the CI of acc - chance "
-    "lies within ±margin (TOST) and does not hold if it excludes 0; 'near zero' / 'near ceiling' / 'stays hard' "
-    "hold if the CI lies beyond the threshold. `mdd`: the difference detectable with 80% power at this n; "
+    "'A improves on B' holds if CI > 0 and does not hold if CI < margin (an improvement of the margin or "
+    "more is excluded: 'no improvement' when the CI lies within ±margin); 'at chance' holds if the CI of "
+    "acc - chance lies within ±margin (TOST) and does not hold if it excludes 0; 'near zero' / "
+    "'near ceiling' / 'stays hard' hold if the CI lies beyond the threshold. "
+    "`mdd`: the difference detectable with 80% power at this n; "
     "`n_to_decide`: the items that would decide the observed estimate with 80% power. "
-    "**Multiplicity**: a claim holds when every tested test holds (intersection-union test: family-wise level "
-    "alpha/2 with no adjustment); it does not hold when some test's p_fails, Holm-adjusted over the claim's "
-    "tested tests (`p_fails_holm`), is below alpha/2; 'often' parts count Holm-adjusted holds. "
+    "**Multiplicity**: a claim holds when every tested test holds (intersection-union test: family-wise "
+    "level alpha/2 with no adjustment); it does not hold when some test's p_fails, Holm-adjusted over the "
+    "claim's tested tests (`p_fails_holm`), is below alpha/2; 'often' parts count Holm-adjusted holds. "
     "An arm whose learning-check accuracy is below `analysis.learned_threshold` is not tested.")
 
 
@@ -645,7 +668,8 @@ def write_claims(table: pd.DataFrame, outdir: Path, *, params_name: str, metric:
     models = ", ".join(m for m in table["model"].unique() if m) or "(no results)"
     beside = next(c.removeprefix("verdict_") for c in table.columns if c.startswith("verdict_"))
     text = (f"# Claims C1-C7 tested on the results of params `{params_name}`\n\n"
-            f"Model: {models}. Metric: `{metric}` (the `_{beside}` columns repeat each test on the other metric). "
+            f"Model: {models}. Metric: `{metric}` "
+            f"(the `_{beside}` columns repeat each test on the other metric). "
             f"CI level {ci_level:g} (alpha/2 = {(1 - ci_level) / 2:g} per side); margin {margin:g}. "
             + RULES_MD + " Written by `notebooks/05_analysis.ipynb`.\n\n## Summary\n\n"
             + _md_table(claims_summary(table)))
@@ -658,13 +682,15 @@ def write_claims(table: pd.DataFrame, outdir: Path, *, params_name: str, metric:
 
 def write_results(items: pd.DataFrame, outdir: Path, *, params_name: str,
                   metrics=("acc", "acc_mutual_info")) -> list[Path]:
-    """Write `results.csv` (`summarize` rows of every metric) and `results.md` (an `accuracy_table` per metric)."""
+    """Write `results.csv` (`summarize` rows of every metric) and `results.md` (an `accuracy_table` per
+    metric)."""
     outdir = Path(outdir)
     csv, md = outdir / "results.csv", outdir / "results.md"
     aggs = {m: summarize(items, m) for m in metrics}
     runs.write_text(csv, pd.concat(aggs.values()).to_csv(index=False))
     text = (f"# Accuracy per split and condition, params `{params_name}`\n\n"
-            "Mean over the split's items of each item's correctness (averaged over seeds where there are several); "
+            "Mean over the split's items of each item's correctness "
+            "(averaged over seeds where there are several); "
             "`n` items per split. From the item-level frame (`lib.analysis.read_items`), written by "
             "`notebooks/05_analysis.ipynb`; clustered SEs in `results.csv`.\n")
     for m in metrics:
@@ -699,7 +725,8 @@ def loss_curves(params) -> pd.DataFrame:
             continue
         curve = training.read_loss_curve(folder)
         run = f"{info['tag']} ({info['splitting']}, s{info['seed']})"
-        rows += [dict(run=run, dataset=folder.parent.name, step=s, loss=l) for s, l in zip(curve["step"], curve["loss"])]
+        rows += [dict(run=run, dataset=folder.parent.name, step=s, loss=l)
+                 for s, l in zip(curve["step"], curve["loss"])]
     df = pd.DataFrame(rows, columns=["run", "dataset", "step", "loss"])
     df.attrs["not_scored"] = not_scored
     return df
