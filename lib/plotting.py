@@ -33,12 +33,14 @@ LABELS = {
     "pretrained": "pretrained (no data)", "icl": "ICL", "icl_bm25": "ICL (BM25 retrieval)",
     "icl_oracle": "ICL (oracle retrieval)", "icl_fit": "ICL (fit context)", "ft": "FT",
     "ft_split_independent": "FT, split (independent)",
-    "ft_split_cumulative": "FT, split (cumulative)", "ft_nosplit": "FT, unsplit", "ft_repeat": "FT, repeated data",
+    "ft_split_cumulative": "FT, split (cumulative)", "ft_nosplit": "FT, unsplit",
+    "ft_repeat": "FT, repeated data",
     "aug_local": "FT + local aug.", "aug_global": "FT + global aug.", "aug_both": "FT + local & global aug.",
 }
 # One colour per condition in every figure (pretrained, ICL, FT and the augmented FTs keep theirs throughout).
-PALETTE = dict(zip(["pretrained", "ft", "icl", "aug_both", "aug_local", "aug_global", "ft_repeat", "ft_nosplit",
-                    "ft_split_independent", "ft_split_cumulative", "icl_bm25", "icl_oracle", "icl_fit"],
+PALETTE = dict(zip(["pretrained", "ft", "icl", "aug_both", "aug_local", "aug_global", "ft_repeat",
+                    "ft_nosplit", "ft_split_independent", "ft_split_cumulative", "icl_bm25", "icl_oracle",
+                    "icl_fit"],
                    sns.color_palette("colorblind", 10) + sns.color_palette("dark", 3)))
 SPLIT_LABELS = {"forward": "forward\n(learning check)", "rephrase": "rephrase\n(learning check)",
                 "trained": "trained\n(learning check)",
@@ -96,15 +98,18 @@ def bar_figure(items: pd.DataFrame, panels: list[tuple[str, list[str]]], conditi
     df = items[items["metric"] == metric] if len(items) else items
     agg = analysis.summarize(df, metric, by=("dataset", "split", "condition")) if len(df) else pd.DataFrame(
         columns=["dataset", "split", "condition", "acc", "se", "chance"])
-    subsets = (df.groupby(["dataset", "split", "condition", "subset", "item"])["correct"].mean()
-               .groupby(["dataset", "split", "condition", "subset"]).mean().reset_index()) if len(df) else None
+    subsets = None
+    if len(df):
+        subsets = (df.groupby(["dataset", "split", "condition", "subset", "item"])["correct"].mean()
+                   .groupby(["dataset", "split", "condition", "subset"]).mean().reset_index())
     base = (baselines.groupby(["dataset", "split"])["acc"].max() if baselines is not None and len(baselines)
             else pd.Series(dtype=float))
     drawn, missing = [], []
     for ds, splits in panels:
         a = agg[(agg["dataset"] == ds) & agg["split"].isin(splits) & agg["condition"].isin(conditions)]
         have = [c for c in conditions if c in set(a["condition"])]
-        missing += [f"{ds}: {LABELS.get(c, c)}" for c in conditions if c not in have] if len(a) else [f"{ds} (all)"]
+        missing += ([f"{ds}: {LABELS.get(c, c)}" for c in conditions if c not in have] if len(a)
+                    else [f"{ds} (all)"])
         if len(a):
             drawn.append((ds, analysis.split_order(ds, [s for s in splits if s in set(a["split"])]), a, have))
     if not drawn:  # with no results at all (a fresh clone), leave the committed figures alone
@@ -148,13 +153,15 @@ def bar_figure(items: pd.DataFrame, panels: list[tuple[str, list[str]]], conditi
     for ax in axes[:len(drawn)]:
         for h, l in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(l, h)
-    fig.legend(list(handles.values()), list(handles.keys()), loc="upper left", bbox_to_anchor=(1.0, 0.9), frameon=False)
+    fig.legend(list(handles.values()), list(handles.keys()), loc="upper left", bbox_to_anchor=(1.0, 0.9),
+               frameon=False)
     n_seeds = int(df.groupby("condition")["seed"].nunique().max()) if len(df) else 0
-    fig.suptitle(f"{title}\nmodel {_model_label(df)} · params {params_name} · metric {metric}", fontsize=10, y=1.0)
+    fig.suptitle(f"{title}\nmodel {_model_label(df)} · params {params_name} · metric {metric}", fontsize=10,
+                 y=1.0)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     caption = ("Bars: accuracy over the split's items ± SE clustered by the item's cluster (person / fact / "
                "category; CR1, the SE of the claims table)"
-               f"{', seed-averaged, seed spread in the SE (' + str(n_seeds) + ' seeds)' if n_seeds > 1 else ''}. "
+               + (f", seed-averaged, seed spread in the SE ({n_seeds} seeds)" if n_seeds > 1 else "") + ". "
                "Points: inference-type subset means. Dashed: chance. "
                + ("Dotted: strongest shortcut baseline. " if len(base) else "")
                + (note + " " if note else "") + ("Missing: " + "; ".join(missing) if missing else ""))
@@ -168,14 +175,16 @@ def bar_figure(items: pd.DataFrame, panels: list[tuple[str, list[str]]], conditi
 # ------------------------------------------------------------------------------------------ the figures
 def fig2_reversal_curse(items, outdir, *, params_name, metric="acc", augmented="aug_both", baselines=None):
     """Fig. 2: the reversal curse (Berglund et al.) after pretraining, FT, ICL and augmented FT; the reversed
-    questions with both distractor pools (`reversal`: targets, `reversal_p2d`: P2D names) where the data have them."""
+    questions with both distractor pools (`reversal`: targets, `reversal_p2d`: P2D names) where the data have
+    them."""
     return bar_figure(items, [("reversal_curse", analysis.SPLITS["reversal_curse"] + ["reversal_p2d"])],
                       ["pretrained", "ft", "icl", augmented], name="fig2_reversal_curse",
                       title="Fig. 2 analogue: the reversal curse", outdir=outdir, params_name=params_name,
                       metric=metric, baselines=baselines)
 
 
-def fig3_simple_reversals_syllogisms(items, outdir, *, params_name, metric="acc", augmented="aug_both", baselines=None):
+def fig3_simple_reversals_syllogisms(items, outdir, *, params_name, metric="acc", augmented="aug_both",
+                                     baselines=None):
     """Fig. 3: simple reversals (left) and simple syllogisms (right)."""
     return bar_figure(items, [("simple_reversals", analysis.SPLITS["simple_reversals"]),
                                 ("syllogisms", analysis.SPLITS["syllogisms"])],
@@ -184,7 +193,8 @@ def fig3_simple_reversals_syllogisms(items, outdir, *, params_name, metric="acc"
                       params_name=params_name, metric=metric, baselines=baselines)
 
 
-def fig4_semantic_structure(items, outdir, *, params_name, metric="acc", augmented="aug_both", baselines=None):
+def fig4_semantic_structure(items, outdir, *, params_name, metric="acc", augmented="aug_both",
+                            baselines=None):
     """Fig. 4: the semantic structure benchmark, four splits in rough order of difficulty."""
     return bar_figure(items, [("semantic_structure", analysis.SPLITS["semantic_structure"])],
                       ["pretrained", "ft", "icl", augmented], name="fig4_semantic_structure",
@@ -192,7 +202,8 @@ def fig4_semantic_structure(items, outdir, *, params_name, metric="acc", augment
                       params_name=params_name, metric=metric, baselines=baselines)
 
 
-def figB1_sentence_splitting(items, outdir, *, params_name, metric="acc", augmented="aug_both", baselines=None):
+def figB1_sentence_splitting(items, outdir, *, params_name, metric="acc", augmented="aug_both",
+                             baselines=None):
     """Appx. B.1/B.4: FT on whole documents vs split into sentences (independent / cumulative), same steps."""
     conds = ["ft_nosplit", "ft_split_independent", "ft_split_cumulative", "ft"]
     with_ablation = [d for d in analysis.SPLITS if len(items) and
@@ -203,22 +214,25 @@ def figB1_sentence_splitting(items, outdir, *, params_name, metric="acc", augmen
                       note="All FT variants train for the same number of steps on the same documents.")
 
 
-def figB_local_vs_global_augmentation(items, outdir, *, params_name, metric="acc", augmented="aug_both", baselines=None):
+def figB_local_vs_global_augmentation(items, outdir, *, params_name, metric="acc", augmented="aug_both",
+                                      baselines=None):
     """Local vs global augmentation, with FT on plain repetitions of the data (matched in size) as control."""
     conds = ["ft", "ft_repeat", "aug_local", "aug_global", "aug_both", "icl"]
     present = set(items.loc[items["condition"].str.startswith("aug_"), "dataset"]) if len(items) else set()
     return bar_figure(items, [(d, analysis.SPLITS[d]) for d in analysis.SPLITS if d in present], conds,
                       name="figB_local_vs_global_augmentation", title="Local vs global augmentation",
                       outdir=outdir, params_name=params_name, metric=metric, baselines=baselines,
-                      note="'FT, repeated data' repeats the original documents to the size of the augmented set.")
+                      note="'FT, repeated data' repeats the original documents to the size of the augmented "
+                           "set.")
 
 
 def figB5_derivatoids(items, outdir, *, params_name, metric="acc", augmented="aug_both", baselines=None):
     """Appx. B.5: process knowledge (derivatoids), trained rule combinations vs new compositions."""
     return bar_figure(items, [("derivatoids", analysis.SPLITS["derivatoids"])],
-                      ["pretrained", "ft", "icl", "aug_local", "aug_global", "aug_both"], name="figB5_derivatoids",
-                      title="Appx. B.5 analogue: process knowledge (derivatoids, our own design)", outdir=outdir,
-                      params_name=params_name, metric=metric, baselines=baselines)
+                      ["pretrained", "ft", "icl", "aug_local", "aug_global", "aug_both"],
+                      name="figB5_derivatoids",
+                      title="Appx. B.5 analogue: process knowledge (derivatoids, our own design)",
+                      outdir=outdir, params_name=params_name, metric=metric, baselines=baselines)
 
 
 def figS_loss_curves(curves: pd.DataFrame, outdir, *, params_name, model=""):
@@ -226,7 +240,8 @@ def figS_loss_curves(curves: pd.DataFrame, outdir, *, params_name, model=""):
     if curves is None or curves.empty:
         return []
     sns.set_theme(style="whitegrid", context="paper")
-    g = sns.relplot(data=curves, x="step", y="loss", hue="run", col="dataset", kind="line", col_wrap=min(3, curves["dataset"].nunique()),
+    g = sns.relplot(data=curves, x="step", y="loss", hue="run", col="dataset", kind="line",
+                    col_wrap=min(3, curves["dataset"].nunique()),
                     height=2.6, facet_kws=dict(sharey=False), legend="brief")
     g.figure.suptitle(f"FT training loss · model {model or '(see notebook 03)'} · params {params_name}",
                       y=1.03, fontsize=10)
@@ -237,9 +252,10 @@ def figS_loss_curves(curves: pd.DataFrame, outdir, *, params_name, model=""):
 
 
 def curve_points(items: pd.DataFrame, tokens: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
-    """The context-size curve's points: per dataset x split x curve condition (icl_n<size>, and icl = all), the
-    accuracy on the items scored on the curve (icl restricted to them, so every point has the same items), n,
-    chance, and `n_tokens` (the mean tokens of that size's contexts, from `tokens`: dataset, condition, n_tokens)."""
+    """The context-size curve's points: per dataset x split x curve condition (icl_n<size>, and icl = all),
+    the accuracy on the items scored on the curve (icl restricted to them, so every point has the same items),
+    n, chance, and `n_tokens` (the mean tokens of that size's contexts, from `tokens`: dataset, condition,
+    n_tokens)."""
     cols = ["dataset", "split", "condition", "n_tokens", "acc", "n", "chance"]
     its = items[(items["metric"] == metric) & items["condition"].astype(str).str.fullmatch(r"icl(_n\d+)?")]
     rows = []
@@ -247,8 +263,8 @@ def curve_points(items: pd.DataFrame, tokens: pd.DataFrame, metric: str = "acc")
         ids = set(g.loc[g["condition"] != "icl", "item"])
         g = g[g["item"].isin(ids)]
         for (sp, cond), h in g.groupby(["split", "condition"], sort=False):
-            rows.append({"dataset": ds, "split": sp, "condition": cond, "acc": h["correct"].mean(), "n": len(h),
-                         "chance": h["chance"].mean()})
+            rows.append({"dataset": ds, "split": sp, "condition": cond, "acc": h["correct"].mean(),
+                         "n": len(h), "chance": h["chance"].mean()})
     out = pd.DataFrame(rows, columns=[c for c in cols if c != "n_tokens"])
     out = out.merge(tokens[["dataset", "condition", "n_tokens"]], on=["dataset", "condition"], how="inner")
     return out[cols].sort_values(["dataset", "split", "n_tokens"]).reset_index(drop=True)
@@ -256,8 +272,9 @@ def curve_points(items: pd.DataFrame, tokens: pd.DataFrame, metric: str = "acc")
 
 def figC_icl_context_curve(items: pd.DataFrame, tokens: pd.DataFrame, outdir, *, params_name, metric="acc",
                            baselines=None):
-    """ICL accuracy against context tokens (log x), one panel per dataset, one line per split; per split, chance
-    (dotted) and the strongest shortcut baseline (dashed, `baselines`: lib.baselines.tables) in its colour."""
+    """ICL accuracy against context tokens (log x), one panel per dataset, one line per split; per split,
+    chance (dotted) and the strongest shortcut baseline (dashed, `baselines`: lib.baselines.tables) in its
+    colour."""
     name = "figC_icl_context_curve"
     pts = curve_points(items, tokens, metric)
     if pts.empty:
@@ -308,7 +325,8 @@ FIGURE_FUNCTIONS = [fig2_reversal_curse, fig3_simple_reversals_syllogisms, fig4_
 
 def draw_all(items: pd.DataFrame, outdir: Path, *, params_name: str, metric: str = "acc",
              augmented: str = "aug_both", baselines: pd.DataFrame | None = None) -> dict[str, list[Path]]:
-    """Every bar figure from the item-level frame: {figure name: [png, pdf]} ([] where it has nothing to draw)."""
+    """Every bar figure from the item-level frame: {figure name: [png, pdf]} ([] where it has nothing to
+    draw)."""
     return {f.__name__: f(items, outdir, params_name=params_name, metric=metric, augmented=augmented,
                           baselines=baselines)
             for f in FIGURE_FUNCTIONS}
