@@ -26,7 +26,8 @@ DDP for LoRA, FSDP for full FT; configs in params/accelerate/; bf16 autocast on 
     examples never attend to each other (tests/test_training.py checks it for both).
   - Logits only where the loss is taken: the model is called with `logits_to_keep` = the positions that
     predict a target token; the other positions never touch the 49K-word vocabulary. `use_cache=False` is
-    needed: with a cache, transformers does not look for packed sequences (and lets them attend to each other).
+    needed: with a cache, transformers does not look for packed sequences (and lets them attend to each
+    other).
   - LoRA through peft: the number of trainable parameters must equal r * (in + out) summed over the Linear
     layers that `target_modules` names (peft silently ignores names that match nothing; we do not).
     `model.quantization: nf4` loads the base in 4-bit NormalFloat (bitsandbytes): QLoRA, same code.
@@ -156,7 +157,8 @@ def tokenize_examples(tok, examples: list[dict], max_length: int) -> list[dict]:
 
 
 def pack(examples: list[dict], capacity: int) -> list[list[int]]:
-    """Indices of `examples` (tokenised) packed into rows of at most `capacity` tokens (first-fit decreasing)."""
+    """Indices of `examples` (tokenised) packed into rows of at most `capacity` tokens (first-fit
+    decreasing)."""
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i]["ids"]))
     rows, free = [], []
     for i in order:
@@ -195,7 +197,8 @@ def packed_loss(model, batch: dict) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------- model
 def _linear_shape(module) -> tuple[int, int] | None:
-    """(in_features, out_features) of a Linear-like layer (torch Linear, bitsandbytes Linear4bit), else None."""
+    """(in_features, out_features) of a Linear-like layer (torch Linear, bitsandbytes Linear4bit), else
+    None."""
     if isinstance(module, torch.nn.Linear) or type(module).__name__ in ("Linear4bit", "Linear8bitLt"):
         return int(module.in_features), int(module.out_features)
     return None
@@ -262,11 +265,13 @@ def prepare_model(model, ft, *, seed: int) -> torch.nn.Module:
 
 
 def accelerator(model=None):
-    """The `accelerate.Accelerator` of this process: bf16 autocast on CUDA, the CPU when the model is there."""
+    """The `accelerate.Accelerator` of this process: bf16 autocast on CUDA, the CPU when the model is
+    there."""
     from accelerate import Accelerator
 
     on_cpu = model is not None and next(model.parameters()).device.type == "cpu"
-    return Accelerator(cpu=on_cpu, mixed_precision="bf16" if torch.cuda.is_available() and not on_cpu else "no")
+    bf16 = torch.cuda.is_available() and not on_cpu
+    return Accelerator(cpu=on_cpu, mixed_precision="bf16" if bf16 else "no")
 
 
 def train(model, tok, examples: list[dict], ft, *, seed: int, progress: bool = True,
@@ -303,7 +308,8 @@ def _train(model, tok, examples, ft, *, seed, progress=True, desc="finetune", ac
     order_rng = random.Random(f"ft-order:{seed}")
     wrapped = acc.prepare(model)
     params = [p for p in wrapped.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": ft["weight_decay"]},
+    opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2],
+                              "weight_decay": ft["weight_decay"]},
                              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
                             lr=ft["learning_rate"])
     sched = get_scheduler("cosine" if ft["schedule"] == "cosine" else "constant_with_warmup", opt,
@@ -342,7 +348,8 @@ def _train(model, tok, examples, ft, *, seed, progress=True, desc="finetune", ac
         tokens = sum(len(data[i]["ids"]) for i in batch)
         n_tok += tokens
         for k, v in (("step", step + 1), ("loss", total), ("lr", lr), ("grad_norm", grad_norm),
-                     ("tokens", tokens), ("target_tokens", n_target), ("step_seconds", time.perf_counter() - ts)):
+                     ("tokens", tokens), ("target_tokens", n_target),
+                     ("step_seconds", time.perf_counter() - ts)):
             curve[k].append(v)
         if check is not None and ((step + 1) % ft["eval_every"] == 0 or step + 1 == ft["steps"]):
             tc = time.perf_counter()
@@ -355,25 +362,29 @@ def _train(model, tok, examples, ft, *, seed, progress=True, desc="finetune", ac
     model.eval()
     seconds = time.perf_counter() - t0 - check_s  # training time: the learning-check scoring left out
     return wrapped, {**curve, "seconds": seconds, "check_seconds": check_s, "tokens_per_s": n_tok / seconds,
-                     "s_per_step": seconds / ft["steps"], "n_examples": len(data), "n_trainable": n_trainable(model)}
+                     "s_per_step": seconds / ft["steps"], "n_examples": len(data),
+                     "n_trainable": n_trainable(model)}
 
 
 # -------------------------------------------------------------------------------------------- caching
 def recipe(ft, dataset: str):
-    """The finetune params one dataset trains with: `ft` with `ft.recipes[dataset]` (steps, learning rate, ...)
-    put in. Every FT condition of the dataset (plain, split, augmented, repeat) trains with it, so their
+    """The finetune params one dataset trains with: `ft` with `ft.recipes[dataset]` (steps, learning rate,
+    ...) put in. Every FT condition of the dataset (plain, split, augmented, repeat) trains with it, so their
     comparisons stay step-matched; lib.params has checked the keys."""
     return ft.model_copy(update=ft.recipes.get(dataset, {}))
 
 
 def _ft_dict(params, dataset: str) -> dict:
-    return {k: v for k, v in recipe(params.finetune, dataset).model_dump().items() if k not in _NOT_TRAINING_KEYS}
+    return {k: v for k, v in recipe(params.finetune, dataset).model_dump().items()
+            if k not in _NOT_TRAINING_KEYS}
 
 
 def ft_key(params, examples: list[dict], seed: int, dataset: str) -> dict:
-    """What a finetuned model depends on: model params, the dataset's training recipe, the examples, the seed."""
+    """What a finetuned model depends on: model params, the dataset's training recipe, the examples, the
+    seed."""
     return {"model": params.model.model_dump(), "finetune": _ft_dict(params, dataset), "seed": seed,
-            "trainer_version": TRAINER_VERSION, "examples": runs.key_hash([[e["context"], e["target"]] for e in examples])}
+            "trainer_version": TRAINER_VERSION,
+            "examples": runs.key_hash([[e["context"], e["target"]] for e in examples])}
 
 
 def ft_dir(params, dataset: str, tag: str, key: dict) -> Path:
@@ -384,8 +395,9 @@ def finetune(params, dataset: str, rows: list[dict], *, splitting: str, seed: in
              progress: bool = True, check_items: list[dict] | None = None) -> Path:
     """Finetune the params' model on `rows` with the dataset's recipe (cached); returns the folder holding the
     adapter (or model), loss_curve.json and train_info.json. Same model, recipe, examples and seed -> same
-    folder, reused. With `check_items` and finetune.eval_every, their accuracy is scored every eval_every steps
-    and after the last (loss_curve.json "check_step" / "check_acc": the learning curve of notebook 03)."""
+    folder, reused. With `check_items` and finetune.eval_every, their accuracy is scored every eval_every
+    steps and after the last (loss_curve.json "check_step" / "check_acc": the learning curve of notebook
+    03)."""
     ft = recipe(params.finetune, dataset)
     examples = make_examples(rows, splitting, ft.loss_on)
     key = ft_key(params, examples, seed, dataset)
@@ -430,7 +442,8 @@ def finetune(params, dataset: str, rows: list[dict], *, splitting: str, seed: in
 
 
 def load_finetuned(params, folder: Path):
-    """(model, tokenizer) of a finetune() folder, in eval mode (full FT or adapter, from its dataset's recipe)."""
+    """(model, tokenizer) of a finetune() folder, in eval mode (full FT or adapter, from its dataset's
+    recipe)."""
     dataset = runs.read_json(Path(folder) / "train_info.json")["dataset"]
     if recipe(params.finetune, dataset).method == "full":
         return load_model({**params.model.model_dump(), "name": str(folder)})
@@ -457,7 +470,8 @@ def run_ft(params, dataset: str, condition: str, rows: list[dict], *, splitting:
 
     if items is None:
         _, items, _ = datasets.load(params, dataset)
-    check = check_items(params, dataset, items) if condition == "ft" and seed == params.finetune.seeds[0] else None
+    first_plain = condition == "ft" and seed == params.finetune.seeds[0]  # records the learning curve
+    check = check_items(params, dataset, items) if first_plain else None
     folder = finetune(params, dataset, rows, splitting=splitting, seed=seed, tag=tag, progress=progress,
                       check_items=check)
     key = {"ft": runs.read_json(runs.stamp_path(folder))["key_hash"]}
@@ -487,7 +501,8 @@ def ft_plan(params, dataset: str) -> list[dict]:
     for seed in params.finetune.seeds:
         plan.append({"condition": "ft", "splitting": default_splitting(dataset), "seed": seed})
         if dataset in params.finetune.splitting_ablation:
-            plan += [{"condition": CONDITION_OF_SPLITTING[s], "splitting": s, "seed": seed} for s in SPLITTINGS]
+            plan += [{"condition": CONDITION_OF_SPLITTING[s], "splitting": s, "seed": seed}
+                     for s in SPLITTINGS]
     return plan
 
 
@@ -508,8 +523,8 @@ def run_ft_arm(params, dataset: str, progress: bool = True):
 
     rows, test, _ = datasets.load(params, dataset)
     items = arm_items(params, dataset, test)
-    frames = [run_ft(params, dataset, r["condition"], rows, splitting=r["splitting"], seed=r["seed"], items=items,
-                     progress=progress) for r in ft_plan(params, dataset)]
+    frames = [run_ft(params, dataset, r["condition"], rows, splitting=r["splitting"], seed=r["seed"],
+                     items=items, progress=progress) for r in ft_plan(params, dataset)]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -526,7 +541,8 @@ def arm_runs(params, dataset: str) -> list[dict]:
         folder = ft_dir(params, dataset, "ft", key)
         if runs.is_fresh(folder, key):
             out.append({**runs.read_json(folder / "train_info.json"), "splitting": r["splitting"],
-                        "condition": condition_name(r["condition"], r["seed"], params), "folder": str(folder)})
+                        "condition": condition_name(r["condition"], r["seed"], params),
+                        "folder": str(folder)})
     return out
 
 
@@ -629,10 +645,12 @@ def benchmark(params=None, dataset: str | None = None, *, steps: int = 8, seed: 
     secs = sum(info["step_seconds"][1:])
     ours_tps = sum(info["tokens"][1:]) / secs
     data = tokenize_examples(tok, examples, ft["max_length"])
-    mean_flops_per_token = _flops_per_step(model, data, ft["method"] == "full") / sum(len(d["ids"]) for d in data)
+    n_tokens = sum(len(d["ids"]) for d in data)
+    mean_flops_per_token = _flops_per_step(model, data, ft["method"] == "full") / n_tokens
     ours_gflops = ours_tps * mean_flops_per_token / 1e9
     hf = _hf_trainer_tokens_per_s(params, examples, steps, seed)
-    out = {"dataset": dataset, "model": params.model.name, "method": ft["method"], "batch_size": ft["batch_size"],
+    out = {"dataset": dataset, "model": params.model.name, "method": ft["method"],
+           "batch_size": ft["batch_size"],
            "steps_timed": steps - 1, "threads": torch.get_num_threads(),
            "ours_tokens_per_s": ours_tps, "ours_s_per_step": secs / (steps - 1),
            "hf_trainer_tokens_per_s": hf["tokens_per_s"], "hf_trainer_s_per_step": hf["s_per_step"],
