@@ -27,13 +27,14 @@ e.g. cut by the token limit), too short (< 3 words) or too long (> 60 words), ho
 turns, table cells, headings), copies the prompt verbatim (the source sentence, a worked example or a
 context document), uses a made-up word of the worked examples that the item does not contain (a leak from
 the prompt), shares no content word with the item (off topic: no word of 3+ letters other than very
-common English words), or repeats a sentence already kept. A generation with no sentence at all counts as empty.
+common English words), or repeats a sentence already kept. A generation with no sentence at all counts as
+empty.
 
 Caching: every generation is appended to runs/<p>/augment/<dataset>/generations_<kind>.jsonl under a key
-hashing its model (name, dtype, quantization), full prompt text, sampling params and sample index; a rerun or a resumed run reads it and
-generates nothing twice (a line cut by a killed run is ignored). Each record keeps its tokens and seconds,
-so the compute spent is known even when everything came from the cache. The parsed rows go to
-<kind>.jsonl with <kind>.stats.json (kept / dropped by reason, tokens, seconds, tokens/s).
+hashing its model (name, dtype, quantization), full prompt text, sampling params and sample index; a rerun
+or a resumed run reads it and generates nothing twice (a line cut by a killed run is ignored). Each record
+keeps its tokens and seconds, so the compute spent is known even when everything came from the cache. The
+parsed rows go to <kind>.jsonl with <kind>.stats.json (kept / dropped by reason, tokens, seconds, tokens/s).
 """
 from __future__ import annotations
 
@@ -67,7 +68,8 @@ def prompt_path(name: str) -> Path:
         path = PROMPTS / name
     if not path.is_file():
         known = ", ".join(sorted(p.name for p in PROMPTS.glob("*.txt")))
-        raise FileNotFoundError(f"augmentation prompt not found: {name!r} (neither a file nor in {PROMPTS}: {known})")
+        raise FileNotFoundError(f"augmentation prompt not found: {name!r} "
+                                f"(neither a file nor in {PROMPTS}: {known})")
     return path
 
 
@@ -105,8 +107,8 @@ def prompt_parts(template: str, placeholder: str, fmt: str, tok, **fixed) -> tup
 # ------------------------------------------------------------------------------------ parse and filter
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 _MARKER = re.compile(r"^\s*(?:[-*\u2022]+|\(?\d+[.)]|[a-z][.)])\s+")
-_MARKUP = re.compile(r"<\|[^|>]*\|>|<\s*/?\s*(?:s|im_start|im_end|eos|bos)\s*>|^\s*(?:user|assistant|system)\s*:"
-                     r"|\||^#+\s", re.I)  # chat markup, table cells, markdown headings
+_MARKUP = re.compile(r"<\|[^|>]*\|>|<\s*/?\s*(?:s|im_start|im_end|eos|bos)\s*>"
+                     r"|^\s*(?:user|assistant|system)\s*:|\||^#+\s", re.I)  # chat markup, cells, headings
 _END = re.compile(r"[.!?][\"'\u201d)\]]*$")
 _SPLIT = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"'\u201d)\]])\s+")
 
@@ -214,7 +216,8 @@ def filter_sentences(candidates: list[str], *, prompt: str, item_text: str, exam
 # ----------------------------------------------------------------------------------------- generation
 @functools.lru_cache(maxsize=None)
 def _forward_keywords(model_type) -> tuple[str, bool]:
-    """(the cache keyword, whether `logits_to_keep` exists) of a model class's forward, read once per class."""
+    """(the cache keyword, whether `logits_to_keep` exists) of a model class's forward, read once per
+    class."""
     import inspect
 
     names = inspect.signature(model_type.forward).parameters
@@ -257,7 +260,8 @@ def stop_token_ids(tok) -> set[int]:
 
 
 def sample(model, tok, prefix: str, suffixes: list[str], seeds: list[int], *, temperature: float,
-           max_new_tokens: int, batch_size: int, progress: bool = False, on_batch=None) -> tuple[list[dict], dict]:
+           max_new_tokens: int, batch_size: int, progress: bool = False,
+           on_batch=None) -> tuple[list[dict], dict]:
     """Generate one continuation of prefix + suffix for each suffix, batched with the KV cache.
 
     Returns per suffix {"text", "n_tokens", "seconds" (its share of its batch's time), "stopped"} and
@@ -265,10 +269,11 @@ def sample(model, tok, prefix: str, suffixes: list[str], seeds: list[int], *, te
     torch.Generator (Gumbel-max over logits / temperature), seeded by `seeds[i]`. `on_batch(indices,
     results)` is called after each batch (the caller caches them as they come).
 
-    Kept instead of `model.generate` (issue "Engines"): each row draws from its own seeded torch.Generator, so a
-    sample depends on its seed alone, not on which rows share its batch or on the batch size; `generate` draws
-    every row from one global generator. `make bench` measures it against `generate` without prefix reuse
-    (--quick, bundled model: 1.5x); the comparison with `generate` over a reused prefix cache is not made yet."""
+    Kept instead of `model.generate` (issue "Engines"): each row draws from its own seeded torch.Generator, so
+    a sample depends on its seed alone, not on which rows share its batch or on the batch size; `generate`
+    draws every row from one global generator. `make bench` measures it against `generate` without prefix
+    reuse: 3.21x on an idle 2-core CPU (bundled model); `generate` over a reused prefix cache is not
+    compared."""
     from tqdm import tqdm
 
     if len(seeds) != len(suffixes):
@@ -443,7 +448,8 @@ def global_context(tok, rows: list[dict], max_tokens: int, seed: int) -> tuple[s
 # ------------------------------------------------------------------------------------------- generate
 def generate(params, dataset: str, rows: list[dict], kind: str, *, model=None, tok=None,
              progress: bool = True) -> list[dict]:
-    """Augmentation rows of one kind ("local", "global" or "both" = local + global) for a dataset's train rows.
+    """Augmentation rows of one kind ("local", "global" or "both" = local + global) for a dataset's train
+    rows.
 
     Rows follow the train-row schema plus "source" ("aug_local"/"aug_global") and "source_ids"; "facts" are
     copied from the source document(s). Writes <kind>.jsonl and <kind>.stats.json under
@@ -489,14 +495,15 @@ def generate(params, dataset: str, rows: list[dict], kind: str, *, model=None, t
             from .models import load_model
 
             model, tok = load_model(gen_cfg)
-        # Data-parallel under accelerate: each process samples a contiguous shard of the jobs (a sample depends
-        # on its own seed, so the shards give what one process gives) and the main process writes them all.
+        # Data-parallel under accelerate: each process samples a contiguous shard of the jobs (a sample
+        # depends on its own seed, so the shards give what one process gives); the main process writes them.
         mine = scoring._shard(todo, rank, world)
 
         def record(i, g):
-            return {"key": keys[i], "kind": kind, "source_ids": jobs[i][0]["source_ids"], "sample": jobs[i][1], **g}
+            return {"key": keys[i], "kind": kind, "source_ids": jobs[i][0]["source_ids"],
+                    "sample": jobs[i][1], **g}
 
-        def save(idx, gens):  # one process: each finished batch goes to the cache at once (a killed run resumes)
+        def save(idx, gens):  # one process: each batch goes to the cache at once (a killed run resumes)
             append_cache(cache_path, [record(mine[j], g) for j, g in zip(idx, gens)])
 
         gens, info = sample(model, tok, prefix, [jobs[i][0]["text"] + suffix for i in mine],
@@ -507,7 +514,8 @@ def generate(params, dataset: str, rows: list[dict], kind: str, *, model=None, t
         if rank == 0:
             append_cache(cache_path, done)
             # The shared prefix's cost, once per generating session (a resumed run pays it again).
-            append_cache(cache_path, [{"key": f"{prefix_key}:{time.time_ns()}", "prefix_key": prefix_key, **info}])
+            append_cache(cache_path, [{"key": f"{prefix_key}:{time.time_ns()}", "prefix_key": prefix_key,
+                                       **info}])
         if world > 1:
             torch.distributed.barrier()
         cache = read_cache(cache_path)
@@ -532,16 +540,17 @@ def generate(params, dataset: str, rows: list[dict], kind: str, *, model=None, t
                                       seen=seen)
         dropped.update(drop)
         if kept:
-            out.append({"id": f"{dataset}-aug_{kind}-{len(out):05d}", "text": " ".join(kept), "sentences": kept,
-                        "facts": list(src["facts"]), "source": f"aug_{kind}", "source_ids": src["source_ids"],
-                        "source_text": src["text"]})
+            out.append({"id": f"{dataset}-aug_{kind}-{len(out):05d}", "text": " ".join(kept),
+                        "sentences": kept, "facts": list(src["facts"]), "source": f"aug_{kind}",
+                        "source_ids": src["source_ids"], "source_text": src["text"]})
     n_kept = sum(len(r["sentences"]) for r in out)
     stats = {"dataset": dataset, "kind": kind, "generator": gen_cfg["name"], "n_sources": len(srcs),
              "n_sources_total": n_distinct, "coverage": len(srcs) / max(1, n_distinct),
              "generations": len(jobs), "generated_now": len(todo), "empty_generations": n_empty,
              "candidates": n_kept + sum(dropped.values()), "kept": n_kept,
              "dropped": {r: dropped.get(r, 0) for r in DROP_REASONS}, "rows": len(out),
-             "new_tokens": n_tokens, "seconds": seconds, "tokens_per_s": n_tokens / seconds if seconds else None,
+             "new_tokens": n_tokens, "seconds": seconds,
+             "tokens_per_s": n_tokens / seconds if seconds else None,
              **prefix_info, "context": ctx_info}
     if rank == 0:
         runs.write_jsonl(out_dir / f"{kind}.jsonl", out)
@@ -601,7 +610,8 @@ def run_augmented(params, dataset: str, kind: str, *, progress: bool = True):
         sizes = [len(make_examples(a, SPLITTING, params.finetune.loss_on)) if a else 0
                  for a in (generate(params, dataset, rows, k, progress=progress)
                            for k in params.augment.kinds)]
-        extra = repeat_rows(rows, max(sizes, default=0), params.augment.seed, SPLITTING, params.finetune.loss_on)
+        extra = repeat_rows(rows, max(sizes, default=0), params.augment.seed, SPLITTING,
+                            params.finetune.loss_on)
         condition = "ft_repeat"
     elif kind in ("local", "global", "both"):
         extra = generate(params, dataset, rows, kind, progress=progress)
@@ -614,7 +624,8 @@ def run_augmented(params, dataset: str, kind: str, *, progress: bool = True):
 
 
 def run_all(params, dataset: str, *, progress: bool = True):
-    """Every augmented-FT condition of a dataset (augment.kinds, plus ft_repeat when augment.repeat_control)."""
+    """Every augmented-FT condition of a dataset (augment.kinds, plus ft_repeat when
+    augment.repeat_control)."""
     import pandas as pd
 
     kinds = list(params.augment.kinds) + (["repeat"] if params.augment.repeat_control else [])
@@ -634,7 +645,8 @@ def stats_table(params, names: list[str]):
             if not path.exists():
                 continue
             st = runs.read_json(path)
-            out.append({"dataset": name, "kind": kind, "sources": st["n_sources"], "of": st["n_sources_total"],
+            out.append({"dataset": name, "kind": kind, "sources": st["n_sources"],
+                        "of": st["n_sources_total"],
                         "coverage": st["coverage"], "generations": st["generations"],
                         "empty": st["empty_generations"], "candidates": st["candidates"], "kept": st["kept"],
                         **{f"drop_{r}": st["dropped"][r] for r in DROP_REASONS},
