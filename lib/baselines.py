@@ -1,9 +1,10 @@
 """Shortcut baselines: how far the data alone (training rows + test items) move accuracy off chance.
 
 Each baseline scores every option of an item from the data, without a model, and is credited like a model
-(lib.datasets.golds: an item is right when the prediction is in its gold set). Ties are counted fractionally:
-among the k options with the top score, the item gets |top ∩ golds| / k (the expected accuracy of a uniformly
-random tie-break), so a baseline that cannot tell the options apart scores exactly the item's chance.
+(lib.datasets.golds: an item is right when the prediction is in its gold set). Ties are counted
+fractionally: among the k options with the top score, the item gets |top ∩ golds| / k (the expected accuracy
+of a uniformly random tie-break), so a baseline that cannot tell the options apart scores exactly the item's
+chance.
 
 Baselines that use the test items only (no trained fact):
 - `prior_option`: leave-one-out answer-string prior: an option's score is its gold rate (times gold / times
@@ -22,13 +23,13 @@ Baselines that use the training rows (a shallow learner could follow them; they 
 
 Expected high by definition (`BY_DEFINITION`, excluded from the at-chance bound): a split that tests a trained
 fact in its trained direction (simple_reversals / reversal_curse `forward`, semantic `rephrase`, derivatoids
-`trained`) is answered by co-occurrence and by copying the trained word, which is what learning the fact means;
-a reversal split is answered *wrongly* by them (the trained sentence co-occurs with the wrong option), and the
-paper's reversal-curse `reversal` split (distractors = training targets, never gold) is answered by the
-answer-string prior, which is the paper's own design (`reversal_p2d` is the control without it). The
-atmosphere heuristic is right on most valid syllogisms whatever the balance (a "No" conclusion needs a negative
-premise), so on syllogisms it is reported, not bounded: it needs the trained premises, which is what the
-no-learning conditions do not have.
+`trained`) is answered by co-occurrence and by copying the trained word, which is what learning the fact
+means; a reversal split is answered *wrongly* by them (the trained sentence co-occurs with the wrong option),
+and the paper's reversal-curse `reversal` split (distractors = training targets, never gold) is answered by
+the answer-string prior, which is the paper's own design (`reversal_p2d` is the control without it). The
+atmosphere heuristic is right on most valid syllogisms whatever the balance (a "No" conclusion needs a
+negative premise), so on syllogisms it is reported, not bounded: it needs the trained premises, which is
+what the no-learning conditions do not have.
 
     >>> table(train, test, "simple_reversals")   # dataset, split, baseline, acc, chance, n
 """
@@ -42,8 +43,8 @@ import pandas as pd
 from .datasets import chance, golds
 
 WORD = re.compile(r"[A-Za-z]+|\d+")
-STOP = frozenset("""a an the and or of to in on at by for from with as is are was were be been being it its this
-that these those there their they them he she his her we you i not no all some than who which what whose
+STOP = frozenset("""a an the and or of to in on at by for from with as is are was were be been being it its
+this that these those there their they them he she his her we you i not no all some than who which what whose
 known also once often always can""".split())
 QUANTS = ("All", "Some", "No")
 
@@ -191,7 +192,8 @@ def item_table(train: list[dict], test: list[dict], dataset: str, item_id: str) 
     items = [x for x in test if x["split"] == it["split"]]
     i = items.index(it)
     sc = scores(train, items, dataset)
-    return pd.DataFrame([{"option": o, "gold": j in golds(it), **{b: round(s[i][j], 3) for b, s in sc.items()}}
+    return pd.DataFrame([{"option": o, "gold": j in golds(it),
+                          **{b: round(s[i][j], 3) for b, s in sc.items()}}
                          for j, o in enumerate(it["options"])])
 
 

