@@ -248,7 +248,8 @@ def is_valid(premises, conclusion, *, existential_import: bool = True) -> bool:
         if len(st) != 3 or st[0] not in QUANTIFIERS or st[1] not in TERMS or st[2] not in TERMS:
             raise ValueError(f"bad statement {st!r}: expected (quantifier in {QUANTIFIERS}, term, term) "
                              f"with terms in {TERMS}")
-    return all(_holds(conclusion, m) for m in _models(existential_import) if all(_holds(p, m) for p in premises))
+    return all(_holds(conclusion, m) for m in _models(existential_import)
+               if all(_holds(p, m) for p in premises))
 
 
 def conclusion_options(x: str = "S", y: str = "P") -> list[tuple[str, str, str]]:
@@ -258,7 +259,8 @@ def conclusion_options(x: str = "S", y: str = "P") -> list[tuple[str, str, str]]
 
 def valid_conclusions(premises, *, existential_import: bool = True, order=("S", "P")) -> list[int]:
     """Indices into conclusion_options(*order) of every valid conclusion."""
-    return [i for i, c in enumerate(conclusion_options(*order)) if is_valid(premises, c, existential_import=existential_import)]
+    return [i for i, c in enumerate(conclusion_options(*order))
+            if is_valid(premises, c, existential_import=existential_import)]
 
 
 def conventional_conclusion(premises, *, existential_import: bool = True):
@@ -358,16 +360,17 @@ def make_syllogisms(cfg, seed: int):
         header = f"The relationships between {listed[0]}, {listed[1]} and {listed[2]} are:"
         premises = [_sentence(p, names) for p in form["premises"]]
         ids = [f"syl{i:03d}-major", f"syl{i:03d}-minor"]
-        train.append({"id": f"syl{i:03d}", "text": " ".join([header, *premises]), "sentences": [header, *premises],
-                      "facts": ids})
-        for k, (premise, fact) in enumerate(zip(form["premises"], ids)):  # the learning check: recall a premise
+        train.append({"id": f"syl{i:03d}", "text": " ".join([header, *premises]),
+                      "sentences": [header, *premises], "facts": ids})
+        # the learning check: recall a premise
+        for k, (premise, fact) in enumerate(zip(form["premises"], ids)):
             a, b = rng.sample(list(premise[1:]), 2)
             opts = conclusion_options(a, b)
             gold_set = sorted(j for j, o in enumerate(opts) if _equivalent(o, premise))
             test.append({"id": f"syl{i:03d}-p{k}", "split": "premise", "subset": premise[0],
                          "prompt": f"The relationships between {names[a]} and {names[b]} are:",
-                         "options": [_sentence(o, names) for o in opts], "gold": gold_set[0], "golds": gold_set,
-                         "support": [fact], "cluster": f"syl{i:03d}"})
+                         "options": [_sentence(o, names) for o in opts], "gold": gold_set[0],
+                         "golds": gold_set, "support": [fact], "cluster": f"syl{i:03d}"})
         x, y = rng.sample(["S", "P"], 2)
         options = conclusion_options(x, y)
         golds = sorted(options.index(g) for g in form["golds"])
@@ -376,7 +379,7 @@ def make_syllogisms(cfg, seed: int):
                      "options": [_sentence(o, names) for o in options], "gold": golds[0], "golds": golds,
                      "support": ids, "cluster": f"syl{i:03d}",
                      "valid": sorted(options.index(v) for v in form["valid"])})
-    if cfg.counterbalance:  # premises are mostly All: keep All : Some : No = 2 : 1 : 1, as for the conclusions
+    if cfg.counterbalance:  # premises are mostly All: keep All : Some : No = 2 : 1 : 1, as for conclusions
         by_q = {q: [k for k, t in enumerate(test) if t["split"] == "premise" and t["subset"] == q]
                 for q in QUANTIFIERS}
         m = min(len(by_q["Some"]), len(by_q["No"]), len(by_q["All"]) // 2)
@@ -387,7 +390,8 @@ def make_syllogisms(cfg, seed: int):
 
 # ======================================================================================= reversal curse
 RC_GROUPS = ("p2d", "d2p", "both")
-RC_TRAIN = {"p2d": "p2d_prompts_train.jsonl", "d2p": "d2p_prompts_train.jsonl", "both": "both_prompts_train.jsonl"}
+RC_TRAIN = {"p2d": "p2d_prompts_train.jsonl", "d2p": "d2p_prompts_train.jsonl",
+            "both": "both_prompts_train.jsonl"}
 RC_TEST = {"forward": "p2d_prompts_test.jsonl", "reversal": "p2d_reverse_prompts_test.jsonl"}
 RC_TEMPLATES = 10  # test templates per person, in the same order for every person
 
@@ -395,7 +399,8 @@ RC_TEMPLATES = 10  # test templates per person, in the same order for every pers
 def _read_source(name: str) -> list[dict]:
     path = REVERSAL_CURSE_DIR / name
     if not path.is_file():
-        raise DatasetError(f"reversal_curse: missing source file {path} (see data/external/reversal_curse/SOURCE.md)")
+        raise DatasetError(f"reversal_curse: missing source file {path} "
+                           "(see data/external/reversal_curse/SOURCE.md)")
     return runs.read_jsonl(path)
 
 
@@ -408,7 +413,8 @@ def reversal_curse_people() -> dict[str, list[str]]:
     p2d = ordered(x["completion"].strip() for x in _read_source(RC_TEST["reversal"]))
     d2p = ordered(x["completion"].strip() for x in _read_source("d2p_prompts_test.jsonl"))
     pat = re.compile(r"^The trailblazer known as (.+) was once$")
-    both = ordered(m.group(1) for x in _read_source("both_prompts_test.jsonl") if (m := pat.match(x["prompt"])))
+    both = ordered(m.group(1) for x in _read_source("both_prompts_test.jsonl")
+                   if (m := pat.match(x["prompt"])))
     return {"p2d": p2d, "d2p": d2p, "both": both}
 
 
@@ -432,12 +438,14 @@ def make_reversal_curse(cfg, seed: int):
     people = reversal_curse_people()
     for g in RC_GROUPS:
         if len(people[g]) < k:
-            raise DatasetError(f"reversal_curse: people_per_group={k} but the {g} group has {len(people[g])} people")
+            raise DatasetError(f"reversal_curse: people_per_group={k} but the {g} group has "
+                               f"{len(people[g])} people")
     rng = _rng("reversal_curse", seed)
     kept = {g: sorted(rng.sample(people[g], k), key=people[g].index) for g in RC_GROUPS}
     if k - 1 < nd:
         raise DatasetError(f"reversal_curse: n_distractors={nd} needs at least {nd + 1} P2D people "
-                           f"(people_per_group={k}); the forward split draws distractors from other P2D people")
+                           f"(people_per_group={k}); the forward split draws distractors from other P2D "
+                           "people")
     pools = {"targets": kept["d2p"] + kept["both"], "p2d": kept["p2d"]}
     # both pools: `reversal` takes distractors from the params' pool, `reversal_<other>` from the other one
     # (the paper's `targets` pool gives `reversal` and `reversal_p2d`)
@@ -446,8 +454,8 @@ def make_reversal_curse(cfg, seed: int):
                                                                if cfg.both_pools else [])
     pool_names = pools["targets"]
     if len(pool_names) < nd:
-        raise DatasetError(f"reversal_curse: distractor pool 'targets' has {len(pool_names)} names, fewer than "
-                           f"n_distractors={nd}")
+        raise DatasetError(f"reversal_curse: distractor pool 'targets' has {len(pool_names)} names, "
+                           f"fewer than n_distractors={nd}")
     all_names = [n for g in RC_GROUPS for n in people[g]]
     # the first `examples_per_person` paraphrases of each person (Both people: that many in each direction)
     cap = cfg.examples_per_person or 10 ** 9
@@ -473,7 +481,8 @@ def make_reversal_curse(cfg, seed: int):
             out.setdefault(_person_of(row, people["p2d"]), []).append(row)
         for name, xs in out.items():
             if len(xs) != RC_TEMPLATES:
-                raise DatasetError(f"reversal_curse: {name} has {len(xs)} test prompts, expected {RC_TEMPLATES}")
+                raise DatasetError(f"reversal_curse: {name} has {len(xs)} test prompts, "
+                                   f"expected {RC_TEMPLATES}")
         return out
 
     fwd, rev = by_person(_read_source(RC_TEST["forward"])), by_person(_read_source(RC_TEST["reversal"]))
@@ -488,7 +497,8 @@ def make_reversal_curse(cfg, seed: int):
                     others = [o for o in pool if o != name]
                 options = [gold, *rng.sample(others, nd)]
                 rng.shuffle(options)
-                test.append({"id": f"{split}-{name.replace(' ', '_')}-t{t}", "split": split, "subset": f"t{t}",
+                test.append({"id": f"{split}-{name.replace(' ', '_')}-t{t}", "split": split,
+                             "subset": f"t{t}",
                              "prompt": row["prompt"], "options": options, "gold": options.index(gold),
                              "support": [f"p2d:{name}"], "cluster": f"p2d:{name}"})
     return train, test
@@ -505,9 +515,11 @@ def _generator(name: str):
     except ModuleNotFoundError as e:
         if e.name != module_name:
             raise
-        raise DatasetError(f"dataset {name!r}: its generator {spec} is missing (no module {module_name})") from None
+        raise DatasetError(f"dataset {name!r}: its generator {spec} is missing "
+                           f"(no module {module_name})") from None
     if not hasattr(module, func):
-        raise DatasetError(f"dataset {name!r}: its generator {spec} is missing (no function {func} in {module_name})")
+        raise DatasetError(f"dataset {name!r}: its generator {spec} is missing "
+                           f"(no function {func} in {module_name})")
     return module, getattr(module, func)
 
 
@@ -536,8 +548,8 @@ def cache_key(params, name: str) -> dict:
     sources = {f.name: _file_sha(f) for f in sorted(mod_file.parent.glob(f"{mod_file.stem}*")) if f.is_file()}
     sources["words.py"] = _file_sha(ROOT / "lib" / "words.py")
     if name == "reversal_curse":
-        sources.update({f: _file_sha(REVERSAL_CURSE_DIR / f) for f in sorted({*RC_TRAIN.values(), *RC_TEST.values(),
-                                                                              "d2p_prompts_test.jsonl", "both_prompts_test.jsonl"})})
+        files = {*RC_TRAIN.values(), *RC_TEST.values(), "d2p_prompts_test.jsonl", "both_prompts_test.jsonl"}
+        sources.update({f: _file_sha(REVERSAL_CURSE_DIR / f) for f in sorted(files)})
     return {"dataset": name, "generator": GENERATORS[name], "generator_version": version, "seed": params.seed,
             "params": cfg.model_dump(mode="json"), "sources": sources}
 
@@ -576,7 +588,8 @@ def validate(name: str, train: list[dict], test: list[dict]) -> None:
         if x["prompt"].endswith((" ", "\n")) or any(o.startswith((" ", "\n")) for o in x["options"]):
             fail(f"test item {x['id']!r}: the prompt ends with, or an option starts with, whitespace")
         if "golds" in x and (not isinstance(x["golds"], list) or x["gold"] not in x["golds"]
-                             or not all(isinstance(g, int) and 0 <= g < len(x["options"]) for g in x["golds"])):
+                             or not all(isinstance(g, int) and 0 <= g < len(x["options"])
+                                        for g in x["golds"])):
             fail(f"test item {x['id']!r}: golds must be a list of option indices that holds gold")
         if not isinstance(x.get("cluster"), str) or not x["cluster"]:
             fail(f"test item {x['id']!r}: field 'cluster' missing or not a non-empty str")
@@ -594,7 +607,8 @@ def _manifest(name, key, train, test, paths) -> dict:
             "seed": key["seed"], "params": key["params"], "n_train": len(train),
             "counts": {s: len(xs) for s, xs in per.items()},
             "chance": {s: sum(map(chance, xs)) / len(xs) for s, xs in per.items()},
-            "n_options": {s: [min(len(x["options"]) for x in xs), max(len(x["options"]) for x in xs)] for s, xs in per.items()},
+            "n_options": {s: [min(len(x["options"]) for x in xs), max(len(x["options"]) for x in xs)]
+                          for s, xs in per.items()},
             "sha256": {f: runs.sha256_file(paths[f]) for f in ("train.jsonl", "test.jsonl")}}
 
 
@@ -638,8 +652,8 @@ def _check_option_count(name: str, cfg, test: list[dict]) -> None:
         return
     most = max(len(x["options"]) for x in test)
     if most < asked:
-        raise DatasetError(f"{name}: datasets.{name}.n_options: {asked} asked, but the generator finds at most "
-                           f"{most} options per item for these params; give n_options <= {most}")
+        raise DatasetError(f"{name}: datasets.{name}.n_options: {asked} asked, but the generator finds at "
+                           f"most {most} options per item for these params; give n_options <= {most}")
 
 
 def build_all(params) -> dict[str, Path]:
@@ -652,8 +666,8 @@ def build_all(params) -> dict[str, Path]:
         except ValueError as e:
             errors.append(_named(name, e))
     if errors:
-        raise DatasetError(f"{len(errors)} dataset(s) could not be built (built: {', '.join(out) or 'none'}):\n  "
-                           + "\n  ".join(errors))
+        raise DatasetError(f"{len(errors)} dataset(s) could not be built "
+                           f"(built: {', '.join(out) or 'none'}):\n  " + "\n  ".join(errors))
     return out
 
 
@@ -665,7 +679,8 @@ def _named(name: str, err: Exception) -> str:
 def load(params, name: str) -> tuple[list[dict], list[dict], dict]:
     """(train rows, test items, manifest) of a dataset, built first when missing or stale."""
     out = build(params, name)
-    return runs.read_jsonl(out / "train.jsonl"), runs.read_jsonl(out / "test.jsonl"), runs.read_json(out / "manifest.json")
+    return (runs.read_jsonl(out / "train.jsonl"), runs.read_jsonl(out / "test.jsonl"),
+            runs.read_json(out / "manifest.json"))
 
 
 def counts_table(params_or_manifests):
@@ -676,9 +691,11 @@ def counts_table(params_or_manifests):
         manifests = list(params_or_manifests)
     else:
         manifests = [runs.read_json(data_dir(params_or_manifests, n) / "manifest.json")
-                     for n in params_or_manifests.dataset_names if (data_dir(params_or_manifests, n) / "manifest.json").is_file()]
+                     for n in params_or_manifests.dataset_names
+                     if (data_dir(params_or_manifests, n) / "manifest.json").is_file()]
     rows = [{"dataset": m["dataset"], "split": s, "n_train_docs": m["n_train"], "n_items": n,
-             "n_options": "-".join(map(str, sorted(set(m["n_options"][s])))), "chance": round(m["chance"][s], 4),
+             "n_options": "-".join(map(str, sorted(set(m["n_options"][s])))),
+             "chance": round(m["chance"][s], 4),
              "learning_check": s in LEARNING_CHECK_SPLITS}
             for m in manifests for s, n in m["counts"].items()]
     return pd.DataFrame(rows)
@@ -686,7 +703,8 @@ def counts_table(params_or_manifests):
 
 # ============================================================================================== checks
 def continuation_tokens(tokenizer, prompt: str, option: str) -> tuple[list[int], bool]:
-    """The scorer's lm-eval split of prompt + " " + option (lib.scoring.encode_pair), as the data check sees it.
+    """The scorer's lm-eval split of prompt + " " + option (lib.scoring.encode_pair), as the data check sees
+    it.
     Returns (continuation ids, whether the joint encoding starts with the prompt's own tokens)."""
     from .scoring import encode_pair
 
@@ -731,13 +749,14 @@ def check(train: list[dict], test: list[dict], tokenizer=None):
         lambda b: f"{b[0]['id']}: {b[1]!r}")
     add("prompt tokens unchanged by the continuation", pairs, [(x, o) for x, o, _, same in enc if not same],
         lambda b: f"{b[0]['id']}: {b[1]!r}")
-    add("options distinct", test, [x for x in test if len(set(x["options"])) != len(x["options"])], lambda x: x["id"])
-    add("no option shown in its prompt", test, [x for x in test if any(o in x["prompt"] for o in x["options"])],
+    add("options distinct", test, [x for x in test if len(set(x["options"])) != len(x["options"])],
         lambda x: x["id"])
+    add("no option shown in its prompt", test,
+        [x for x in test if any(o in x["prompt"] for o in x["options"])], lambda x: x["id"])
     with_valid = [x for x in test if "valid" in x]
     if with_valid:
-        add("gold among the valid options", with_valid, [x for x in with_valid if x["gold"] not in x["valid"]],
-            lambda x: x["id"])
+        add("gold among the valid options", with_valid,
+            [x for x in with_valid if x["gold"] not in x["valid"]], lambda x: x["id"])
     return pd.DataFrame(rows)
 
 
@@ -762,7 +781,8 @@ def main(argv=None) -> int:
         try:
             build(p, name, force=force)
             out = data_dir(p, name)
-            print(f"{name}: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out} ({time.time() - t0:.1f} s)", flush=True)
+            shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+            print(f"{name}: {shown} ({time.time() - t0:.1f} s)", flush=True)
         except ValueError as e:
             failed.append(name)
             print(f"FAILED: {_named(name, e)}", file=sys.stderr, flush=True)

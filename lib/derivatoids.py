@@ -1,35 +1,37 @@
-"""Derivatoids: process knowledge (PAPER.md 2.5). The rules below are our own design; the paper's are not public.
+"""Derivatoids: process knowledge (PAPER.md 2.5). The rules below are our own design; the paper's are not
+public.
 
 The paper describes "a pseudo-mathematical procedure which is a function-to-function transform similar to
-taking a derivative, but with uncommon rules", trained and tested on a compositional split of rule combinations.
-Ours:
+taking a derivative, but with uncommon rules", trained and tested on a compositional split of rule
+combinations. Ours:
 
 Expressions are built from a handful of nonsense function symbols applied to x (`blick(x)`, `zorp(x)`), small
 integers, and four constructors: sum `f + g`, product `f * g`, nesting `a(g)` (a symbol applied to an
 expression) and scaling `k f`. The transform is written `<name>[...]` with a nonsense name (say `grelt`), and
 is defined by five rules, each deliberately unlike the derivative rule it resembles:
 
-    atom     grelt[a(x)]  = a'(x)                    a' is a's partner: the symbols form one cycle, a -> a' -> a'' ...
-    sum      grelt[f + g] = grelt[f] * grelt[g]      (a sum becomes a product)
-    product  grelt[f * g] = grelt[g] - f             (the right factor is transformed, the left one subtracted)
-    nest     grelt[a(g)]  = a'(grelt[g])             (the partner applied to the transformed inside)
-    scale    grelt[k f]   = (k+1) grelt[f]           (the constant goes up by one)
+    atom     grelt[a(x)]  = a'(x)                a' is a's partner: the symbols form one cycle, a -> a' -> ...
+    sum      grelt[f + g] = grelt[f] * grelt[g]  (a sum becomes a product)
+    product  grelt[f * g] = grelt[g] - f         (the right factor is transformed, the left one subtracted)
+    nest     grelt[a(g)]  = a'(grelt[g])         (the partner applied to the transformed inside)
+    scale    grelt[k f]   = (k+1) grelt[f]       (the constant goes up by one)
 
 for example grelt[blick(x) + 3 zorp(x)] = blick'(x) * 4 zorp'(x). Binary sub-expressions are parenthesised, so
 every expression has one reading.
 
-The compositional split. An expression's *rule combinations* are the (outer, inner) constructor pairs along its
-edges (sum>product, nest>scale, ...; 16 possible pairs). With the seed we hold out four pairs, one per outer
-constructor and one per inner constructor (a random derangement), so every rule and every constructor in both
-positions is still trained. Training rows show the transform applied: every atom once (the partner table),
-every constructor over atoms (each rule alone), and depth-2 expressions that use only trained pairs. Test items:
+The compositional split. An expression's *rule combinations* are the (outer, inner) constructor pairs along
+its edges (sum>product, nest>scale, ...; 16 possible pairs). With the seed we hold out four pairs, one per
+outer constructor and one per inner constructor (a random derangement), so every rule and every constructor
+in both positions is still trained. Training rows show the transform applied: every atom once (the partner
+table), every constructor over atoms (each rule alone), and depth-2 expressions that use only trained pairs.
+Test items:
   trained        expressions whose pairs are all trained, with inputs (symbols, constants) never seen in that
                  combination: does the model apply what it saw to new inputs?
   compositional  expressions that contain a held-out pair: can it compose two rules it saw separately?
 Each item is a prompt `grelt[<expression>] =` and `n_options` options: the correct output and outputs of wrong
 rule applications: at one node of the expression (the outer one or an inner one) a wrong rule is used: the
-textbook derivative rule (f' + g', f'g + fg', the chain rule, k f'), another of our rules, or the wrong partner
-(a itself, or the partner's partner). A distractor is never equal to the correct output (checked).
+textbook derivative rule (f' + g', f'g + fg', the chain rule, k f'), another of our rules, or the wrong
+partner (a itself, or the partner's partner). A distractor is never equal to the correct output (checked).
 `support` names the trained facts an item rests on: `atom:<a>` for each symbol, `rule:<constructor>`, and
 `pair:<outer>><inner>` for each trained pair it uses.
 """
@@ -43,7 +45,8 @@ N_SYMBOLS = 8
 
 
 # ----------------------------------------------------------------------------------- expressions as tuples
-# ("atom", a) | ("sum", f, g) | ("product", f, g) | ("nest", a, g) | ("scale", k, f) | ("minus", f, g) for outputs
+# ("atom", a) | ("sum", f, g) | ("product", f, g) | ("nest", a, g) | ("scale", k, f),
+# and ("minus", f, g) in outputs
 def show(e, top: bool = True) -> str:
     op = e[0]
     if op == "atom":
@@ -175,7 +178,8 @@ def _support(e, trained_pairs):
 
 
 def make_derivatoids(cfg, seed: int) -> tuple[list[dict], list[dict]]:
-    """Training examples (prompt/completion rows) and multiple-choice test items; deterministic in the seed."""
+    """Training examples (prompt/completion rows) and multiple-choice test items; deterministic in the
+    seed."""
     from .words import nonsense_words
 
     rng = random.Random(f"derivatoids:{seed}")
@@ -198,12 +202,13 @@ def make_derivatoids(cfg, seed: int) -> tuple[list[dict], list[dict]]:
     # training: atoms, every rule over atoms, then depth-2 expressions of trained pairs
     basics = [("atom", a) for a in syms] + [_make(op, rng, syms) for op in OPS for _ in range(2)]
     if cfg.n_train < len(basics) + len(trained_pairs):
-        raise ValueError(f"derivatoids: n_train={cfg.n_train} is too small: the partner table, each rule and each "
-                         f"trained pair need {len(basics) + len(trained_pairs)} examples")
+        raise ValueError(f"derivatoids: n_train={cfg.n_train} is too small: the partner table, each rule and "
+                         f"each trained pair need {len(basics) + len(trained_pairs)} examples")
     exprs, seen = [], set()
     for e in basics:
         if show(e) not in seen:
-            seen.add(show(e)); exprs.append(e)
+            seen.add(show(e))
+            exprs.append(e)
     i = 0
     while len(exprs) < cfg.n_train:
         if i > 100 * cfg.n_train:
@@ -212,12 +217,14 @@ def make_derivatoids(cfg, seed: int) -> tuple[list[dict], list[dict]]:
         i += 1
         e = _make(outer, rng, syms, inner)
         if show(e) not in seen:
-            seen.add(show(e)); exprs.append(e)
+            seen.add(show(e))
+            exprs.append(e)
     rows = []
     for j, e in enumerate(exprs):
         prompt, completion, facts = row(e)
-        rows.append({"id": f"derivatoids-train-{j:04d}", "text": prompt + completion, "sentences": [prompt + completion],
-                     "facts": facts, "prompt": prompt, "completion": completion})
+        rows.append({"id": f"derivatoids-train-{j:04d}", "text": prompt + completion,
+                     "sentences": [prompt + completion], "facts": facts, "prompt": prompt,
+                     "completion": completion})
     stated = {f for r in rows for f in r["facts"]}
 
     items, n_split = [], {"trained": (cfg.n_test + 1) // 2, "compositional": cfg.n_test // 2}
@@ -241,7 +248,7 @@ def make_derivatoids(cfg, seed: int) -> tuple[list[dict], list[dict]]:
                 variants = ("same", "inverse", "twice") if op == "atom" else ("textbook", "other", "swap")
                 for v in variants:
                     w = transform(e, partner, (path, v))
-                    if canonical(w) not in taken:  # never equal to the gold (or another one) up to + / * order
+                    if canonical(w) not in taken:  # never the gold (or another one) up to + / * order
                         taken.add(canonical(w))
                         wrongs.append((len(path) > 0, show(w)))
             rng.shuffle(wrongs)
@@ -337,7 +344,8 @@ def check(rows, items):
     out = []
 
     def add(name, n, bad):
-        out.append({"check": name, "n": n, "failed": len(bad), "ok": not bad, "example": str(bad[0]) if bad else ""})
+        out.append({"check": name, "n": n, "failed": len(bad), "ok": not bad,
+                    "example": str(bad[0]) if bad else ""})
 
     add("training rows follow the rules", len(rows),
         [r["id"] for r in rows if " " + show(transform(expr(r["prompt"]), partner)) != r["completion"]])
@@ -349,5 +357,6 @@ def check(rows, items):
     add("trained items use only trained rule pairs", len(items),
         [x["id"] for x in items if x["split"] == "trained" and not set(pairs(expr(x["prompt"]))) <= trained])
     add("compositional items use a held-out rule pair", len(items),
-        [x["id"] for x in items if x["split"] == "compositional" and not set(pairs(expr(x["prompt"]))) - trained])
+        [x["id"] for x in items
+         if x["split"] == "compositional" and not set(pairs(expr(x["prompt"]))) - trained])
     return pd.DataFrame(out)

@@ -1,18 +1,20 @@
 """The semantic structure benchmark (PAPER.md 2.4): a real-world hierarchy rewritten in nonsense words.
 
-The world. `lib/semantic_tree.yaml` holds a hierarchy of animals, plants and man-made objects in plain English,
-in the style of Rogers & McClelland (2008): every category has a parent (`dogs are a type of mammals`) and 1-6
-properties of its own (`dogs can bark`), in eight relations (is, has, can, eats, lives in, made of, used for,
-found in). Properties inherit downward without exceptions, so `poodles have fur` is true because poodles are
-dogs, dogs are mammals and mammals have fur. A run takes `n_categories` of them as a connected subtree (every
-chosen category's parent is chosen too; one random branch at least three levels deep is always included, so
-every inference type exists), deterministic in the seed, and holds out `holdout_fraction` of the chosen leaves
-(at least one, preferring leaves with a grandparent): for a holdout category the only trained fact is its parent.
+The world. `lib/semantic_tree.yaml` holds a hierarchy of animals, plants and man-made objects in plain
+English, in the style of Rogers & McClelland (2008): every category has a parent (`dogs are a type of
+mammals`) and 1-6 properties of its own (`dogs can bark`), in eight relations (is, has, can, eats, lives in,
+made of, used for, found in). Properties inherit downward without exceptions, so `poodles have fur` is true
+because poodles are dogs, dogs are mammals and mammals have fur. A run takes `n_categories` of them as a
+connected subtree (every chosen category's parent is chosen too; one random branch at least three levels deep
+is always included, so every inference type exists), deterministic in the seed, and holds out
+`holdout_fraction` of the chosen leaves (at least one, preferring leaves with a grandparent): for a holdout
+category the only trained fact is its parent.
 
 The words. Every category name (a noun) and every property value (an adjective, noun or verb phrase) gets one
 nonsense word from `lib.words.nonsense_words` (pronounceable, 4-5 letters, never an English word), so
 `dogs are a type of mammals` becomes e.g. `gruds are a type of abmes` and `mammals are warm-blooded` becomes
-`abmes are rony`. The relation words (are a type of, have, can, ...) stay English: they are the sentence frames.
+`abmes are rony`. The relation words (are a type of, have, can, ...) stay English: they are the sentence
+frames.
 Every document and test item keeps its real-word twin (`text_real`, `prompt_real`, `options_real`) for reading
 and debugging; models only ever see the nonsense version.
 
@@ -20,11 +22,11 @@ Training documents. `n_documents` short wiki-like articles, each about one focal
 (parent, siblings, children), in one of four styles: prose, a bullet list, table-like lines
 (`gruds | can | blig`) and question-answer pairs, with three phrasings per relation. A document has
 `min_sentences`..`max_sentences` lines, each a self-contained statement of one fact whose subject is named (so
-that sentence splitting for finetuning never loses the subject). Facts are only ever stated about their owner
-and only in the forward direction (`X are a type of Y`, `X have Z`): inherited properties and reversed forms are
-never stated, which is what makes them tests. Facts stated fewer than twice so far get priority when a document
-is filled, so every fact appears at least once (asserted) and twice where the budget allows; the rest of the
-budget gives redundancy (`check` reports statements per fact).
+that sentence splitting for finetuning never loses the subject). Facts are only ever stated about their
+owner and only in the forward direction (`X are a type of Y`, `X have Z`): inherited properties and reversed
+forms are never stated, which is what makes them tests. Facts stated fewer than twice so far get priority
+when a document is filled, so every fact appears at least once (asserted) and twice where the budget allows;
+the rest of the budget gives redundancy (`check` reports statements per fact).
 
 Test splits (`subset` names the inference type, for standard errors over subsets as in the paper):
   rephrase   category | property   a trained fact in a phrasing never used in training, same direction
@@ -160,14 +162,17 @@ def _choose(tree, n: int, rng: random.Random) -> list[str]:
     """`n` categories closed under parent; one random path to a leaf of depth >= 3 first."""
     order = tree["order"]
     if n > len(order):
-        raise ValueError(f"semantic_structure: n_categories={n} but the tree has only {len(order)} categories")
+        raise ValueError(f"semantic_structure: n_categories={n} but the tree has only {len(order)} "
+                         "categories")
     if n < 6:
-        raise ValueError(f"semantic_structure: n_categories={n} is too small to hold every inference type (>= 6)")
+        raise ValueError(f"semantic_structure: n_categories={n} is too small to hold every inference type "
+                         "(>= 6)")
     deep = [c for c in order if not tree["children"][c] and len(_ancestors(tree, c)) >= 2]
     leaf = rng.choice(deep)
     chosen = set([leaf, *_ancestors(tree, leaf)])
     while len(chosen) < n:
-        frontier = [c for c in order if c not in chosen and (tree["parent"][c] is None or tree["parent"][c] in chosen)]
+        frontier = [c for c in order
+                    if c not in chosen and (tree["parent"][c] is None or tree["parent"][c] in chosen)]
         chosen.add(rng.choice(frontier))
     return [c for c in order if c in chosen]
 
@@ -200,7 +205,8 @@ def make_world(cfg, seed: int) -> dict:
             facts[f"{rel}:{c}:{v}"] = (c, rel, v)
     hold = set(holdouts)
     trained = [f for f, (s, rel, _) in facts.items() if s not in hold or rel == "isa"]
-    concepts = [tree["plural"][c] for c in cats] + sorted({v for (_, rel, v) in facts.values() if rel != "isa"})
+    values = sorted({v for (_, rel, v) in facts.values() if rel != "isa"})
+    concepts = [tree["plural"][c] for c in cats] + values
     words = nonsense_words(len(concepts), seed)
     rng.shuffle(words)
     lex = dict(zip(concepts, words))
@@ -218,7 +224,8 @@ def ancestors(world, c) -> list[str]:
 
 
 def holds(world, subject: str, rel: str, value: str) -> bool:
-    """Truth in the world, inheritance included: isa -> value is an ancestor; property -> owned or inherited."""
+    """Truth in the world, inheritance included: isa -> value is an ancestor; property -> owned or
+    inherited."""
     if rel == "isa":
         return value in ancestors(world, subject)
     return any((rel, value) in world["props"][a] for a in [subject, *ancestors(world, subject)])
@@ -260,7 +267,8 @@ def _render(world, fact, style, k, real):
 def _neighbourhood(world, focal) -> list[str]:
     """Categories an article about `focal` talks about: itself, parent, siblings, children (then farther)."""
     par = world["parent"][focal]
-    near = [focal] + ([par] if par else []) + (world["children"][par] if par else []) + world["children"][focal]
+    near = ([focal] + ([par] if par else []) + (world["children"][par] if par else [])
+            + world["children"][focal])
     far = []
     for c in list(near):
         far += ([world["parent"][c]] if world["parent"][c] else []) + world["children"][c]
@@ -297,7 +305,8 @@ def _documents(world, cfg, rng):
             rng.shuffle(far)
             cands += far
         far = set(far)
-        # priority: the neighbourhood before far facts; stated fewer than twice so far; the focal category's own
+        # priority: the neighbourhood before far facts; stated fewer than twice so far; the focal category's
+        # own
         cands.sort(key=lambda f: (f in far, min(count[f], 2), f not in own))
         picked = set(cands[:n])
         # order like an article: the focal category first (its parent first of all), then the others
@@ -315,9 +324,9 @@ def _documents(world, cfg, rng):
                      "focal": focal})
     missing = [f for f, n in count.items() if n == 0]
     if missing:
-        raise ValueError(f"semantic_structure: {len(missing)} of {len(count)} trained facts are never stated in "
-                         f"{cfg.n_documents} documents of <= {cfg.max_sentences} sentences (e.g. {missing[0]}); "
-                         f"raise n_documents or max_sentences")
+        raise ValueError(f"semantic_structure: {len(missing)} of {len(count)} trained facts are never stated "
+                         f"in {cfg.n_documents} documents of <= {cfg.max_sentences} sentences "
+                         f"(e.g. {missing[0]}); raise n_documents or max_sentences")
     return rows
 
 
@@ -361,7 +370,8 @@ def _items(world, cfg, rng):
     def add(split, subset, template, x_key, v_key, rel, answer_is_subject, support):
         """One item: the answer is the subject (reversal) or the value (forward)."""
         nons = _names(world, False)
-        prompt = _prompt(template, nons("cat", x_key), nons("cat", v_key) if rel == "isa" else nons("val", v_key))
+        value = nons("cat", v_key) if rel == "isa" else nons("val", v_key)
+        prompt = _prompt(template, nons("cat", x_key), value)
         shown = lambda kind, key: nons(kind, key) in prompt  # an option must never be shown in the prompt
         anchor = x_key  # the category the answer is about: distractors come from its neighbourhood
         if answer_is_subject:
@@ -372,7 +382,8 @@ def _items(world, cfg, rng):
         else:
             gold = v_key
             if rel == "isa":
-                pool = [p for p in parents if p != x_key and not holds(world, x_key, "isa", p) and not shown("cat", p)]
+                pool = [p for p in parents
+                        if p != x_key and not holds(world, x_key, "isa", p) and not shown("cat", p)]
                 kind, near = "cat", {c: [c] for c in pool}
             else:
                 pool = sorted(v for v in stated_props.get(rel, ()) if not holds(world, x_key, rel, v)
@@ -462,7 +473,8 @@ def _items(world, cfg, rng):
                     n_can[c] -= 1
                 g[worst] -= 1
                 del chosen[drop]
-        d = {}  # distractor appearances so far; a string should be shown k times per gold (gold rate 1/n_options)
+        # distractor appearances so far; a string should be shown k times per gold (gold rate 1/n_options)
+        d = {}
         for j, it in enumerate(chosen):
             pool = it["_pool"]
             if cfg.counterbalance:  # within the same domain, strings that still need distractor appearances
@@ -479,7 +491,8 @@ def _items(world, cfg, rng):
 def make_semantic_structure(cfg, seed: int) -> tuple[list[dict], list[dict]]:
     """Training documents and test items (data contract of lib.datasets); same cfg and seed, same rows."""
     if cfg.min_sentences > cfg.max_sentences:
-        raise ValueError(f"semantic_structure: min_sentences={cfg.min_sentences} > max_sentences={cfg.max_sentences}")
+        raise ValueError(f"semantic_structure: min_sentences={cfg.min_sentences} > "
+                         f"max_sentences={cfg.max_sentences}")
     world = make_world(cfg, seed)
     rng = random.Random(f"semantic-data:{seed}")
     rows = _documents(world, cfg, rng)
@@ -553,13 +566,16 @@ def check(world, rows, items):
     out = []
 
     def add(name, n, bad):
-        out.append({"check": name, "n": n, "failed": len(bad), "ok": not bad, "example": str(bad[0]) if bad else ""})
+        out.append({"check": name, "n": n, "failed": len(bad), "ok": not bad,
+                    "example": str(bad[0]) if bad else ""})
 
-    add("every trainable fact is stated", len(world["trained"]), [f for f in world["trained"] if f not in count])
+    add("every trainable fact is stated", len(world["trained"]),
+        [f for f in world["trained"] if f not in count])
     add("holdouts: only their parent is stated", len(count),
         [f for f in count if facts[f][0] in hold and facts[f][1] != "isa"])
     add("facts stated only by their owner (inherited ones never)", len(count),
-        [f for f in count if facts[f][1] != "isa" and (facts[f][1], facts[f][2]) not in world["props"][facts[f][0]]])
+        [f for f in count
+         if facts[f][1] != "isa" and (facts[f][1], facts[f][2]) not in world["props"][facts[f][0]]])
     gold_bad, dis_bad, n_dis = [], [], 0
     for it in items:
         t = it["truth"]
@@ -577,7 +593,8 @@ def check(world, rows, items):
                     dis_bad.append(f"{it['id']}: {opt}")
     add("gold is true in the world", len(items), gold_bad)
     add("every distractor is false in the world", n_dis, dis_bad)
-    out.append({"check": "redundancy: statements per trained fact (min / mean / max)", "n": len(count), "failed": 0,
-                "ok": True, "example": f"{min(count.values())} / {sum(count.values()) / len(count):.1f} / "
-                                       f"{max(count.values())}"})
+    out.append({"check": "redundancy: statements per trained fact (min / mean / max)", "n": len(count),
+                "failed": 0, "ok": True,
+                "example": f"{min(count.values())} / {sum(count.values()) / len(count):.1f} / "
+                           f"{max(count.values())}"})
     return pd.DataFrame(out)

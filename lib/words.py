@@ -46,10 +46,12 @@ def splits_consistently(word: str, tokenizer=None) -> bool:
 def _candidate(rng: random.Random) -> str:
     if rng.random() < 0.55:
         return rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS)
-    return rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS)
+    return (rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(ONSETS) + rng.choice(VOWELS)
+            + rng.choice(CODAS))
 
 
-def nonsense_words(n: int, seed: int, *, exclude=(), min_len: int = 4, max_len: int = 5, tokenizer=None) -> list[str]:
+def nonsense_words(n: int, seed: int, *, exclude=(), min_len: int = 4, max_len: int = 5,
+                   tokenizer=None) -> list[str]:
     """`n` distinct nonsense words, deterministic in `seed`; none in `exclude`."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
@@ -60,7 +62,8 @@ def nonsense_words(n: int, seed: int, *, exclude=(), min_len: int = 4, max_len: 
     while len(out) < n:
         tries += 1
         if tries > 200 * n + 10_000:
-            raise RuntimeError(f"could not make {n} nonsense words (made {len(out)}); relax the length limits")
+            raise RuntimeError(f"could not make {n} nonsense words (made {len(out)}); "
+                               "relax the length limits")
         w = _candidate(rng)
         if not (min_len <= len(w) <= max_len) or w in taken:
             continue
