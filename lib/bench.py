@@ -1,4 +1,4 @@
-"""Benchmarks that print numbers (`make bench`, `python -m lib.bench [--params cpu] [--only scoring,forward]`).
+"""Benchmarks that print numbers (`make bench`, `python -m lib.bench [--params cpu] [--only scoring,...]`).
 
 scoring: the same ICL items and model, scored (a) with shared-context reuse (lib.scoring: the context's cache
     computed once, every option run from it, the vocabulary head only at scored positions) and (b) as
@@ -11,8 +11,8 @@ forward: decoder forward tokens/s at context lengths 512, 2K and 8K (one pass, n
 generation: augmentation's sampler (lib.augmentation.sample: the prompt prefix's cache computed once, rows
     sampled from it) vs `model.generate` without prefix reuse (every row recomputes prefix + item), tokens/s.
 all (the default): the three side by side in one run, each ratio printed with its goal, and the keys of the
-    issue "Engines" written to runs/bench/bench.json. `--quick` runs each at a small size (checks the plumbing;
-    its numbers mean nothing).
+    issue "Engines" written to runs/bench/bench.json. `--quick` runs each at a small size (checks the
+    plumbing; its numbers mean nothing).
 
 Other stages add theirs with `register("name", fn)` (fn(params, args) -> dict of numbers), e.g. the training
 benchmark of lib.training. Results are printed and written to runs/<params>/bench/<name>.json.
@@ -65,7 +65,8 @@ def bench_scoring(params, args) -> dict:
     from .models import context_window
 
     # an 8K context plus the longest item must fit the window (SmolLM2: 8192 positions)
-    items, ctx, info = icl_bench_items(params, tok, min(args.context, context_window(model) - 100), args.items)
+    n_ctx = min(args.context, context_window(model) - 100)
+    items, ctx, info = icl_bench_items(params, tok, n_ctx, args.items)
     n_options = sum(len(it["options"]) for it in items)
     t = time.perf_counter()
     scoring.fill_cache(model, scoring._encode(tok, ctx)[:-1])
@@ -92,9 +93,11 @@ def bench_scoring(params, args) -> dict:
     recompute_s = per_option * n_options
     return {"context_tokens": info["n_tokens"], "items": len(items), "options": n_options,
             "reuse_seconds": round(reuse_s, 2), "context_fill_seconds": round(fill_s, 2),
-            "options_share": round(max(0.0, reuse_s - fill_s) / reuse_s, 3), "reuse_seconds_per_option": round(reuse_s / n_options, 3),
+            "options_share": round(max(0.0, reuse_s - fill_s) / reuse_s, 3),
+            "reuse_seconds_per_option": round(reuse_s / n_options, 3),
             "recompute_options_measured": done, "recompute_seconds_per_option": round(per_option, 2),
-            "recompute_seconds_extrapolated": round(recompute_s, 1), "speedup": round(recompute_s / reuse_s, 1),
+            "recompute_seconds_extrapolated": round(recompute_s, 1),
+            "speedup": round(recompute_s / reuse_s, 1),
             "max_abs_logprob_diff": float(f"{max(diffs):.3g}") if diffs else None,
             "device": str(model.device), "torch_threads": torch.get_num_threads()}
 
@@ -122,7 +125,8 @@ register("forward", bench_forward)
 
 
 def bench_training(params, args) -> dict:
-    """Our trainer vs HF Trainer + peft (tokens/s), and vs the measured fp32 matmul peak (lib.training.benchmark)."""
+    """Our trainer vs HF Trainer + peft (tokens/s), and vs the measured fp32 matmul peak
+    (lib.training.benchmark)."""
     from .training import benchmark
 
     return benchmark(params)
@@ -140,8 +144,8 @@ def bench_generation(params, args) -> dict:
     suffixes = [it["prompt"] for it in items]
     new, bs = args.gen_tokens, args.batch_size
     t = time.perf_counter()
-    res, _ = sample(model, tok, ctx, suffixes, list(range(len(suffixes))), temperature=0.7, max_new_tokens=new,
-                    batch_size=bs)
+    res, _ = sample(model, tok, ctx, suffixes, list(range(len(suffixes))), temperature=0.7,
+                    max_new_tokens=new, batch_size=bs)
     ours_s = time.perf_counter() - t
     ours_tokens = sum(r["n_tokens"] for r in res)
     stops = stop_token_ids(tok)
@@ -180,7 +184,8 @@ def _cpu_model() -> str:
 
 
 def bench_all(params, args) -> dict:
-    """FT, scoring and generation side by side; prints each ratio with its goal; writes runs/bench/bench.json."""
+    """FT, scoring and generation side by side; prints each ratio with its goal; writes
+    runs/bench/bench.json."""
     from .training import benchmark
 
     ft_data = ["reversal_curse", "semantic_structure"]
@@ -214,7 +219,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lib.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--params", default="cpu", help="params file whose model (and icl.format) is benchmarked")
     ap.add_argument("--only", default="all", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
-    ap.add_argument("--quick", action="store_true", help="every benchmark at a small size (numbers mean nothing)")
+    ap.add_argument("--quick", action="store_true",
+                    help="every benchmark at a small size (numbers mean nothing)")
     ap.add_argument("--ft-steps", type=int, default=8, help="FT steps per trainer (the first is not timed)")
     ap.add_argument("--gen-context", type=int, default=1000, help="generation: prompt prefix tokens")
     ap.add_argument("--gen-rows", type=int, default=16, help="generation: rows sampled")

@@ -63,14 +63,16 @@ def run_pipeline(params_name: str, model: str, extra: dict | None = None, notebo
     out.mkdir(parents=True, exist_ok=True)
     for nb in notebooks or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         print(f"== {model}: {Path(nb).name} -> {out}", flush=True)
-        pm.execute_notebook(str(nb), str(out / Path(nb).name), kernel_name="python3", cwd=str(ROOT / "notebooks"),
+        pm.execute_notebook(str(nb), str(out / Path(nb).name), kernel_name="python3",
+                            cwd=str(ROOT / "notebooks"),
                             parameters={"params_name": params_name, "overrides": overrides}, log_output=False,
                             progress_bar=False)
     return p.name
 
 
 def collect(params_name: str, models: list[str], extra: dict | None = None) -> pd.DataFrame:
-    """Every model's item-level frame (lib.analysis.read_items), one table (the `model` column tells them apart)."""
+    """Every model's item-level frame (lib.analysis.read_items), one table (the `model` column tells them
+    apart)."""
     frames = [analysis.read_items(model_params(params_name, m, extra)) for m in models]
     frames = [f for f in frames if len(f)]
     if not frames:
@@ -88,8 +90,10 @@ def scale_table(items: pd.DataFrame, sizes: dict[str, int], *, metric: str = "ac
     agg.insert(1, "n_params", agg["model"].map(sizes))
     agg.insert(2, "panel", [keys[(d, s)] for d, s in zip(agg["dataset"], agg["split"])])
     order = {t: i for i, (t, _, _) in enumerate(KEY_NUMBERS)}
-    return agg.sort_values(["panel", "condition", "n_params"], key=lambda c: c.map(order) if c.name == "panel" else c)[
-        ["model", "n_params", "panel", "dataset", "split", "condition", "acc", "se", "chance"]].reset_index(drop=True)
+    agg = agg.sort_values(["panel", "condition", "n_params"],
+                          key=lambda c: c.map(order) if c.name == "panel" else c)
+    cols = ["model", "n_params", "panel", "dataset", "split", "condition", "acc", "se", "chance"]
+    return agg[cols].reset_index(drop=True)
 
 
 def plot_scale(table: pd.DataFrame, outdir: Path, *, metric: str = "acc") -> list[Path]:
@@ -103,7 +107,8 @@ def plot_scale(table: pd.DataFrame, outdir: Path, *, metric: str = "acc") -> lis
 
     panels = list(dict.fromkeys(table["panel"]))
     if not panels:
-        raise ValueError("no key numbers to draw (none of the datasets/splits of KEY_NUMBERS has icl/ft results)")
+        raise ValueError("no key numbers to draw "
+                         "(none of the datasets/splits of KEY_NUMBERS has icl/ft results)")
     ncol = min(3, len(panels))
     nrow = -(-len(panels) // ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 3 * nrow), squeeze=False, sharey=True)
@@ -140,7 +145,8 @@ def sweep_dir(params_name: str, models: list[str], extra: dict | None = None) ->
     return runs.RUNS / f"sweep-{Path(params_name).stem}-{key}"
 
 
-def summarize(params_name: str, models: list[str], extra: dict | None = None, outdir: Path | None = None) -> Path:
+def summarize(params_name: str, models: list[str], extra: dict | None = None,
+              outdir: Path | None = None) -> Path:
     """Figure + claims table of finished runs (see the module doc); returns the folder written."""
     p = model_params(params_name, models[0], extra)
     metric, augmented = p.analysis.metric, p.analysis.augmented_condition
@@ -150,13 +156,14 @@ def summarize(params_name: str, models: list[str], extra: dict | None = None, ou
     table = scale_table(results, sizes, metric=metric, augmented=augmented)
     runs.write_text(outdir / "scale.csv", table.to_csv(index=False))
     plot_scale(table, outdir, metric=metric)
-    claims = analysis.claims_table(results, metric=metric, ci_level=p.analysis.ci_level, margin=p.analysis.margin,
-                                   augmented=augmented, learned_threshold=p.analysis.learned_threshold)
+    claims = analysis.claims_table(results, metric=metric, ci_level=p.analysis.ci_level,
+                                   margin=p.analysis.margin, augmented=augmented,
+                                   learned_threshold=p.analysis.learned_threshold)
     wide = claims_by_model(claims, models)
     runs.write_text(outdir / "claims.csv", wide.to_csv(index=False))
     sizes_md = ", ".join(f"{m} {sizes[m]:,}" for m in models)
-    runs.write_text(outdir / "claims.md", f"# Claims by model ({metric}; params {params_name})\n\nParameters: "
-                    f"{sizes_md}\n\n" + analysis._md_table(wide))
+    runs.write_text(outdir / "claims.md", f"# Claims by model ({metric}; params {params_name})\n\n"
+                    f"Parameters: {sizes_md}\n\n" + analysis._md_table(wide))
     return outdir
 
 
@@ -165,7 +172,8 @@ def main(argv=None) -> int:
     ap.add_argument("params")
     ap.add_argument("models", nargs="+")
     ap.add_argument("--extra", default="{}", help="more overrides for every model, as JSON")
-    ap.add_argument("--summary-only", action="store_true", help="only draw the figure and table of finished runs")
+    ap.add_argument("--summary-only", action="store_true",
+                    help="only draw the figure and table of finished runs")
     a = ap.parse_args(argv)
     extra = json.loads(a.extra or "{}")
     if not a.summary_only:
