@@ -407,7 +407,8 @@ def _items(world, cfg, rng):
         kind, rel, x_key, v_key = item.pop("_kind"), item["truth"]["relation"], item.pop("_x"), item.pop("_v")
         opts_keys = [(kind, c) for c in [item.pop("_gold"), *dis]]
         template = item.pop("_t")
-        item.pop("_pool"), item.pop("_far")
+        item.pop("_pool")
+        item.pop("_far")
         order = list(range(len(opts_keys)))
         rng.shuffle(order)
         for real, sfx in ((False, ""), (True, "_real")):
