@@ -522,7 +522,8 @@ def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None, prog
                                "acc": {curve_name(s): a for s, a in acc.items()},
                                "rule": ("largest context whose learning-check accuracy >= threshold, else the best"
                                         if split else "no learning-check split: the smallest context"), **inf}
-            frames.append(score(cond, items, ctx, same_as="icl" if chosen is None else None))  # all: icl's scores
+            # icl_fit's contexts are its curve point's when the curve scores every item: those scores are reused
+            frames.append(score(cond, items, ctx, same_as=curve_name(chosen)))
         elif cond.startswith("icl_"):
             ctx = retrieved_contexts(tok, train, items, mode=cond[4:], k=cfg.retrieval_k, fmt=cfg.format,
                                      seed=params.seed, max_tokens=budget)

@@ -190,3 +190,31 @@ def test_icl_fit_at_the_whole_set_reuses_the_icl_scores(tiny_model_cfg, tmp_path
     icl.run_icl(p, "toy", model=model, tok=tok, conditions=["icl_fit"], progress=False)
     assert not calls and icl.read_info(p, "toy")["icl_fit"]["size"] is None
     assert scoring.read_scores(p, "toy", "icl_fit") == scoring.read_scores(p, "toy", "icl")
+
+
+@pytest.mark.parametrize("curve_items", [None, 2])
+def test_icl_fit_at_a_curve_size_reuses_its_scores_when_the_curve_scores_every_item(
+        tiny_model_cfg, tmp_path, monkeypatch, curve_items):
+    from lib import datasets, runs, scoring
+    from lib import params as P
+    from lib.models import load_model
+
+    monkeypatch.setattr(runs, "RUNS", tmp_path)
+    train, test = rows(), make_items()
+    monkeypatch.setattr(datasets, "load", lambda p, name: (train, test, {"sha256": {"test.jsonl": "x"}}))
+    monkeypatch.setattr(icl, "choose_fit", lambda acc, threshold: 4)
+    p = P.load("smoke", {"model.name": tiny_model_cfg["name"], "icl.max_test_items": None,
+                         "icl.curve_items": curve_items, "icl.curve_sizes": [4], "icl.retrieval_modes": [],
+                         "icl.max_context_tokens": 300})
+    model, tok = load_model(tiny_model_cfg)
+    icl.run_icl(p, "toy", model=model, tok=tok, conditions=["icl", "icl_n4"], progress=False)
+    calls = []
+    real = scoring.score_items
+    monkeypatch.setattr(scoring, "score_items", lambda *a, **k: calls.append(a) or real(*a, **k))
+    icl.run_icl(p, "toy", model=model, tok=tok, conditions=["icl_fit"], progress=False)
+    assert icl.read_info(p, "toy")["icl_fit"]["size"] == 4
+    if curve_items is None:  # the same items and contexts as icl_n4: its scores, not scored again
+        assert not calls
+        assert scoring.read_scores(p, "toy", "icl_fit") == scoring.read_scores(p, "toy", "icl_n4")
+    else:  # the curve scored a subset: icl_fit scores every item
+        assert calls and len(scoring.read_scores(p, "toy", "icl_fit")) == len(test)

@@ -252,3 +252,72 @@ def test_packed_and_batched_paths_agree(tiny, monkeypatch, packed):
     monkeypatch.setattr(scoring, "PACKED", packed)
     monkeypatch.setattr(scoring, "PACK_TOKENS", 9)  # several packs
     _check_against_reference(model, tok, "Zorbia is a small country.\nIts capital is Glim.\n")
+
+
+# ------------------------------------------------------------------ a context cut at its last special token
+def test_chat_context_is_cut_after_its_last_special_token(bundled_tokenizer):
+    """The rows of a chat context leave out its head (the tokens up to its last special token): head + each row
+    is the joint tokenisation of the whole context + prompt + option, with the same continuation start."""
+    from lib import icl
+
+    tok = bundled_tokenizer
+    context = icl.format_context(tok, ["Glim is the capital of Zorbia.", "Troff lives in Glim.  "], "chat")
+    cut, head = scoring.split_context(tok, context)
+    assert cut == context.rindex("<|im_start|>") + len("<|im_start|>") and head == scoring._encode(tok, context[:cut])
+    item = {"id": "a", "prompt": "", "options": ["Zorbia", "x"]}
+    for prompt in ["The capital of Zorbia is", " ", "\n\nQ:", "<|im_end|>\nA:", "12 "]:
+        item["prompt"] = prompt
+        full = scoring._rows_for(tok, context, item)
+        for f, r in zip(full, scoring._rows_for(tok, context, item, (cut, head))):
+            assert head + r["ids"] == f["ids"] and len(head) + r["start"] == f["start"]
+    assert scoring.split_context(tok, icl.format_context(tok, ["Glim is a city."], "plain")) == (0, [])
+
+
+def test_special_token_that_takes_whitespace_is_no_boundary():
+    """A special token that strips the whitespace after it (rstrip) joins what follows: not a cut."""
+    from tokenizers import AddedToken
+
+    tok = toy_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": [AddedToken("<r>", rstrip=True), AddedToken("<t>")]})
+    assert scoring.special_boundary(tok, "q<t>x<r> q") == len("q<t>")
+    assert scoring.special_boundary(tok, "q<r> q") == 0
+
+
+@pytest.fixture(scope="module")
+def toy_special():
+    from tokenizers import AddedToken
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = toy_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": [AddedToken("<t>")]})
+    torch.manual_seed(2)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                         max_position_embeddings=64)).eval()
+    return model, tok
+
+
+@pytest.mark.parametrize("context", ["q.q<t>q.q:", "q.<t>q.xy"])
+def test_context_with_special_token_equals_recomputation(toy_special, context):
+    """Scores after a context cut at its special token equal a full recomputation, also for items whose tokens
+    merge over the cached prefix ("xy" + "z:" -> "xyz"), recomputed in full as head + their tokens."""
+    model, tok = toy_special
+    assert scoring.split_context(tok, context)[0] == context.index("<t>") + 3
+    items = [{"id": "m", "split": "s", "prompt": "z:", "options": ["q", "xq"], "gold": 0},
+             {"id": "n", "split": "s", "prompt": "q:", "options": ["q", "z"], "gold": 0}]
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        lls, ntok = scoring.loglikelihoods(model, tok, items, context)
+    assert any("recomputed in full" in str(x.message) for x in w) == context.endswith("xy")
+    for it, ll, nt in zip(items, lls, ntok):
+        for o, v, n in zip(it["options"], ll, nt):
+            assert n == len(scoring.encode_pair(tok, context + it["prompt"], " " + o)[1])
+            ref = reference_loglikelihood(model, tok, context + it["prompt"], " " + o)
+            assert v == pytest.approx(ref, abs=tolerance(n))
+
+
+def test_reuse_equals_recomputation_chat_context(tiny):
+    from lib import icl
+
+    model, tok = tiny
+    _check_against_reference(model, tok, icl.format_context(tok, ["Zorbia is a small country.", "Glim."], "chat"))
