@@ -9,8 +9,8 @@ the context's length in tokens are recorded.
 
 Beyond the paper, the context-size curve: `icl_n{size}` puts `size` documents in each context (curve_contexts:
 items of one cluster share a context holding their support facts and a mention of every option, filled with
-random documents), on at most `icl.curve_items` items per split; `icl_fit` scores every item at the largest size
-whose learning-check accuracy reaches `analysis.learned_threshold` (choose_fit). Optionally two retrieval
+random documents), on at most `icl.curve_items` items per split; `icl_fit` scores every item at the largest
+size whose learning-check accuracy reaches `analysis.learned_threshold` (choose_fit). Optionally two retrieval
 conditions put only k = `icl.retrieval_k` documents in context per item:
 `icl_bm25` (the k documents most similar to the item's prompt under BM25; the options are never used) and
 `icl_oracle` (the documents stating the item's support facts, plus random others up to k, as the authors'
@@ -48,7 +48,8 @@ def format_context(tok, docs: list[str], fmt: str) -> str:
         return body + "\n"
     if fmt == "chat":
         if not getattr(tok, "chat_template", None):
-            raise ValueError("icl.format is 'chat' but the tokenizer has no chat template: use icl.format: plain")
+            raise ValueError("icl.format is 'chat' but the tokenizer has no chat template: "
+                             "use icl.format: plain")
         return tok.apply_chat_template([{"role": "user", "content": body}], add_generation_prompt=True,
                                        tokenize=False)
     raise ValueError(f"unknown icl.format {fmt!r} (chat or plain)")
@@ -105,16 +106,18 @@ def build_context(tok, train_rows: list[dict], items: list[dict], *, fmt: str, m
     kept = set(required)
     n = _n_tokens(tok, format_context(tok, [texts[i] for i in sorted(kept)], fmt))
     if n > max_tokens:
-        raise ValueError(f"the {len(required)} documents holding the tested facts alone make a context of {n} "
-                         f"tokens, more than the {max_tokens} allowed (icl.max_context_tokens or the model's "
-                         f"window): score fewer items (icl.max_test_items) or use a model with a longer window")
+        raise ValueError(f"the {len(required)} documents holding the tested facts alone make a context of "
+                         f"{n} tokens, more than the {max_tokens} allowed (icl.max_context_tokens or the "
+                         f"model's window): score fewer items (icl.max_test_items) or use a model with a "
+                         f"longer window")
     others = [i for i in range(len(texts)) if i not in kept]
     rng.shuffle(others)
     total = overhead + sum(cost[i] for i in kept)
     added = []
     for i in others:
         if total + cost[i] <= max_tokens:
-            kept.add(i), added.append(i)
+            kept.add(i)
+            added.append(i)
             total += cost[i]
     while True:  # the estimate is close; make it exact
         context = format_context(tok, [texts[i] for i in sorted(kept)], fmt)
@@ -199,7 +202,8 @@ def retrieved_contexts(tok, train_rows, items, *, mode: str, k: int, fmt: str, s
     out = []
     for it, pick, docs in zip(items, picks, full):
         extra = docs[len(pick):]
-        support = {i for f in it.get("support", []) for i in by_fact.get(f, [])} if mode == "oracle" else set()
+        support = ({i for f in it.get("support", []) for i in by_fact.get(f, [])} if mode == "oracle"
+                   else set())
         # drop order: retrieved non-support documents from the lowest rank, then covering ones, then support
         drop = [i for i in reversed(pick) if i not in support] + list(reversed(extra)) + \
             [i for i in reversed(pick) if i in support]
@@ -246,14 +250,15 @@ def cluster_need(train_rows, items, rng: random.Random, *, by_fact=None, index=N
 
 def curve_contexts(tok, train_rows: list[dict], items: list[dict], n_docs: int | None, *, fmt: str,
                    max_tokens: int, seed: int) -> tuple[list[str], dict]:
-    """One context per item for a context of `n_docs` documents (None: the whole subsampled set, build_context).
+    """One context per item for a context of `n_docs` documents (None: the whole subsampled set,
+    build_context).
 
     Items sharing a `cluster` (default: the id) share one context. Each cluster needs cluster_need's documents
     (its support and a mention of every option); clusters are packed first-fit, in a seeded order, into
-    contexts of at most `n_docs` documents and `max_tokens` tokens (a cluster whose need alone exceeds `n_docs`
-    gets a context of its own holding its need), then each context is filled with random other documents up
-    to `n_docs` while it fits. Documents keep their training-set order. Identical contexts are scored with one
-    KV cache (lib.scoring groups items by context string).
+    contexts of at most `n_docs` documents and `max_tokens` tokens (a cluster whose need alone exceeds
+    `n_docs` gets a context of its own holding its need), then each context is filled with random other
+    documents up to `n_docs` while it fits. Documents keep their training-set order. Identical contexts are
+    scored with one KV cache (lib.scoring groups items by context string).
 
     Returns (contexts, info): n_docs, n_contexts, n_tokens_mean, n_tokens_max, n_docs_mean, format."""
     if not train_rows:
@@ -261,7 +266,8 @@ def curve_contexts(tok, train_rows: list[dict], items: list[dict], n_docs: int |
     if n_docs is None:
         ctx, inf = build_context(tok, train_rows, items, fmt=fmt, max_tokens=max_tokens, seed=seed)
         return [ctx] * len(items), {"n_docs": None, "n_contexts": 1, "n_tokens_mean": inf["n_tokens"],
-                                    "n_tokens_max": inf["n_tokens"], "n_docs_mean": inf["n_kept"], "format": fmt}
+                                    "n_tokens_max": inf["n_tokens"], "n_docs_mean": inf["n_kept"],
+                                    "format": fmt}
     if n_docs < 1:
         raise ValueError(f"a context size must be at least 1 document, got {n_docs}")
     texts = [r["text"] for r in train_rows]
@@ -301,7 +307,8 @@ def curve_contexts(tok, train_rows: list[dict], items: list[dict], n_docs: int |
             if len(kept) >= n_docs:
                 break
             if total + cost[i] <= max_tokens:
-                kept.add(i), added.append(i)
+                kept.add(i)
+                added.append(i)
                 total += cost[i]
         while True:  # the estimate is close; make it exact, dropping filler first
             ctx = format_context(tok, [texts[i] for i in sorted(kept)], fmt)
@@ -312,7 +319,8 @@ def curve_contexts(tok, train_rows: list[dict], items: list[dict], n_docs: int |
         for c in members:
             for j in clusters[c]:
                 contexts[j] = ctx
-        lens.append(n), sizes.append(len(kept))
+        lens.append(n)
+        sizes.append(len(kept))
     return contexts, {"n_docs": n_docs, "n_contexts": len(groups), "n_tokens_mean": sum(lens) / len(lens),
                       "n_tokens_max": max(lens), "n_docs_mean": sum(sizes) / len(sizes), "format": fmt}
 
@@ -325,7 +333,8 @@ def options_covered(train_rows: list[dict], items: list[dict], contexts: list[st
     index = _word_index([r["text"] for r in train_rows])
     ok = 0
     for it, ctx in zip(items, contexts):
-        ok += all(_word_present(ctx, ws) for ws in distinctive_words(it) if ws and any(w in index for w in ws))
+        ok += all(_word_present(ctx, ws) for ws in distinctive_words(it)
+                  if ws and any(w in index for w in ws))
     return ok / len(items)
 
 
@@ -408,7 +417,8 @@ def occurrence_summary(occ: pd.DataFrame) -> pd.DataFrame:
         n=("id", "size"), gold_present=("gold_present", "mean"), options_present=("options_present", "mean"),
         n_options=("n_options", "mean"), gold_only_present=("gold_only_present", "mean"),
         gold_count=("gold_count", "mean"), distractor_count=("distractor_count_mean", "mean"),
-        gold_word_present=("gold_word_present", "mean"), options_word_present=("options_word_present", "mean"),
+        gold_word_present=("gold_word_present", "mean"),
+        options_word_present=("options_word_present", "mean"),
         upper_bound=("upper_bound", "mean")).reset_index()
 
 
@@ -419,8 +429,8 @@ def context_budget(max_tokens: int, window: int, tok, items: list[dict], dataset
     longest = max(_n_tokens(tok, it["prompt"] + " " + o) for it in items for o in it["options"])
     budget = min(max_tokens, window - longest - 1)
     if budget < max_tokens:
-        warnings.warn(f"{dataset}: icl.max_context_tokens={max_tokens} does not fit the model's {window}-token "
-                      f"window with the longest item; contexts use {budget} tokens")
+        warnings.warn(f"{dataset}: icl.max_context_tokens={max_tokens} does not fit the model's "
+                      f"{window}-token window with the longest item; contexts use {budget} tokens")
     return budget
 
 
@@ -433,7 +443,8 @@ def select_items(items: list[dict], cap: int | None, seed: int, dataset: str) ->
         by_split.setdefault(it["split"], []).append(i)
     keep = set()
     for split, idx in by_split.items():
-        keep.update(idx if len(idx) <= cap else random.Random(f"icl-items:{seed}:{dataset}:{split}").sample(idx, cap))
+        rng = random.Random(f"icl-items:{seed}:{dataset}:{split}")
+        keep.update(idx if len(idx) <= cap else rng.sample(idx, cap))
     return [it for i, it in enumerate(items) if i in keep]
 
 
@@ -442,7 +453,8 @@ def info_path(params, dataset: str):
 
 
 def default_conditions(cfg) -> list[str]:
-    """pretrained, icl, icl_n{size} for every curve size, icl_fit, then icl_<mode> for every retrieval mode."""
+    """pretrained, icl, icl_n{size} for every curve size, icl_fit, then icl_<mode> for every retrieval
+    mode."""
     return (["pretrained", "icl"] + [curve_name(s) for s in cfg.curve_sizes] + ["icl_fit"]
             + [f"icl_{m}" for m in cfg.retrieval_modes])
 
@@ -452,7 +464,8 @@ def _accuracy(scores: list[dict], split: str) -> float | None:
     return sum(hits) / len(hits) if hits else None
 
 
-def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None, progress: bool = True) -> pd.DataFrame:
+def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None,
+            progress: bool = True) -> pd.DataFrame:
     """Score the pretrained control, ICL, the context-size curve (icl_n{size}, on at most `icl.curve_items`
     items per split), icl_fit (every item, at the curve size chosen on the learning-check split: choose_fit)
     and the retrieval conditions on every split of `dataset` (cached per condition through scoring.evaluate),
@@ -489,7 +502,8 @@ def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None, prog
         if cond == "pretrained":
             frames.append(score(cond, items, ""))
         elif cond == "icl":
-            ctx, info["icl"] = build_context(tok, train, items, fmt=cfg.format, max_tokens=budget, seed=params.seed)
+            ctx, info["icl"] = build_context(tok, train, items, fmt=cfg.format, max_tokens=budget,
+                                             seed=params.seed)
             built[cond] = ctx
             frames.append(score(cond, items, ctx))
         elif cond.startswith("icl_n"):
@@ -497,7 +511,8 @@ def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None, prog
             built[cond] = ctx
             frames.append(score(cond, curve_items, ctx))
         elif cond == "icl_fit":
-            split = next((s for s in LEARNING_CHECK_SPLITS if any(it["split"] == s for it in curve_items)), None)
+            split = next((s for s in LEARNING_CHECK_SPLITS if any(it["split"] == s for it in curve_items)),
+                         None)
             sizes = list(cfg.curve_sizes) + [None]
             if split is None:  # no learning-check split (syllogisms today): the smallest context
                 chosen, acc = min(cfg.curve_sizes, default=None), {}
@@ -512,17 +527,19 @@ def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None, prog
                                                   seed=params.seed) if size is None else curve(size, its))[0]
                     scoring.evaluate(params, dataset, c, model, tok, its, built[c], seed=params.seed, key=key,
                                      progress=progress)
-                    acc[size] = _accuracy([s for s in scoring.read_scores(params, dataset, c) if s["id"] in ids],
-                                          split)
+                    scored = [s for s in scoring.read_scores(params, dataset, c) if s["id"] in ids]
+                    acc[size] = _accuracy(scored, split)
                 chosen = choose_fit(acc, params.analysis.learned_threshold)
             ctx, inf = curve(chosen, items)
-            ctx = ctx[0] if chosen is None else ctx  # the whole set: icl's one context string (and its scores)
+            ctx = ctx[0] if chosen is None else ctx  # the whole set: icl's one context string
             info["icl_fit"] = {"size": chosen, "condition": curve_name(chosen), "split": split,
                                "threshold": params.analysis.learned_threshold,
                                "acc": {curve_name(s): a for s, a in acc.items()},
-                               "rule": ("largest context whose learning-check accuracy >= threshold, else the best"
-                                        if split else "no learning-check split: the smallest context"), **inf}
-            # icl_fit's contexts are its curve point's when the curve scores every item: those scores are reused
+                               "rule": ("largest context whose learning-check accuracy >= threshold, "
+                                        "else the best" if split
+                                        else "no learning-check split: the smallest context"), **inf}
+            # icl_fit's contexts are its curve point's when the curve scores every item (and the whole set's
+            # are icl's): those scores are reused
             frames.append(score(cond, items, ctx, same_as=curve_name(chosen)))
         elif cond.startswith("icl_"):
             ctx = retrieved_contexts(tok, train, items, mode=cond[4:], k=cfg.retrieval_k, fmt=cfg.format,
