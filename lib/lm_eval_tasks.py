@@ -36,8 +36,9 @@ def task_name(dataset: str, split: str, fmt: str) -> str:
 
 
 def _docs(items: list[dict], context: str) -> list[dict]:
-    return [{"id": it["id"], "split": it["split"], "subset": it.get("subset", ""), "prompt": context + it["prompt"],
-             "options": list(it["options"]), "gold": int(it["gold"]), "golds": scoring.golds(it),
+    return [{"id": it["id"], "split": it["split"], "subset": it.get("subset", ""),
+             "prompt": context + it["prompt"], "options": list(it["options"]), "gold": int(it["gold"]),
+             "golds": scoring.golds(it),
              "cluster": it.get("cluster", it["id"])} for it in items]
 
 
@@ -65,7 +66,8 @@ def context_budget(params, tok, items: list[dict], dataset: str) -> int:
     return icl.context_budget(params.icl.max_context_tokens, window, tok, items, dataset)
 
 
-def export_dataset(params, dataset: str, out: Path, tok, *, write: bool = True, report: dict | None = None) -> list[str]:
+def export_dataset(params, dataset: str, out: Path, tok, *, write: bool = True,
+                   report: dict | None = None) -> list[str]:
     """Write one dataset's task YAMLs, JSONLs and group YAML under out/<dataset>/; return the task names.
     write=False builds every context and writes nothing; `report` (a dict) receives the ICL context's info."""
     train, test, _ = datasets.load(params, dataset)
@@ -73,7 +75,8 @@ def export_dataset(params, dataset: str, out: Path, tok, *, write: bool = True, 
     ctx, info = icl.build_context(tok, train, items, fmt=params.icl.format,
                                   max_tokens=context_budget(params, tok, items, dataset), seed=params.seed)
     if report is not None:
-        report[dataset] = {"n_items": len(items), **info, "icl_jsonl_mb": round(len(items) * len(ctx) / 1e6, 1)}
+        report[dataset] = {"n_items": len(items), **info,
+                           "icl_jsonl_mb": round(len(items) * len(ctx) / 1e6, 1)}
     if not write:
         return [task_name(dataset, s, f) for f in FORMATS for s in dict.fromkeys(it["split"] for it in items)]
     folder = out / dataset
@@ -92,12 +95,14 @@ def export_dataset(params, dataset: str, out: Path, tok, *, write: bool = True, 
              "aggregate_metric_list": [{"metric": "acc", "aggregation": "mean", "weight_by_size": True}],
              "metadata": {"version": 1.0}}
     runs.write_text(folder / f"{PREFIX}{dataset}.yaml",
-                    f"# every split of {dataset}, both formats. {GOLDS_NOTE}.\n" + yaml.safe_dump(group, sort_keys=False))
+                    f"# every split of {dataset}, both formats. {GOLDS_NOTE}.\n"
+                    + yaml.safe_dump(group, sort_keys=False))
     return names
 
 
 def export(params, out: Path | None = None) -> dict[str, list[str]]:
-    """Export every dataset of `params`; returns {dataset: [task names]}. Default folder runs/<run>/lm_eval_tasks."""
+    """Export every dataset of `params`; returns {dataset: [task names]}. Default folder
+    runs/<run>/lm_eval_tasks."""
     from .models import load_tokenizer
 
     out = Path(out) if out is not None else runs.run_dir(params) / "lm_eval_tasks"
@@ -135,8 +140,9 @@ def main(argv=None) -> int:
                 print(f"FAILED: {d}: {e}", file=sys.stderr, flush=True)
         return 1 if failed else 0
     tasks = export(params, out)
-    print(f"{sum(map(len, tasks.values()))} tasks in {out}; run with:\n  lm_eval --include_path {out} --tasks "
-          f"{','.join(PREFIX + d for d in tasks)} --model hf --model_args pretrained=<model> --device cpu")
+    print(f"{sum(map(len, tasks.values()))} tasks in {out}; run with:\n"
+          f"  lm_eval --include_path {out} --tasks {','.join(PREFIX + d for d in tasks)} "
+          "--model hf --model_args pretrained=<model> --device cpu")
     return 0
 
 

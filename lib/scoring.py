@@ -40,13 +40,13 @@ from .datasets import chance, golds  # noqa: F401 - golds is also scoring's publ
 from .models import check_fits
 
 SCORING_VERSION = 2
-# Tokens per forward pass when filling the shared context's cache. A context up to this long is run in one pass,
-# where attention takes the causal kernel with no mask: a 40K-token context fills ~3.5x faster than in
+# Tokens per forward pass when filling the shared context's cache. A context up to this long is run in one
+# pass, where attention takes the causal kernel with no mask: a 40K-token context fills ~3.5x faster than in
 # 2048-token chunks against the growing cache (whose chunks need a materialised mask), and the cache came out
 # bitwise identical to the chunked one (bundled model, a 4K-token context; tiny-random, 19K). Longer contexts
 # go in chunks, which bounds the activations' memory (65536 x intermediate size floats per layer).
 PREFIX_CHUNK = 65536
-CACHE_ROWS = 32768  # batch x cached tokens per forward: the expanded cache is concatenated (copied) by the model
+CACHE_ROWS = 32768  # batch x cached tokens per forward: the model concatenates (copies) the expanded cache
 
 
 # ------------------------------------------------------------------------------------------ tokenising
@@ -55,7 +55,8 @@ def _encode(tok, text: str) -> list[int]:
 
 
 def encode_pair(tok, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """lm-eval's split of (context, continuation) into tokens: joint tokenisation cut at the context's length."""
+    """lm-eval's split of (context, continuation) into tokens: joint tokenisation cut at the context's
+    length."""
     if context == "":
         return [prefix_token_id(tok)], _encode(tok, continuation)
     n_spaces = len(context) - len(context.rstrip())
@@ -82,7 +83,8 @@ def _parts(model):
 
 
 def _logprobs_at(model, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log p(target) from the hidden states of the positions that predict them (vocabulary head only there)."""
+    """log p(target) from the hidden states of the positions that predict them (vocabulary head only
+    there)."""
     _, head, cap = _parts(model)
     logits = head(hidden).float()
     if cap:
@@ -181,15 +183,19 @@ def _score_packed(model, rows: list[dict], cache, n_prefix: int) -> list[float]:
                 pos += range(n_prefix, n_prefix + n)
                 allowed[a:a + n, n_prefix + a:n_prefix + a + n] = torch.ones(n, n, dtype=torch.bool).tril()
                 for t in range(rows[i]["start"], len(ids)):
-                    sel.append(a + t - 1), tgt.append(ids[t]), owner.append(k)
+                    sel.append(a + t - 1)
+                    tgt.append(ids[t])
+                    owner.append(k)
                 a += n
-            mask = allowed if sdpa else torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+            mask = (allowed if sdpa
+                    else torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min))
             mask = mask[None, None].to(dev)
             if not sdpa:
                 mask = mask.to(_parts(model)[1].weight.dtype)
             hidden = _call_decoder(decoder, torch.tensor([inp], device=dev), n_prefix, expand_cache(cache, 1),
                                    position_ids=torch.tensor([pos], device=dev), attention_mask=mask)[0]
-            lp = _logprobs_at(model, hidden[torch.tensor(sel, device=dev)], torch.tensor(tgt, device=dev)).double().cpu()
+            lp = _logprobs_at(model, hidden[torch.tensor(sel, device=dev)], torch.tensor(tgt, device=dev))
+            lp = lp.double().cpu()
             sums = torch.zeros(len(idx), dtype=torch.float64).index_add_(0, torch.tensor(owner), lp)
             for k, i in enumerate(idx):
                 out[i] = float(sums[k])
@@ -218,7 +224,9 @@ def _score_rows(model, rows: list[dict], cache, n_prefix: int, batch_size: int) 
                 ids = rows[i]["ids"]
                 inp[r, :len(ids) - 1] = torch.tensor(ids[:-1])
                 for t in range(rows[i]["start"], len(ids)):
-                    sel_r.append(r), sel_c.append(t - 1), tgt.append(ids[t])
+                    sel_r.append(r)
+                    sel_c.append(t - 1)
+                    tgt.append(ids[t])
             hidden = _call_decoder(decoder, inp.to(dev), n_prefix,
                                    None if cache is None else expand_cache(cache, len(idx)))
             sel_r_t, sel_c_t = torch.tensor(sel_r, device=dev), torch.tensor(sel_c, device=dev)
@@ -233,9 +241,10 @@ def _score_rows(model, rows: list[dict], cache, n_prefix: int, batch_size: int) 
 def special_boundary(tok, text: str) -> int:
     """The end of the last added special token in `text` after which its tokens cannot depend on what follows:
     a tokenizer splits its added tokens out of the text before tokenising the pieces between them, so
-    encode(text[:cut] + x) == encode(text[:cut]) + encode(text[cut:] + x) for every x. Only tokens that take no
-    whitespace from their right (rstrip), match anywhere (not single_word), are matched on the raw text (not
-    normalized) and are part of no other added token qualify. 0 when `text` holds none (plain ICL contexts)."""
+    encode(text[:cut] + x) == encode(text[:cut]) + encode(text[cut:] + x) for every x. Only tokens that take
+    no whitespace from their right (rstrip), match anywhere (not single_word), are matched on the raw text
+    (not normalized) and are part of no other added token qualify. 0 when `text` holds none (plain ICL
+    contexts)."""
     decoder = getattr(tok, "added_tokens_decoder", None) or {}
     contents = [a.content for a in decoder.values()]
     ok = [a.content for a in decoder.values()
@@ -304,7 +313,8 @@ def loglikelihoods(model, tok, items: list[dict], context: str = "", *, batch_si
         for i, (rs, ok) in enumerate(zip(rows, fits)):
             if ok == reuse:
                 for j, r in enumerate(rs):
-                    flat.append(r), where.append((i, j))
+                    flat.append(r)
+                    where.append((i, j))
         if not flat:
             continue
         cache = fill_cache(model, prefix) if reuse else None
@@ -354,7 +364,8 @@ def _world() -> tuple[int, int]:
 
 
 def _shard(xs: list, rank: int, world: int) -> list:
-    """The rank-th of `world` contiguous, near-equal slices of xs (their concatenation in rank order is xs)."""
+    """The rank-th of `world` contiguous, near-equal slices of xs (their concatenation in rank order is
+    xs)."""
     n = len(xs)
     return xs[rank * n // world:(rank + 1) * n // world]
 
@@ -454,7 +465,8 @@ def results_path(params, dataset: str, condition: str):
 
 def _results_key(params, dataset, condition, items, context, seed, key) -> dict:
     return {"version": SCORING_VERSION, "model": params.model.model_dump(), "dataset": dataset,
-            "condition": condition, "seed": seed, "items": runs.key_hash(items), "context": runs.key_hash(context), "extra": key}
+            "condition": condition, "seed": seed, "items": runs.key_hash(items),
+            "context": runs.key_hash(context), "extra": key}
 
 
 def cached_results(params, dataset: str, condition: str, items: list[dict], context: str | list[str] = "",
@@ -466,16 +478,17 @@ def cached_results(params, dataset: str, condition: str, items: list[dict], cont
     return _read_csv(rp) if fresh else None
 
 
-def evaluate(params, dataset: str, condition: str, model, tok, items: list[dict], context: str | list[str] = "",
-             *, seed: int = 0, key=None, batch_size: int = 16, progress: bool = True,
-             same_as: str | None = None) -> pd.DataFrame:
-    """The cached scoring stage: score `items` (after `context`), write runs/<p>/scores/<dataset>__<condition>.jsonl
-    (one line per item) and runs/<p>/results/<dataset>__<condition>.csv (summarize's rows); return the rows.
+def evaluate(params, dataset: str, condition: str, model, tok, items: list[dict],
+             context: str | list[str] = "", *, seed: int = 0, key=None, batch_size: int = 16,
+             progress: bool = True, same_as: str | None = None) -> pd.DataFrame:
+    """The cached scoring stage: score `items` (after `context`), write
+    runs/<p>/scores/<dataset>__<condition>.jsonl (one line per item) and
+    runs/<p>/results/<dataset>__<condition>.csv (summarize's rows); return the rows.
 
     Fresh when the stamp's key matches: scoring version, model params, the items, the context and `key`
-    (callers add what else decides the model's weights, e.g. a finetuned adapter's hash). `same_as`: a condition
-    whose cached scores, when fresh for exactly these arguments, are this one's (e.g. icl_fit at the whole set is
-    icl): they are copied instead of scored again."""
+    (callers add what else decides the model's weights, e.g. a finetuned adapter's hash). `same_as`: a
+    condition whose cached scores, when fresh for exactly these arguments, are this one's (e.g. icl_fit at the
+    whole set is icl): they are copied instead of scored again."""
     if not items:
         raise ValueError(f"{dataset}/{condition}: no items to score")
     done = cached_results(params, dataset, condition, items, context, seed=seed, key=key)
@@ -485,7 +498,8 @@ def evaluate(params, dataset: str, condition: str, model, tok, items: list[dict]
     sp, rp = scores_path(params, dataset, condition), results_path(params, dataset, condition)
     if same_as and cached_results(params, dataset, same_as, items, context, seed=seed, key=key) is not None:
         drop = ("split", "subset", "cluster", "golds")
-        scores = [{k: v for k, v in s.items() if k not in drop} for s in read_scores(params, dataset, same_as)]
+        scores = [{k: v for k, v in s.items() if k not in drop}
+                  for s in read_scores(params, dataset, same_as)]
     else:
         scores = score_items(model, tok, items, context, batch_size=batch_size, progress=progress)
     extra = [{"split": it["split"], "subset": it.get("subset", ""), "cluster": it.get("cluster", it["id"]),
@@ -493,7 +507,7 @@ def evaluate(params, dataset: str, condition: str, model, tok, items: list[dict]
     df = summarize(items, scores, dataset=dataset, condition=condition, model=params.model.name, seed=seed)
     rank, world = _world()
     if rank == 0:  # every process holds the gathered scores; one writes them
-        runs.invalidate(rp)  # the stamp goes first and comes back last: a kill between the writes leaves no stamp
+        runs.invalidate(rp)  # the stamp goes first and comes back last: a kill in between leaves no stamp
         runs.write_jsonl(sp, [{**s, **e} for s, e in zip(scores, extra)])
         runs.write_text(rp, df.to_csv(index=False))
         runs.mark_fresh(rp, full_key, outputs=[rp, sp])
@@ -515,7 +529,8 @@ def read_results(params) -> pd.DataFrame:
 
 
 def _read_csv(path) -> pd.DataFrame:
-    df = pd.read_csv(path, dtype={"dataset": str, "split": str, "subset": str, "condition": str, "model": str})
+    df = pd.read_csv(path, dtype={"dataset": str, "split": str, "subset": str, "condition": str,
+                                  "model": str})
     for c in ("split", "subset"):
         df[c] = df[c].fillna("")
     return df
