@@ -712,6 +712,12 @@ def continuation_tokens(tokenizer, prompt: str, option: str) -> tuple[list[int],
     return cont, ctx == tokenizer.encode(prompt, add_special_tokens=False)
 
 
+def check_row(name: str, n: int, bad: list, show=str) -> dict:
+    """One row of a data-check table (here, lib.semantic.check, lib.derivatoids.check): the check's name, how
+    many things it looked at, how many failed, ok, and the first failure as `show` prints it."""
+    return {"check": name, "n": n, "failed": len(bad), "ok": not bad, "example": show(bad[0]) if bad else ""}
+
+
 def check(train: list[dict], test: list[dict], tokenizer=None):
     """The data checks, one row each: check, n checked, n failed, ok, an example failure.
 
@@ -733,8 +739,7 @@ def check(train: list[dict], test: list[dict], tokenizer=None):
     rows = []
 
     def add(name, items, bad, show):
-        rows.append({"check": name, "n": len(items), "failed": len(bad), "ok": not bad,
-                     "example": show(bad[0]) if bad else ""})
+        rows.append(check_row(name, len(items), bad, show))
 
     add("train sentences reassemble the text", train,
         [r for r in train if re.sub(r"\s+", "", "".join(r["sentences"])) != re.sub(r"\s+", "", r["text"])],

@@ -30,8 +30,14 @@ Test items:
   compositional  expressions that contain a held-out pair: can it compose two rules it saw separately?
 Each item is a prompt `grelt[<expression>] =` and `n_options` options: the correct output and outputs of wrong
 rule applications: at one node of the expression (the outer one or an inner one) a wrong rule is used: the
-textbook derivative rule (f' + g', f'g + fg', the chain rule, k f'), another of our rules, or the wrong
-partner (a itself, or the partner's partner). A distractor is never equal to the correct output (checked).
+textbook derivative rule (f' + g', f'g + fg', the chain rule, k f'), another of our rules, the wrong partner
+(a itself, its inverse, or the partner's partner), the wrong constant or a difference for a sum. A distractor
+is never equal to the correct output up to the order of + and * (checked). With `counterbalance` (the
+default) only the wrong rules that transform every part the correct rule transforms are used (`FAIR`: the
+wrong partner, the wrong constant, the wrong side of a product, a difference for a sum), closest first to the
+gold's symbol overlap with the prompt: a wrong rule that leaves a part as it was (a itself, k kept, the
+inside of a nest untransformed, + kept) copies the prompt, and a model that has learnt nothing prefers a
+copy (the no-context model picked such a distractor over the gold 88-100% of the time).
 `support` names the trained facts an item rests on: `atom:<a>` for each symbol, `rule:<constructor>`, and
 `pair:<outer>><inner>` for each trained pair it uses.
 """
@@ -39,8 +45,16 @@ from __future__ import annotations
 
 import random
 
-GENERATOR_VERSION = "derivatoids-2"
+GENERATOR_VERSION = "derivatoids-3"
 OPS = ("sum", "product", "nest", "scale")
+# the wrong-rule variants of `transform`, per constructor
+VARIANTS = {"atom": ("same", "inverse", "twice"), "sum": ("textbook", "other", "swap", "minus", "minus_r"),
+            "product": ("textbook", "other", "swap"), "nest": ("textbook", "other", "swap", "inverse", "twice"),
+            "scale": ("textbook", "other", "swap", "plus2")}
+# those that transform every part the correct rule transforms (so copy no more of the prompt than the gold):
+# the wrong partner at an atom or a nest, the wrong constant, the wrong side of a product, a difference for a sum
+FAIR = {"atom": ("inverse", "twice"), "sum": ("minus", "minus_r"), "product": ("swap",),
+        "nest": ("inverse", "twice"), "scale": ("swap", "plus2")}
 N_SYMBOLS = 8
 
 
@@ -98,7 +112,9 @@ def transform(e, partner, wrong=None, path=()):
         return {None: lambda: ("product", T(f, 1), T(g, 2)),
                 "textbook": lambda: ("sum", T(f, 1), T(g, 2)),
                 "other": lambda: ("minus", T(g, 2), f),
-                "swap": lambda: ("product", T(g, 2), T(f, 1))}[w]()
+                "swap": lambda: ("product", T(g, 2), T(f, 1)),
+                "minus": lambda: ("minus", T(f, 1), T(g, 2)),
+                "minus_r": lambda: ("minus", T(g, 2), T(f, 1))}[w]()
     if op == "product":
         f, g = e[1], e[2]
         return {None: lambda: ("minus", T(g, 2), f),
@@ -110,13 +126,16 @@ def transform(e, partner, wrong=None, path=()):
         return {None: lambda: ("nest", partner[a], T(g, 2)),
                 "textbook": lambda: ("product", ("nest", partner[a], g), T(g, 2)),
                 "other": lambda: ("nest", a, T(g, 2)),
-                "swap": lambda: ("nest", partner[a], g)}[w]()
+                "swap": lambda: ("nest", partner[a], g),
+                "inverse": lambda: ("nest", inverse[a], T(g, 2)),
+                "twice": lambda: ("nest", partner[partner[a]], T(g, 2))}[w]()
     if op == "scale":
         k, f = e[1], e[2]
         return {None: lambda: ("scale", k + 1, T(f, 2)),
                 "textbook": lambda: ("scale", k, T(f, 2)),
                 "other": lambda: ("scale", k + 1, f),
-                "swap": lambda: ("scale", k - 1 if k > 2 else k + 2, T(f, 2))}[w]()
+                "swap": lambda: ("scale", k - 1 if k > 2 else k + 2, T(f, 2)),
+                "plus2": lambda: ("scale", k + 2, T(f, 2))}[w]()
     raise ValueError(f"derivatoids: unknown constructor {op!r}")
 
 
@@ -245,14 +264,13 @@ def make_derivatoids(cfg, seed: int) -> tuple[list[dict], list[dict]]:
             gold_e = transform(e, partner)
             wrongs, taken = [], {canonical(gold_e)}
             for path, op in _nodes(e):
-                variants = ("same", "inverse", "twice") if op == "atom" else ("textbook", "other", "swap")
-                for v in variants:
+                for v in FAIR[op] if cfg.counterbalance else VARIANTS[op]:
                     w = transform(e, partner, (path, v))
                     if canonical(w) not in taken:  # never the gold (or another one) up to + / * order
                         taken.add(canonical(w))
                         wrongs.append((len(path) > 0, show(w)))
             rng.shuffle(wrongs)
-            if cfg.counterbalance:  # distractors as close as possible to the gold's overlap with the prompt
+            if cfg.counterbalance:  # then as close as possible to the gold's overlap with the prompt
                 g_ov = overlap(prompt, gold)
                 wrongs.sort(key=lambda w: abs(overlap(prompt, w[1]) - g_ov))
                 cands = [w for _, w in wrongs]
@@ -339,13 +357,14 @@ def check(rows, items):
     """The derivatoid-specific checks, one row each: check, n, failed, ok, example."""
     import pandas as pd
 
+    from .datasets import check_row
+
     partner = partner_table(rows)
     trained = {p for r in rows for p in pairs(expr(r["prompt"]))}
     out = []
 
     def add(name, n, bad):
-        out.append({"check": name, "n": n, "failed": len(bad), "ok": not bad,
-                    "example": str(bad[0]) if bad else ""})
+        out.append(check_row(name, n, bad))
 
     add("training rows follow the rules", len(rows),
         [r["id"] for r in rows if " " + show(transform(expr(r["prompt"]), partner)) != r["completion"]])

@@ -558,6 +558,8 @@ def check(world, rows, items):
     (lib.datasets.check covers the contract-level ones: no leak, support trained, options tokenise.)"""
     import pandas as pd
 
+    from .datasets import check_row
+
     facts, hold = world["facts"], set(world["holdouts"])
     count = {}
     for r in rows:
@@ -567,8 +569,7 @@ def check(world, rows, items):
     out = []
 
     def add(name, n, bad):
-        out.append({"check": name, "n": n, "failed": len(bad), "ok": not bad,
-                    "example": str(bad[0]) if bad else ""})
+        out.append(check_row(name, n, bad))
 
     add("every trainable fact is stated", len(world["trained"]),
         [f for f in world["trained"] if f not in count])

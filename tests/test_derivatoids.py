@@ -77,6 +77,24 @@ def _rules(e, partner):
     return ("scale", e[1] + 1, _rules(e[2], partner))
 
 
+def _copies(e, partner):
+    """The outputs in which one node keeps a part of its input that the rules transform: an atom kept, a nest's
+    symbol or inside kept, a scale's constant or scaled part kept, a sum kept a sum."""
+    op, R = e[0], (lambda x: _rules(x, partner))
+    if op == "atom":
+        return [e]
+    if op == "sum":
+        return ([("sum", R(e[1]), R(e[2]))] + [("product", c, R(e[2])) for c in _copies(e[1], partner)]
+                + [("product", R(e[1]), c) for c in _copies(e[2], partner)])
+    if op == "product":  # the left factor is kept by the rule itself
+        return [("minus", c, e[1]) for c in _copies(e[2], partner)]
+    if op == "nest":
+        return ([("nest", e[1], R(e[2])), ("nest", partner[e[1]], e[2])]
+                + [("nest", partner[e[1]], c) for c in _copies(e[2], partner)])
+    return ([("scale", e[1], R(e[2])), ("scale", e[1] + 1, e[2])]
+            + [("scale", e[1] + 1, c) for c in _copies(e[2], partner)])
+
+
 def _partner_table(rows):
     table = {}
     for r in rows:
@@ -122,6 +140,19 @@ def test_gold_follows_the_rules_and_every_distractor_does_not(data):
         assert len(set(it["options"])) == len(it["options"]) >= 2
         for o in it["options"]:
             _parse(o)  # every option is a well-formed expression
+
+
+@pytest.mark.parametrize("counterbalance", [True, False])
+def test_counterbalanced_distractors_never_copy_a_part_the_rules_transform(cfg, counterbalance):
+    rows, items = D.make_derivatoids(cfg.model_copy(update={"n_test": 40, "counterbalance": counterbalance}), 0)
+    table = _partner_table(rows)
+    n_copies = 0
+    for it in items:
+        e = _parse(re.fullmatch(r"\w+\[(.*)\] =", it["prompt"]).group(1))
+        copies = {D.canonical(c) for c in _copies(e, table)}
+        n_copies += sum(D.canonical(_parse(o)) in copies for o in it["options"])
+    # balanced: none (a model that learnt nothing prefers copies); unbalanced: they are among the distractors
+    assert (n_copies == 0) == counterbalance, n_copies
 
 
 def test_compositional_split_holds_out_rule_pairs(data):
