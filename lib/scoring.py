@@ -16,10 +16,11 @@ as lm-eval's `prefix_token_id`). Per item:
 Shared-context reuse. In ICL every item of a dataset follows the same long context (the training
 documents). The context's tokens are run once and their key/value cache is kept; every option of every
 item is then run from that cache, and the vocabulary head is applied only at the positions that are scored.
-Options (of many items) are packed side by side into one sequence after the cache, with a block-causal 4D
-attention mask (each option sees the cached context and its own earlier tokens only), so one pass reads the
-cache once for ~PACK_TOKENS scored tokens; with attention implementations that take no 4D mask (flash) the
-options are batched as rows over the cache expanded as a view (never deep-copied per option). The result
+Options (of many items) are packed side by side into one sequence after the cache, with a 4D attention mask
+(each option sees the cached context, its item's prompt and its own earlier tokens only), so one pass reads
+the cache once for ~PACK_TOKENS tokens, and an item's prompt is run once for all its options (with no
+shared context too); with attention implementations that take no 4D mask (flash) the options are batched as
+rows over the cache expanded as a view (never deep-copied per option). The result
 equals a full recomputation (tests/test_scoring.py checks this to 1e-4): the cached prefix stops one token
 before the context's end, and for every item we check that the joint tokenisation starts with exactly the
 cached tokens (a token that merges across the join would break this; such an item is recomputed in full).
@@ -143,62 +144,100 @@ def fill_cache(model, ids: list[int]):
     return cache
 
 
-PACKED = True  # rows after a shared cache go through _score_packed (False: batched rows, the cache expanded)
-PACK_TOKENS = 1024  # query tokens per packed forward pass after a shared cache
+PACKED = True  # rows go through _score_packed (False: batched rows, a shared cache expanded to the batch)
+PACK_TOKENS = 1024  # query tokens per packed forward pass
 
 
 def _attn_impl(model) -> str:
     return getattr(_parts(model)[0].config, "_attn_implementation", None) or "eager"
 
 
+def _trunks(rows: list[dict]) -> list[tuple[list[int], int]]:
+    """Consecutive rows with the same "group" key (the options of one item) as (row indices, trunk length):
+    the trunk is the input tokens (all but the last) that every row of the group starts with, the prompt
+    and any shared first words of the options, run once for the group. A row without the key is a group."""
+    groups: list[list[int]] = []
+    for i, r in enumerate(rows):
+        g = r.get("group")
+        if groups and g is not None and rows[groups[-1][0]].get("group") == g:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    out = []
+    for g in groups:
+        first = rows[g[0]]["ids"][:-1]
+        n = len(first)
+        for i in g[1:]:
+            ids = rows[i]["ids"][:-1]
+            n = min(n, len(ids))
+            n = next((k for k in range(n) if ids[k] != first[k]), n)
+        out.append((g, n))
+    return out
+
+
 def _score_packed(model, rows: list[dict], cache, n_prefix: int) -> list[float]:
-    """Rows after a shared cache, packed side by side into one sequence with a block-causal 4D attention mask
-    (every row sees the whole cached prefix and its own earlier tokens, never another row's): the cache is
-    read once per pass instead of once per row, and its keys are not copied per row."""
+    """Rows after a shared cache (or none: n_prefix 0), packed side by side into one sequence with a 4D
+    attention mask. The cache is read once per pass instead of once per row, its keys are never copied, and
+    the trunk an item's options share (_trunks) is run once. One item of L trunk and two option tokens:
+
+        query:   t1 .. tL | a1 a2 | b1 b2        positions n_prefix + (0..L-1 | L, L+1 | L, L+1)
+        sees:    cache + causal trunk;  a_k: cache + trunk + a_1..a_k;  b_k: cache + trunk + b_1..b_k
+
+    An option's first token is predicted at the trunk's last position; the others at its own."""
     decoder, _, _ = _parts(model)
     dev = model.device
     sdpa = _attn_impl(model) == "sdpa"
     out = [0.0] * len(rows)
+    width = lambda g, L: L + sum(len(rows[i]["ids"]) - 1 - L for i in g)  # noqa: E731 - query tokens
     packs, cur, size = [], [], 0
-    for i, r in enumerate(rows):
-        n = len(r["ids"]) - 1
-        if cur and size + n > PACK_TOKENS:
+    for g, L in _trunks(rows):
+        if cur and size + width(g, L) > PACK_TOKENS:
             packs.append(cur)
             cur, size = [], 0
-        cur.append(i)
-        size += n
+        cur.append((g, L))
+        size += width(g, L)
     if cur:
         packs.append(cur)
     with torch.inference_mode():
-        for idx in packs:
-            q = sum(len(rows[i]["ids"]) - 1 for i in idx)
+        for pack in packs:
+            q = sum(width(g, L) for g, L in pack)
             inp, pos, sel, tgt, owner = [], [], [], [], []
             allowed = torch.zeros(q, n_prefix + q, dtype=torch.bool)
             allowed[:, :n_prefix] = True
-            a = 0
-            for k, i in enumerate(idx):
-                ids = rows[i]["ids"]
-                n = len(ids) - 1
-                inp += ids[:-1]
-                pos += range(n_prefix, n_prefix + n)
-                allowed[a:a + n, n_prefix + a:n_prefix + a + n] = torch.ones(n, n, dtype=torch.bool).tril()
-                for t in range(rows[i]["start"], len(ids)):
-                    sel.append(a + t - 1)
-                    tgt.append(ids[t])
-                    owner.append(k)
-                a += n
+            a = 0  # where the group's trunk starts in the query
+            for g, L in pack:
+                inp += rows[g[0]]["ids"][:L]
+                pos += range(n_prefix, n_prefix + L)
+                allowed[a:a + L, n_prefix + a:n_prefix + a + L] = torch.ones(L, L, dtype=torch.bool).tril()
+                b = a + L  # where the next row's own tokens start
+                for i in g:
+                    ids = rows[i]["ids"]
+                    m = len(ids) - 1 - L
+                    inp += ids[L:-1]
+                    pos += range(n_prefix + L, n_prefix + L + m)
+                    allowed[b:b + m, n_prefix + a:n_prefix + a + L] = True
+                    allowed[b:b + m, n_prefix + b:n_prefix + b + m] = torch.ones(m, m, dtype=torch.bool).tril()
+                    for t in range(rows[i]["start"], len(ids)):
+                        sel.append(a + t - 1 if t - 1 < L else b + t - 1 - L)
+                        tgt.append(ids[t])
+                        owner.append(i)
+                    b += m
+                a = b
             mask = (allowed if sdpa
                     else torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min))
             mask = mask[None, None].to(dev)
             if not sdpa:
                 mask = mask.to(_parts(model)[1].weight.dtype)
-            hidden = _call_decoder(decoder, torch.tensor([inp], device=dev), n_prefix, expand_cache(cache, 1),
+            hidden = _call_decoder(decoder, torch.tensor([inp], device=dev), n_prefix,
+                                   None if cache is None else expand_cache(cache, 1),
                                    position_ids=torch.tensor([pos], device=dev), attention_mask=mask)[0]
             lp = _logprobs_at(model, hidden[torch.tensor(sel, device=dev)], torch.tensor(tgt, device=dev))
-            lp = lp.double().cpu()
-            sums = torch.zeros(len(idx), dtype=torch.float64).index_add_(0, torch.tensor(owner), lp)
-            for k, i in enumerate(idx):
-                out[i] = float(sums[k])
+            mine = sorted(set(owner))
+            slot = {i: k for k, i in enumerate(mine)}
+            sums = torch.zeros(len(mine), dtype=torch.float64).index_add_(
+                0, torch.tensor([slot[i] for i in owner]), lp.double().cpu())
+            for i, s in zip(mine, sums.tolist()):
+                out[i] = s
     return out
 
 
@@ -206,7 +245,10 @@ def _score_rows(model, rows: list[dict], cache, n_prefix: int, batch_size: int) 
     """Summed log-prob of each row's scored tokens. A row: {"ids": tokens after the cached prefix,
     "start": index in "ids" of the first scored token}. Rows are right-padded into batches (causal
     attention: padding at the end cannot change earlier positions)."""
-    if cache is not None and PACKED and _attn_impl(model) in ("sdpa", "eager"):
+    # packed with or without a cache; rows with no cache longer than a pack take the batched path, whose
+    # causal kernel needs no materialised mask
+    short = cache is not None or max(len(r["ids"]) for r in rows) <= PACK_TOKENS
+    if PACKED and short and _attn_impl(model) in ("sdpa", "eager"):
         return _score_packed(model, rows, cache, n_prefix)
     decoder, _, _ = _parts(model)
     dev = model.device
@@ -322,6 +364,8 @@ def loglikelihoods(model, tok, items: list[dict], context: str = "", *, batch_si
             flat = [{"ids": r["ids"][len(own):], "start": r["start"] - len(own)} for r in flat]
         else:
             flat = [{"ids": head + r["ids"], "start": h + r["start"]} for r in flat]
+        for r, (i, _) in zip(flat, where):
+            r["group"] = i  # an item's options share their trunk (_score_packed)
         for (i, j), v in zip(where, _batched(model, flat, cache, len(prefix) if reuse else 0, batch_size,
                                              progress)):
             result[i][j] = v

@@ -254,6 +254,30 @@ def test_packed_and_batched_paths_agree(tiny, monkeypatch, packed):
     _check_against_reference(model, tok, "Zorbia is a small country.\nIts capital is Glim.\n")
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("context", ["", "Zorbia is a small country.\nIts capital is Glim.\n"])
+def test_an_items_prompt_is_run_once_for_all_its_options(tiny, monkeypatch, attn, context):
+    """The packed pass runs an item's trunk (prompt and shared first words) once: it feeds fewer tokens than
+    the rows hold, and every option still scores as its full recomputation, with a cache and without."""
+    model, tok = tiny
+    monkeypatch.setattr(scoring, "PACK_TOKENS", 12)  # several packs, an item alone in some
+    before = scoring._attn_impl(model)
+    model.set_attn_implementation(attn)
+    try:
+        _check_against_reference(model, tok, context)
+        fed = []
+        call = scoring._call_decoder
+        monkeypatch.setattr(scoring, "_call_decoder",
+                            lambda d, ids, *a, **k: fed.append(ids.shape[1]) or call(d, ids, *a, **k))
+        scoring.loglikelihoods(model, tok, ITEMS, context)
+    finally:
+        model.set_attn_implementation(before)
+    n_prefix = len(scoring._encode(tok, context)) - 1 if context else 0
+    rows = [r for it in ITEMS for r in scoring._rows_for(tok, context, it)]
+    fill = 1 if context else 0  # the cache is filled in one pass (the context is shorter than a chunk)
+    assert sum(fed[fill:]) < sum(len(r["ids"]) - n_prefix - 1 for r in rows)
+
+
 # ------------------------------------------------------------------ a context cut at its last special token
 def test_chat_context_is_cut_after_its_last_special_token(bundled_tokenizer):
     """The rows of a chat context leave out its head (the tokens up to its last special token): head + each row
