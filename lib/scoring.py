@@ -187,7 +187,7 @@ def _score_packed(model, rows: list[dict], cache, n_prefix: int) -> list[float]:
     decoder, _, _ = _parts(model)
     dev = model.device
     sdpa = _attn_impl(model) == "sdpa"
-    out = [0.0] * len(rows)
+    total = torch.zeros(len(rows), dtype=torch.float64)  # summed log-prob per row
     width = lambda g, L: L + sum(len(rows[i]["ids"]) - 1 - L for i in g)  # noqa: E731 - query tokens
     packs, cur, size = [], [], 0
     for g, L in _trunks(rows):
@@ -232,13 +232,8 @@ def _score_packed(model, rows: list[dict], cache, n_prefix: int) -> list[float]:
                                    None if cache is None else expand_cache(cache, 1),
                                    position_ids=torch.tensor([pos], device=dev), attention_mask=mask)[0]
             lp = _logprobs_at(model, hidden[torch.tensor(sel, device=dev)], torch.tensor(tgt, device=dev))
-            mine = sorted(set(owner))
-            slot = {i: k for k, i in enumerate(mine)}
-            sums = torch.zeros(len(mine), dtype=torch.float64).index_add_(
-                0, torch.tensor([slot[i] for i in owner]), lp.double().cpu())
-            for i, s in zip(mine, sums.tolist()):
-                out[i] = s
-    return out
+            total.index_add_(0, torch.tensor(owner), lp.double().cpu())
+    return total.tolist()
 
 
 def _score_rows(model, rows: list[dict], cache, n_prefix: int, batch_size: int) -> list[float]:
