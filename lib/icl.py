@@ -21,6 +21,7 @@ Fairness: a context holding only the tested facts lets a model pick "the one can
 """
 from __future__ import annotations
 
+import functools
 import math
 import random
 import re
@@ -365,9 +366,12 @@ def choose_fit(acc: dict, threshold: float) -> int | None:
 
 
 # -------------------------------------------------------------------------------------------- fairness
+@functools.lru_cache(maxsize=1 << 16)  # contexts repeat across items and conditions (a str keeps its hash)
 def _occurrences(text: str, option: str) -> int:
     core = option.strip().rstrip(".!?").strip()
-    return len(re.findall(r"(?<!\w)" + re.escape(core) + r"(?!\w)", text)) if core else 0
+    if not core or core not in text:  # the substring test is a fast necessary condition
+        return 0
+    return len(re.findall(r"(?<!\w)" + re.escape(core) + r"(?!\w)", text))
 
 
 def distinctive_words(item: dict) -> list[set[str]]:
@@ -379,8 +383,16 @@ def distinctive_words(item: dict) -> list[set[str]]:
     return [w - shared - prompt for w in ws]
 
 
+@functools.lru_cache(maxsize=1 << 12)
+def _runs(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"\w+", text))
+
+
 def _word_present(text: str, ws: set[str]) -> bool:
-    return any(re.search(r"(?<!\w)" + re.escape(w) + r"(?!\w)", text) for w in ws)
+    """Whether one of the words `ws` (each a run of word characters, as `words` gives) occurs in `text`
+    standing alone, i.e. between non-word characters: exactly when it is one of the text's maximal runs of
+    word characters (one set per text, cached, instead of a regex search per word)."""
+    return not _runs(text).isdisjoint(ws)
 
 
 def option_occurrence(items: list[dict], context: str | list[str]) -> pd.DataFrame:
@@ -485,13 +497,14 @@ def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None,
     info, frames = {"dataset": dataset, "n_items": len(items), "n_test": len(test),
                     "n_curve_items": len(curve_items)}, []
     key = {"data": manifest.get("sha256")}
+    uncond = {}  # option -> log p(option | nothing): one model here, so every condition shares them
 
     def score(cond, its, ctx, same_as=None):
         if cond != "pretrained":
             info.setdefault("occurrence", {})[cond] = occurrence_summary(
                 option_occurrence(its, ctx)).to_dict(orient="records")
         return scoring.evaluate(params, dataset, cond, model, tok, its, ctx, seed=params.seed, key=key,
-                                progress=progress, same_as=same_as)
+                                progress=progress, same_as=same_as, uncond=uncond)
 
     def curve(size, its):
         ctx, inf = curve_contexts(tok, train, its, size, fmt=cfg.format, max_tokens=budget, seed=params.seed)
@@ -526,7 +539,7 @@ def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None,
                         built[c] = (build_context(tok, train, items, fmt=cfg.format, max_tokens=budget,
                                                   seed=params.seed) if size is None else curve(size, its))[0]
                     scoring.evaluate(params, dataset, c, model, tok, its, built[c], seed=params.seed, key=key,
-                                     progress=progress)
+                                     progress=progress, uncond=uncond)
                     scored = [s for s in scoring.read_scores(params, dataset, c) if s["id"] in ids]
                     acc[size] = _accuracy(scored, split)
                 chosen = choose_fit(acc, params.analysis.learned_threshold)

@@ -216,6 +216,28 @@ def test_score_items_preds(tiny):
         assert s["pred_mi"] == max(range(len(ll)), key=lambda j: ll[j] - un[j])
 
 
+def test_unconditional_scores_are_shared_through_the_dict(tiny, monkeypatch):
+    """A dict passed as `uncond` is filled with every option's unconditional log-likelihood (equal to a
+    fresh computation) and read back: the next call with the same model runs only the options it lacks."""
+    model, tok = tiny
+    shared: dict = {}
+    first = scoring.score_items(model, tok, ITEMS[:2], "", progress=False, uncond=shared)
+    fresh = scoring.unconditional(model, tok, [o for it in ITEMS[:2] for o in it["options"]])
+    assert shared.keys() == fresh.keys() and all(abs(shared[o] - fresh[o]) < 1e-9 for o in fresh)
+    assert first[0]["loglikelihoods_uncond"] == [shared[o] for o in ITEMS[0]["options"]]
+    asked = []
+    real = scoring.unconditional
+    def counted(m, t, opts, **kw):
+        asked.extend(opts)
+        return real(m, t, opts, **kw)
+
+    monkeypatch.setattr(scoring, "unconditional", counted)
+    shared["Glim"] = -1.5  # a value the model would not give: it must be read, not recomputed
+    again = scoring.score_items(model, tok, ITEMS, "Some context.", progress=False, uncond=shared)
+    assert sorted(asked) == sorted(ITEMS[2]["options"])
+    assert again[0]["loglikelihoods_uncond"][0] == -1.5
+
+
 def test_evaluate_writes_and_caches(tiny, tiny_model_cfg, tmp_path, monkeypatch):
     from lib import params as P
     from lib import runs
