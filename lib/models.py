@@ -15,6 +15,7 @@ contexts, subsampling, every condition) on a CPU; its numbers mean nothing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import re
@@ -111,11 +112,17 @@ def tiny_random_config(name: str = "tiny-random") -> dict:
     width = int(m.group(1) or TINY_WIDTH)
     if width < 8 or width % 8:
         raise ValueError(f"{name!r}: the width must be a multiple of 8, at least 8 (got {width})")
-    tok = bundled_tokenizer()
-    return dict(vocab_size=len(tok), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+    vocab, bos, eos, pad = _bundled_token_facts()
+    return dict(vocab_size=vocab, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=TINY_WINDOW,
-                rope_theta=500000.0, tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
-                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+                rope_theta=500000.0, tie_word_embeddings=True, bos_token_id=bos, eos_token_id=eos,
+                pad_token_id=pad)
+
+
+@functools.lru_cache(maxsize=1)  # loading the tokenizer takes ~0.7 s, and every load of tiny-random asks
+def _bundled_token_facts() -> tuple[int, int | None, int | None, int | None]:
+    tok = bundled_tokenizer()
+    return len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
 
 
 def build_tiny_random(name: str, out: Path) -> Path:
