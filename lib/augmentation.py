@@ -318,17 +318,23 @@ def sample(model, tok, prefix: str, suffixes: list[str], seeds: list[int], *, te
         with torch.inference_mode():
             logits, cache = _forward(model, ids, mask, pos, cache)
             for _ in range(max_new_tokens):
+                live = [r for r in range(B) if not done[r]]
+                rows = logits[live].cpu()
+                if temperature > 0:  # each row's noise from its own generator; the arithmetic for all at once
+                    u = torch.empty(rows.shape)
+                    for k, r in enumerate(live):
+                        torch.rand(rows.shape[1], generator=gens[r], out=u[k])
+                    u.clamp_(1e-10, 1 - 1e-7)
+                    picks = torch.argmax(rows / temperature - torch.log(-torch.log(u)), dim=-1).tolist()
+                else:
+                    picks = torch.argmax(rows, dim=-1).tolist()
+                chosen = dict(zip(live, picks))
                 nxt = []
                 for r in range(B):
                     if done[r]:
                         nxt.append(pad)
                         continue
-                    row = logits[r].cpu()
-                    if temperature > 0:
-                        u = torch.rand(row.shape, generator=gens[r]).clamp_(1e-10, 1 - 1e-7)
-                        t = int(torch.argmax(row / temperature - torch.log(-torch.log(u))))
-                    else:
-                        t = int(torch.argmax(row))
+                    t = chosen[r]
                     if t in stops:
                         done[r] = stopped[r] = True
                         nxt.append(pad)
