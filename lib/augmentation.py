@@ -235,21 +235,6 @@ def _forward(model, ids, mask, pos, cache):
     return out.logits[:, -1, :].float(), new_cache
 
 
-def prefix_cache(model, ids: list[int], chunk: int = 512):
-    """The key/value cache of the shared prefix, computed once (in chunks, to bound memory)."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    dev = next(model.parameters()).device
-    with torch.inference_mode():
-        for start in range(0, len(ids), chunk):
-            piece = torch.tensor([ids[start:start + chunk]], device=dev)
-            mask = torch.ones(1, start + piece.shape[1], dtype=torch.long, device=dev)
-            pos = torch.arange(start, start + piece.shape[1], device=dev)[None]
-            _, cache = _forward(model, piece, mask, pos, cache)
-    return cache
-
-
 def stop_token_ids(tok) -> set[int]:
     ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
     for t in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>"):
@@ -292,7 +277,7 @@ def sample(model, tok, prefix: str, suffixes: list[str], seeds: list[int], *, te
         raise ValueError(f"augmentation prompt too long: shared prefix {P} + item {longest} + "
                          f"max_new_tokens {max_new_tokens} tokens > the model's window of {window}")
     t0 = time.perf_counter()
-    shared = prefix_cache(model, pre) if pre else None
+    shared = scoring.fill_cache(model, pre) if pre else None  # the scorer's: bitwise the same cache
     info = {"prefix_tokens": P, "prefix_seconds": time.perf_counter() - t0}
     out: list[dict] = [None] * len(suffixes)
     # Similar lengths together (less padding); results are put back in input order.
