@@ -227,6 +227,7 @@ def test_unconditional_scores_are_shared_through_the_dict(tiny, monkeypatch):
     assert first[0]["loglikelihoods_uncond"] == [shared[o] for o in ITEMS[0]["options"]]
     asked = []
     real = scoring.unconditional
+
     def counted(m, t, opts, **kw):
         asked.extend(opts)
         return real(m, t, opts, **kw)
