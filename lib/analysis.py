@@ -39,9 +39,12 @@ intersection-union test, whose level is alpha/2 without adjustment. It does not 
 p_fails, Holm-adjusted over all tested tests of the claim, is below alpha/2. "Often" parts (C6b) hold when at
 least half their tests hold after Holm adjustment of p_holds. Otherwise inconclusive.
 
-**Learning checks.** An arm (an ICL or FT condition of a dataset) whose accuracy on the dataset's
-learning-check split (forward / rephrase / trained) is below `analysis.learned_threshold` did not learn the
-material; every test that uses it reads "not tested: <arm> did not learn (<acc>)".
+**Learning checks and gating.** Each arm's accuracy on its dataset's learning-check split (`check_split`)
+decides which sides of a test may be concluded (`gate`, stated in GATING_MD), and `transfer_table` reports how
+much of what each arm learned carried over.
+
+**C1** is one pooled equivalence test over every item of every split, plus a per-split check ("nofail") that
+no split is off chance after Holm.
 """
 from __future__ import annotations
 
@@ -158,6 +161,12 @@ def _check(items: pd.DataFrame) -> None:
                          f"(expected {ITEM_COLUMNS}; see read_items)")
 
 
+def dataset_order(names) -> list[str]:
+    """The datasets among `names` in the paper's order (lib.datasets.SPLITS), others (your own) after."""
+    names = set(names)
+    return [d for d in SPLITS if d in names] + sorted(names - set(SPLITS))
+
+
 def split_order(dataset: str, splits) -> list[str]:
     """The dataset's splits in lib.datasets.SPLITS order, splits it does not list (e.g. new ones) after."""
     known = SPLITS.get(dataset, [])
@@ -249,10 +258,10 @@ def _seed_term(Y: np.ndarray) -> float:
     return float(Y.mean(axis=1).var(ddof=1) / len(Y)) if len(Y) > 1 else 0.0
 
 
-def estimate(Y_a: np.ndarray, clusters, Y_b: np.ndarray | None = None) -> dict:
+def estimate(Y_a: np.ndarray, clusters, Y_b: np.ndarray | None = None, offset=None) -> dict:
     """Mean (A) or paired mean difference (A - B) of per-item correctness and its SE (cluster-robust by
     `clusters`; `variance_floor` instead when that is 0 or there is one cluster), plus each arm's
-    between-seed term. Y_*: seeds x items, the
+    between-seed term. `offset` (one arm): a per-item value subtracted first (chance). Y_*: seeds x items, the
     same items in the same order. Returns {est, se, df, n, clusters, seeds}; df: Welch-Satterthwaite over the
     cluster term (G - 1 df) and the seed terms (seeds - 1 df each)."""
     Y_a = np.atleast_2d(np.asarray(Y_a, dtype=float))
@@ -264,7 +273,8 @@ def estimate(Y_a: np.ndarray, clusters, Y_b: np.ndarray | None = None) -> dict:
         y = y - Y_b.mean(axis=0)
         seeds.append(len(Y_b))
         parts.append((_seed_term(Y_b), len(Y_b) - 1))
-    mean, var, g = cluster_variance(y, clusters)
+    off = np.zeros(len(y)) if offset is None or Y_b is not None else np.asarray(offset, dtype=float)
+    mean, var, g = cluster_variance(y - off, clusters)
     var = float(var) if g > 1 and var > 0 else float(variance_floor(y, paired=Y_b is not None))
     parts.append((var, max(g - 1, 1)))
     total = sum(v for v, _ in parts)
@@ -353,9 +363,14 @@ def power(delta: float, se: float, df: int, ci_level: float) -> float:
 # ------------------------------------------------------------------------------------------ aggregation
 def arm(items: pd.DataFrame, dataset: str, split: str, condition: str, metric: str):
     """(seeds x items correctness matrix, item ids, clusters, chance per item) of one arm on one split;
-    None when the arm has no items there. Items missing for some seed are dropped (every seed, same items)."""
-    sel = items[(items["dataset"] == dataset) & (items["split"] == split) & (items["condition"] == condition)
-                & (items["metric"] == metric)]
+    None when the arm has no items there. Items missing for some seed are dropped (every seed, same items).
+    dataset = split = "*" pools every item of the arm (ids and clusters prefixed by dataset and split)."""
+    sel = items[(items["condition"] == condition) & (items["metric"] == metric)]
+    if dataset == "*":
+        sel = sel.assign(item=sel["dataset"] + "/" + sel["split"] + "/" + sel["item"].astype(str),
+                         cluster=sel["dataset"] + "/" + sel["cluster"].astype(str))
+    else:
+        sel = sel[(sel["dataset"] == dataset) & (sel["split"] == split)]
     if sel.empty:
         return None
     wide = sel.pivot_table(index="item", columns="seed", values="correct", aggfunc="first").dropna()
@@ -415,17 +430,125 @@ def _natural(name: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
-def learning_checks(items: pd.DataFrame, threshold: float, metric: str = "acc") -> pd.DataFrame:
+def check_split(dataset: str, splits) -> str | None:
+    """The dataset's learning-check split among `splits` (a trained fact, asked as trained), or None."""
+    return next((s for s in LEARNING_CHECK_SPLITS if s in set(splits)), None)
+
+
+def learning_checks(items: pd.DataFrame, threshold: float, metric: str = "acc",
+                    ci_level: float = 0.95, margin: float = 0.1) -> pd.DataFrame:
     """One row per dataset x arm (every condition but `pretrained`): its accuracy on the dataset's
-    learning-check split (forward / rephrase / trained), n, and `learned` (accuracy >= `threshold`)."""
-    cols = ["dataset", "condition", "split", "acc", "se", "n", "threshold", "learned"]
+    learning-check split (`check_split`), se, n, chance, `learned` (accuracy >= `threshold`: what absolute
+    claim parts need) and `above_chance` (the check's CI lies above chance: what a comparison needs)."""
+    cols = ["dataset", "condition", "split", "acc", "se", "n", "chance", "threshold", "learned", "above_chance"]
     agg = summarize(items, metric, by=("dataset", "split", "condition")) if len(items) else pd.DataFrame()
     if agg.empty:
         return pd.DataFrame(columns=cols)
-    agg = agg[agg["split"].isin(LEARNING_CHECK_SPLITS) & (agg["condition"] != "pretrained")]
-    out = agg[["dataset", "condition", "split", "acc", "se", "n"]].assign(threshold=threshold)
+    keep = [check_split(d, agg.loc[agg["dataset"] == d, "split"]) == s for d, s in zip(agg["dataset"], agg["split"])]
+    agg = agg[np.array(keep, dtype=bool) & (agg["condition"] != "pretrained").to_numpy()]
+    out = agg[["dataset", "condition", "split", "acc", "se", "n", "chance"]].assign(threshold=threshold)
     out["learned"] = out["acc"] >= threshold
+    lo = [decide("above_chance", a - c, se, max(int(n) - 1, 1), margin=margin, ci_level=ci_level)["ci_lo"]
+          for a, c, se, n in zip(out["acc"], out["chance"], out["se"], out["n"])]
+    out["above_chance"] = np.asarray(lo, dtype=float) > 0
     return out.reset_index(drop=True)[cols]
+
+
+def gate(kind: str, checks: list, margin: float) -> tuple[bool, bool, str]:
+    """Which sides of one test its arms' learning checks allow: (holds allowed, fails allowed, why not).
+
+    `checks`: per arm, a learning_checks row (name `condition`, `acc`, `learned`, `above_chance`) or None when
+    the arm has no learning-check split scored (then it gates nothing). The rule (GATING_MD):
+    - "A beats B" (greater): both arms above chance on their check; the holds side needs B to have learned at
+      least as well as A (B >= A - margin), so A's advantage cannot come from learning more; the fails side
+      ("no improvement") needs A >= B - margin. The gap test (A1 - B1 vs A2 - B2) needs the same of each pair,
+      in the direction that would make the gap.
+    - absolute parts need the arm's check >= learned_threshold on the side a non-learner would produce: "near
+      ceiling" and "above chance" to fail, "near zero" both ways, "stays hard" to hold."""
+    known = [c for c in checks if c is not None]
+    if kind == "at_chance" or not known:
+        return True, True, ""
+    low = [f"{c['condition']} learned nothing of {c['dataset']} ({c['split']} {c['acc']:.2f}, CI reaches chance)"
+           for c in known if not c["above_chance"]]
+    unl = [f"{c['condition']} did not learn {c['dataset']} ({c['split']} {c['acc']:.2f} < {c['threshold']:g})"
+           for c in known if not c["learned"]]
+    if kind in ("greater", "gap_greater"):
+        if low:
+            return False, False, "; ".join(low)
+        acc = [c["acc"] if c is not None else math.nan for c in checks]
+        ge = lambda a, b: not (a < b - margin)  # NaN (no check) never blocks
+        pairs = [(0, 1)] if kind == "greater" else [(0, 1), (3, 2)]  # (A, B): B must have learned >= A
+        holds = all(ge(acc[b], acc[a]) for a, b in pairs)
+        fails = all(ge(acc[a], acc[b]) for a, b in pairs)
+        names = [c["condition"] if c is not None else "?" for c in checks]
+        why = "; ".join(f"{names[a]} learned more ({acc[a]:.2f} vs {names[b]} {acc[b]:.2f})"
+                        for a, b in pairs if not ge(acc[b], acc[a]))
+        why_f = "; ".join(f"{names[b]} learned more ({acc[b]:.2f} vs {names[a]} {acc[a]:.2f})"
+                          for a, b in pairs if not ge(acc[a], acc[b]))
+        return holds, fails, "; ".join(w for w in (why, why_f) if w)
+    learned = not unl
+    sides = {"above_chance": (True, learned), "near_ceiling": (True, learned), "near_zero": (learned, learned),
+             "at_most_chance_plus_margin": (learned, True)}[kind]
+    return sides[0], sides[1], "; ".join(unl)
+
+
+GATING_MD = (
+    "**Gating** (`lib.analysis.gate`): a comparison 'A beats B' is tested when both arms are above chance on "
+    "their learning check (its CI excludes chance); it may *hold* only when B learned at least as well as A "
+    "(B's check >= A's - margin), so A's advantage cannot come from learning more, and it may *fail* ('no "
+    "improvement') only when A learned at least as well as B. The ICL-FT gap comparison applies this to both "
+    "pairs. Absolute parts need the arm's check >= `learned_threshold` on the side an arm that did not learn "
+    "would produce: 'near ceiling' and 'above chance' to fail, 'near zero' both ways, 'stays hard' to hold. "
+    "A side that is gated reads 'inconclusive (gated: ...)' and counts as undecided; with both sides gated "
+    "the test is 'not tested'. `checks` gives each arm's learning-check accuracy beside the test.")
+
+
+def transfer_table(items: pd.DataFrame, metric: str = "acc", ci_level: float = 0.95) -> pd.DataFrame:
+    """How much of what each arm learned carried over: per dataset x arm x generalization split, the
+    learning-check accuracy, the generalization accuracy and the transfer ratio
+    R = (gen - chance_gen) / (check - chance_check), with a delta-method CI whose (co)variances are
+    cluster-robust over the clusters the two splits share (items averaged over seeds). R ~ 1: everything
+    learned generalized; R ~ 0: nothing did. Undefined (NaN) when the check is not above chance."""
+    cols = ["dataset", "condition", "split", "check_split", "check_acc", "acc", "chance", "transfer",
+            "ci_lo", "ci_hi", "n", "clusters"]
+    rows = []
+    df = items[(items["metric"] == metric) & (items["condition"] != "pretrained")] if len(items) else items
+    for (ds, cond), g in (df.groupby(["dataset", "condition"], sort=False) if len(df) else []):
+        cs = check_split(ds, g["split"])
+        if cs is None:
+            continue
+        y = g.groupby(["split", "item"]).agg(correct=("correct", "mean"), chance=("chance", "first"),
+                                             cluster=("cluster", "first")).reset_index()
+        y["d"] = y["correct"] - y["chance"]
+        chk = y[y["split"] == cs]
+        for sp in split_order(ds, y["split"]):
+            if sp == cs:
+                continue
+            gen = y[y["split"] == sp]
+            r, lo, hi, g_n = _ratio(gen, chk, ci_level)
+            rows.append(dict(dataset=ds, condition=cond, split=sp, check_split=cs,
+                             check_acc=chk["correct"].mean(), acc=gen["correct"].mean(),
+                             chance=gen["chance"].mean(), transfer=r, ci_lo=lo, ci_hi=hi, n=len(gen),
+                             clusters=g_n))
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _ratio(gen: pd.DataFrame, chk: pd.DataFrame, ci_level: float):
+    """Delta-method ratio of the mean `d` of `gen` over that of `chk`, clustered over the union of clusters:
+    Var(R) ~ (V_g - 2 R C_gc + R^2 V_c) / c^2, each (co)variance CR1 from per-cluster sums."""
+    g, c = gen["d"].mean(), chk["d"].mean()
+    labels = pd.Index(sorted(set(gen["cluster"]) | set(chk["cluster"])))
+    k = len(labels)
+    tg = (gen["d"] - g).groupby(gen["cluster"]).sum().reindex(labels, fill_value=0).to_numpy() / len(gen)
+    tc = (chk["d"] - c).groupby(chk["cluster"]).sum().reindex(labels, fill_value=0).to_numpy() / len(chk)
+    if k < 2 or not c > 0:
+        return math.nan, math.nan, math.nan, k
+    f = k / (k - 1)
+    r = g / c
+    var = f * ((tg ** 2).sum() - 2 * r * (tg * tc).sum() + r ** 2 * (tc ** 2).sum()) / c ** 2
+    q = t_ppf(0.5 + ci_level / 2, k - 1)
+    se = math.sqrt(max(var, 0.0))
+    return float(r), float(r - q * se), float(r + q * se), k
 
 
 # ------------------------------------------------------------------------------------------ the claims
@@ -433,8 +556,11 @@ def _plan(augmented: str, splits: dict[str, list[str]]):
     """The tests of every claim: (claim, part, mode, kind, datasets, split, conditions, description);
     `splits` are the splits the data have per dataset."""
     rc_rev = [s for s in splits.get("reversal_curse", []) if s.startswith("reversal")] or ["reversal"]
-    plan = [("C1", "C1", "all", "at_chance", [ds], sp, ["pretrained"], "pretrained at chance")
-            for ds, sps in splits.items() for sp in sps]
+    # C1: one pooled equivalence test over every item of every split (clustered by dataset and cluster), and
+    # per split only a check that none is off chance after Holm (a per-split TOST needs ~4x the items)
+    plan = [("C1", "C1a", "all", "at_chance", ["*"], "*", ["pretrained"], "pretrained at chance, all items pooled")]
+    plan += [("C1", "C1b", "nofail", "at_chance", [ds], sp, ["pretrained"], "no split off chance")
+             for ds, sps in splits.items() for sp in sps]
     rc, sr, sem = ["reversal_curse"], ["simple_reversals"], ["semantic_structure"]
     for sp in rc_rev:
         plan += [("C2", "C2a", "all", "near_zero", rc, sp, ["ft"], "FT reversed accuracy near zero"),
@@ -474,6 +600,20 @@ def _plan(augmented: str, splits: dict[str, list[str]]):
     return plan
 
 
+def _gated(r: dict, holds_ok: bool, fails_ok: bool, why: str) -> dict:
+    """A test's result with the sides `gate` forbids taken away: p = 1 there, and a verdict on such a side
+    reads inconclusive."""
+    if "est" not in r:
+        return r
+    r = dict(r)
+    for ok, side, p in ((holds_ok, HOLDS, "p_holds"), (fails_ok, FAILS, "p_fails")):
+        if not ok:
+            r[p] = 1.0
+            if r["verdict"] == side:
+                r["verdict"], r["why"] = INCONCLUSIVE, f"gated ({side}): {why}"
+    return r
+
+
 def _test(items, kind, dss, sp, conds, metric, margin, ci_level):
     """Run one planned test on `metric`: a dict of numbers and the decision, or a "not tested" reason."""
     arms = [arm(items, d, sp, c, metric) for d, c in zip(dss, conds)]
@@ -496,9 +636,8 @@ def _test(items, kind, dss, sp, conds, metric, margin, ci_level):
         e = estimate(A, cl, B)
     else:
         A, _, cl, chance = arms[0]
-        e = estimate(A, cl)
-        if kind in ("above_chance", "at_chance", "at_most_chance_plus_margin"):
-            e["est"] -= float(chance.mean())
+        chance_kind = kind in ("above_chance", "at_chance", "at_most_chance_plus_margin")
+        e = estimate(A, cl, offset=chance if chance_kind else None)  # per item: a syllogism's is |golds| / 6
     d = {k: (v.item() if isinstance(v, np.ndarray) else v)
          for k, v in decide(kind, e["est"], e["se"], e["df"], margin=margin, ci_level=ci_level).items()}
     n_dec = math.ceil(e["n"] * (e["se"] / d["se_to_decide"]) ** 2) if d["se_to_decide"] > 0 else math.inf
@@ -519,7 +658,8 @@ def claims_table(items: pd.DataFrame, *, metric: str = "acc", ci_level: float = 
         raise ValueError(f"augmented condition {augmented!r} is not one of aug_local, aug_global, aug_both")
     _check(items)
     beside = beside or ("acc_mutual_info" if metric != "acc_mutual_info" else "acc")
-    cols = ["model", "claim", "part", "test", "dataset", "split", "conditions", "numbers", "n", "clusters",
+    cols = ["model", "claim", "part", "test", "dataset", "split", "conditions", "numbers", "checks", "n",
+            "clusters",
             "seeds", "estimate", "se", "ci_lo", "ci_hi", "rule", "verdict", "why", "p_holds", "p_fails",
             "p_fails_holm", "mdd", "n_to_decide", f"estimate_{beside}", f"verdict_{beside}", "part_verdict",
             "claim_verdict"]
@@ -527,12 +667,10 @@ def claims_table(items: pd.DataFrame, *, metric: str = "acc", ci_level: float = 
     out = []
     for model in models:
         its = items[items["model"] == model] if model else items
-        splits = {d: split_order(d, its.loc[its["dataset"] == d, "split"])
-                  for d in SPLITS if d in set(its["dataset"])}
+        splits = {d: split_order(d, its.loc[its["dataset"] == d, "split"]) for d in dataset_order(its["dataset"])}
         present = set(zip(its["dataset"], its["condition"]))
-        checks = learning_checks(its, learned_threshold, metric)
-        failed = {(r.dataset, r.condition): f"{r.split} {r.acc:.2f}"
-                  for r in checks.itertuples() if not r.learned}
+        checks = learning_checks(its, learned_threshold, metric, ci_level, margin)
+        check_of = {(r["dataset"], r["condition"]): r for r in checks.to_dict("records")}
         plan = _plan(augmented, splits or {d: [] for d in SPLITS})
         ablation = {d for d, c in present if c in SPLITTING}
         rows, reported = [], set()
@@ -543,19 +681,22 @@ def claims_table(items: pd.DataFrame, *, metric: str = "acc", ci_level: float = 
                 continue
             base = dict(model=model, claim=claim, part=part, test=desc, dataset=ds, split=sp,
                         conditions=" vs ".join(conds), rule=rule_text(kind, margin))
-            missing = list(dict.fromkeys(f"{d}/{c}" for d, c in zip(dss, conds) if (d, c) not in present))
+            missing = list(dict.fromkeys(f"{d}/{c}" for d, c in zip(dss, conds) if (d, c) not in present
+                                         and not (d == "*" and c in {pc for _, pc in present})))
             if missing:
                 if (part, tuple(missing)) not in reported:
                     reported.add((part, tuple(missing)))
                     rows.append({**base, "split": "*",
                                  "verdict": f"not tested (missing: {', '.join(missing)})"})
                 continue
-            unlearned = [f"{c} did not learn {d} ({failed[(d, c)]})"
-                         for d, c in dict.fromkeys(zip(dss, conds)) if (d, c) in failed]
-            if unlearned:
-                rows.append({**base, "verdict": "not tested: " + "; ".join(unlearned)})
+            arm_checks = [check_of.get((d, c)) for d, c in zip(dss, conds)]
+            base["checks"] = "; ".join(dict.fromkeys(f"{c} {k['split']} {k['acc']:.2f}"
+                                                     for c, k in zip(conds, arm_checks) if k is not None))
+            holds_ok, fails_ok, gated = gate(kind, arm_checks, margin)
+            if not (holds_ok or fails_ok):
+                rows.append({**base, "verdict": "not tested: " + gated})
                 continue
-            r = _test(its, kind, dss, sp, conds, metric, margin, ci_level)
+            r = _gated(_test(its, kind, dss, sp, conds, metric, margin, ci_level), holds_ok, fails_ok, gated)
             if "est" not in r:
                 rows.append({**base, **r})
                 continue
@@ -564,7 +705,7 @@ def claims_table(items: pd.DataFrame, *, metric: str = "acc", ci_level: float = 
             row = {**base, "numbers": numbers, "estimate": r["est"],
                    **{k: r[k] for k in ("n", "clusters", "seeds", "se", "ci_lo", "ci_hi", "verdict", "why",
                                         "p_holds", "p_fails", "mdd", "n_to_decide")}}
-            rb = (_test(its, kind, dss, sp, conds, beside, margin, ci_level)
+            rb = (_gated(_test(its, kind, dss, sp, conds, beside, margin, ci_level), holds_ok, fails_ok, gated)
                   if beside in set(its["metric"]) else {})
             if "est" in rb:
                 row[f"estimate_{beside}"], row[f"verdict_{beside}"] = rb["est"], rb["verdict"]
@@ -597,11 +738,13 @@ def combine(tests: pd.DataFrame, mode: str = "all", alpha2: float = 0.025) -> st
     """A claim part from its tests (rows with verdict, p_fails_holm, p_holds_holm): "all": holds when every
     tested test holds (intersection-union), does not hold when a Holm-adjusted p_fails < alpha/2;
     "often": holds when at least half the tested tests hold after Holm, does not hold when more than half
-    fail after Holm. Otherwise inconclusive; "not tested" when no test was run."""
+    fail after Holm; "nofail": holds when no tested test fails after Holm (C1's per-split check). Otherwise inconclusive; "not tested" when no test was run."""
     t = tests[~tests["verdict"].astype(str).str.startswith("not tested")]
     if t.empty:
         return "not tested"
     fails = (t["p_fails_holm"] < alpha2).sum()
+    if mode == "nofail":
+        return FAILS if fails else HOLDS
     if mode == "often":
         holds = (t["p_holds_holm"] < alpha2).sum()
         return HOLDS if holds and 2 * holds >= len(t) else FAILS if 2 * fails > len(t) else INCONCLUSIVE
@@ -656,12 +799,15 @@ RULES_MD = (
     "**Multiplicity**: a claim holds when every tested test holds (intersection-union test: family-wise "
     "level alpha/2 with no adjustment); it does not hold when some test's p_fails, Holm-adjusted over the "
     "claim's tested tests (`p_fails_holm`), is below alpha/2; 'often' parts count Holm-adjusted holds. "
-    "An arm whose learning-check accuracy is below `analysis.learned_threshold` is not tested.")
+    "**C1** is one equivalence test over every item of every split pooled (clustered by dataset and cluster), "
+    "plus a per-split check that no split is off chance after Holm. " + GATING_MD)
 
 
 def write_claims(table: pd.DataFrame, outdir: Path, *, params_name: str, metric: str, ci_level: float,
-                 margin: float, checks: pd.DataFrame | None = None) -> list[Path]:
-    """Write `claims.csv` (every test) and `claims.md` (rules, summary, learning checks, every test)."""
+                 margin: float, checks: pd.DataFrame | None = None,
+                 transfer: pd.DataFrame | None = None) -> list[Path]:
+    """Write `claims.csv` (every test) and `claims.md` (rules, summary, learning checks, transfer ratios,
+    every test)."""
     outdir = Path(outdir)
     csv, md = outdir / "claims.csv", outdir / "claims.md"
     runs.write_text(csv, table.to_csv(index=False))
@@ -675,6 +821,10 @@ def write_claims(table: pd.DataFrame, outdir: Path, *, params_name: str, metric:
             + _md_table(claims_summary(table)))
     if checks is not None and len(checks):
         text += "\n## Learning checks (per arm)\n\n" + _md_table(checks)
+    if transfer is not None and len(transfer):
+        text += ("\n## Transfer: how much of what each arm learned carried over\n\n"
+                 "transfer = (acc - chance) / (check_acc - chance of the check), delta-method CI clustered "
+                 "over the clusters both splits share (`lib.analysis.transfer_table`).\n\n" + _md_table(transfer))
     text += "\n## Every test\n\n" + _md_table(table.drop(columns=["claim_verdict"]))
     runs.write_text(md, text)
     return [csv, md]

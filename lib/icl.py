@@ -250,7 +250,7 @@ def cluster_need(train_rows, items, rng: random.Random, *, by_fact=None, index=N
 
 
 def curve_contexts(tok, train_rows: list[dict], items: list[dict], n_docs: int | None, *, fmt: str,
-                   max_tokens: int, seed: int) -> tuple[list[str], dict]:
+                   max_tokens: int, seed: int, support_last: bool = False) -> tuple[list[str], dict]:
     """One context per item for a context of `n_docs` documents (None: the whole subsampled set,
     build_context).
 
@@ -258,8 +258,9 @@ def curve_contexts(tok, train_rows: list[dict], items: list[dict], n_docs: int |
     (its support and a mention of every option); clusters are packed first-fit, in a seeded order, into
     contexts of at most `n_docs` documents and `max_tokens` tokens (a cluster whose need alone exceeds
     `n_docs` gets a context of its own holding its need), then each context is filled with random other
-    documents up to `n_docs` while it fits. Documents keep their training-set order. Identical contexts are
-    scored with one KV cache (lib.scoring groups items by context string).
+    documents up to `n_docs` while it fits. Documents keep their training-set order; with `support_last` the
+    filler comes first and the documents the context's clusters need last (nearest the question). Identical
+    contexts are scored with one KV cache (lib.scoring groups items by context string).
 
     Returns (contexts, info): n_docs, n_contexts, n_tokens_mean, n_tokens_max, n_docs_mean, format."""
     if not train_rows:
@@ -312,7 +313,8 @@ def curve_contexts(tok, train_rows: list[dict], items: list[dict], n_docs: int |
                 added.append(i)
                 total += cost[i]
         while True:  # the estimate is close; make it exact, dropping filler first
-            ctx = format_context(tok, [texts[i] for i in sorted(kept)], fmt)
+            order = sorted(kept - docs) + sorted(docs) if support_last else sorted(kept)
+            ctx = format_context(tok, [texts[i] for i in order], fmt)
             n = _n_tokens(tok, ctx)
             if n <= max_tokens or not added:
                 break
@@ -507,7 +509,8 @@ def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None,
                                 progress=progress, same_as=same_as, uncond=uncond)
 
     def curve(size, its):
-        ctx, inf = curve_contexts(tok, train, its, size, fmt=cfg.format, max_tokens=budget, seed=params.seed)
+        ctx, inf = curve_contexts(tok, train, its, size, fmt=cfg.format, max_tokens=budget, seed=params.seed,
+                                  support_last=cfg.support_last)
         return ctx, {**inf, "options_covered": options_covered(train, its, ctx), "n_items": len(its)}
 
     built = {}  # condition -> its context, so icl_fit's choice does not build the curve's contexts again

@@ -100,6 +100,7 @@ class ICLParams(_Strict):
     max_test_items: Optional[int] = Field(gt=0)  # cap on items per split; null: every item (cpu, paper)
     curve_sizes: list[int]  # documents per context on the curve (icl_n{size})
     curve_items: Optional[int] = Field(gt=0)  # items per split scored on the curve; null: every item
+    support_last: bool = False  # curve contexts: the documents the items rest on last, after the filler
 
     @field_validator("curve_sizes")
     @classmethod
@@ -120,6 +121,9 @@ class FinetuneParams(_Strict):
     weight_decay: float = Field(ge=0)
     batch_size: int = Field(gt=0)
     steps: int = Field(gt=0)
+    # passes over the dataset's plain-FT examples; when set it replaces `steps`: steps = ceil(epochs x examples
+    # / batch_size), the same number for every FT condition of the dataset (lib.training.recipe)
+    epochs: Optional[float] = Field(default=None, gt=0)
     warmup_steps: int = Field(ge=0)  # linear warmup from 0 to learning_rate over these steps, then `schedule`
     schedule: Literal["constant", "cosine"]  # after warmup: constant, or cosine decay to 0 at `steps`
     max_grad_norm: float = Field(gt=0)  # gradients clipped to this global L2 norm
@@ -252,7 +256,7 @@ def cross_field_problems(p: Params) -> list[str]:
             why = "; ".join(_format_error(err, "").splitlines()[1:]).strip()
             out.append(f"finetune.recipes.{name}: " + why)
             continue
-        if r.warmup_steps >= r.steps:
+        if r.warmup_steps >= r.steps and r.epochs is None:
             out.append(f"finetune.recipes.{name}: warmup_steps {r.warmup_steps} is not below steps {r.steps}")
     return out
 

@@ -44,6 +44,7 @@ trains every FT run of the params' datasets (cached); the notebooks then find th
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import shutil
@@ -367,16 +368,41 @@ def _train(model, tok, examples, ft, *, seed, progress=True, desc="finetune", ac
 
 
 # -------------------------------------------------------------------------------------------- caching
-def recipe(ft, dataset: str):
+def recipe(ft, dataset: str, n_examples: int | None = None):
     """The finetune params one dataset trains with: `ft` with `ft.recipes[dataset]` (steps, learning rate,
     ...) put in. Every FT condition of the dataset (plain, split, augmented, repeat) trains with it, so their
-    comparisons stay step-matched; lib.params has checked the keys."""
-    return ft.model_copy(update=ft.recipes.get(dataset, {}))
+    comparisons stay step-matched; lib.params has checked the keys. A recipe in `epochs` needs `n_examples`,
+    the dataset's plain-FT example count (`plain_examples`): steps = ceil(epochs x n_examples / batch_size)."""
+    r = ft.model_copy(update=ft.recipes.get(dataset, {}))
+    if r.epochs is None:
+        return r
+    if n_examples is None:
+        raise ValueError(f"the {dataset} recipe is given in epochs: its plain-FT example count is needed")
+    steps = math.ceil(r.epochs * n_examples / r.batch_size)
+    if r.warmup_steps >= steps:
+        raise ValueError(f"finetune recipe of {dataset}: warmup_steps {r.warmup_steps} is not below the "
+                         f"{steps} steps of {r.epochs:g} epochs of {n_examples} examples")
+    return r.model_copy(update={"steps": steps})
+
+
+def plain_examples(params, dataset: str) -> int:
+    """The number of examples of the dataset's plain `ft` condition (its default splitting): what an epoch
+    of every FT condition of the dataset counts."""
+    from . import datasets
+
+    rows, _, _ = datasets.load(params, dataset)
+    return len(make_examples(rows, default_splitting(dataset), params.finetune.loss_on))
+
+
+def dataset_recipe(params, dataset: str):
+    """`recipe` of the dataset with its epochs, if any, turned into steps."""
+    uses_epochs = params.finetune.recipes.get(dataset, {}).get("epochs", params.finetune.epochs) is not None
+    return recipe(params.finetune, dataset, plain_examples(params, dataset) if uses_epochs else None)
 
 
 def _ft_dict(params, dataset: str) -> dict:
-    return {k: v for k, v in recipe(params.finetune, dataset).model_dump().items()
-            if k not in _NOT_TRAINING_KEYS}
+    return {k: v for k, v in dataset_recipe(params, dataset).model_dump().items()
+            if k not in _NOT_TRAINING_KEYS + ("epochs",)}
 
 
 def ft_key(params, examples: list[dict], seed: int, dataset: str) -> dict:
@@ -398,7 +424,7 @@ def finetune(params, dataset: str, rows: list[dict], *, splitting: str, seed: in
     folder, reused. With `check_items` and finetune.eval_every, their accuracy is scored every eval_every
     steps and after the last (loss_curve.json "check_step" / "check_acc": the learning curve of notebook
     03)."""
-    ft = recipe(params.finetune, dataset)
+    ft = dataset_recipe(params, dataset)
     examples = make_examples(rows, splitting, ft.loss_on)
     key = ft_key(params, examples, seed, dataset)
     out = ft_dir(params, dataset, tag or "ft", key)
@@ -445,7 +471,7 @@ def load_finetuned(params, folder: Path):
     """(model, tokenizer) of a finetune() folder, in eval mode (full FT or adapter, from its dataset's
     recipe)."""
     dataset = runs.read_json(Path(folder) / "train_info.json")["dataset"]
-    if recipe(params.finetune, dataset).method == "full":
+    if params.finetune.recipes.get(dataset, {}).get("method", params.finetune.method) == "full":
         return load_model({**params.model.model_dump(), "name": str(folder)})
     return load_model(params.model, adapter=folder)
 

@@ -195,13 +195,13 @@ def test_missing_and_unlearned_arms_are_not_tested():
                frame("reversal_curse", "forward", "icl", bern(40, 39)),
                frame("reversal_curse", "reversal", "icl", bern(40, 38)))
     t = A.claims_table(df, learned_threshold=0.9)
-    assert one_row(t, "C2a")["verdict"] == "not tested: ft did not learn reversal_curse (forward 0.25)"
+    assert one_row(t, "C2a")["verdict"] == "not tested: ft did not learn reversal_curse (forward 0.25 < 0.9)"
     assert one_row(t, "C2b")["verdict"] == A.HOLDS or one_row(t, "C2b")["verdict"] == A.INCONCLUSIVE
     assert one_row(t, "C4a")["verdict"] == "not tested (missing: syllogisms/ft)"
     checks = A.learning_checks(df, 0.9).set_index("condition")
     assert not checks.loc["ft", "learned"] and checks.loc["icl", "learned"]
     assert A.claims_table(df, learned_threshold=0.0).pipe(one_row, "C2a")["verdict"] != \
-        "not tested: ft did not learn reversal_curse (forward 0.25)"
+        "not tested: ft did not learn reversal_curse (forward 0.25 < 0.9)"
     empty = A.claims_table(pd.DataFrame(columns=A.ITEM_COLUMNS))
     assert set(A.claims_summary(empty)["verdict"]) == {"not tested"} and set(empty["claim"]) == set(A.CLAIMS)
 

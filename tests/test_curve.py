@@ -218,3 +218,18 @@ def test_icl_fit_at_a_curve_size_reuses_its_scores_when_the_curve_scores_every_i
         assert scoring.read_scores(p, "toy", "icl_fit") == scoring.read_scores(p, "toy", "icl_n4")
     else:  # the curve scored a subset: icl_fit scores every item
         assert calls and len(scoring.read_scores(p, "toy", "icl_fit")) == len(test)
+
+
+def test_support_last_puts_the_needed_documents_after_the_filler(bundled_tokenizer):
+    tok, train, its = bundled_tokenizer, rows(), make_items()
+    same = icl.curve_contexts(tok, train, its, 8, fmt="plain", max_tokens=400, seed=0)
+    last = icl.curve_contexts(tok, train, its, 8, fmt="plain", max_tokens=400, seed=0, support_last=True)
+    assert same[0] != last[0]
+    for a, b in zip(same[0], last[0]):
+        assert docs_in(a, train) == docs_in(b, train)  # the same documents, another order
+        members = [it for it, c in zip(its, last[0]) if c == b]
+        supports = {int(f[1:]) for it in members for f in it["support"]}
+        options = {o for it in members for o in it["options"]}
+        pos = {i: b.index(train[i]["text"]) for i in docs_in(b, train)}
+        pure = [i for i in pos if i not in supports and not any(o in train[i]["text"] for o in options)]
+        assert pure and max(pos[i] for i in pure) < min(pos[i] for i in supports)

@@ -122,3 +122,94 @@ def test_seed_spread_is_a_variance_component():
     items_only = (np.abs(mean) / np.sqrt(var) > A.t_ppf(0.975, n - 1)).mean()
     assert with_seeds <= 0.05 + 4 * mc_se(0.05)
     assert items_only >= 0.09
+
+
+# ---------------------------------------------------------------------------------------------- gating
+def _arm_rows(rng, dataset, split, condition, p, n, chance=0.25):
+    """Item rows (acc only) of one arm: item i correct with probability p, each item its own cluster."""
+    ok = rng.random(n) < p
+    return [dict(model="m", dataset=dataset, split=split, subset="", cluster=f"{split}{i}", item=f"{split}{i}",
+                 condition=condition, seed=0, metric="acc", correct=float(ok[i]), margin=0.0, chosen=0,
+                 chance=chance, n_options=4) for i in range(n)]
+
+
+def _c4b(rng, icl_check, ft_check, icl_gen, ft_gen, n=120):
+    import pandas as pd
+
+    rows = (_arm_rows(rng, "syllogisms", "premise", "icl", icl_check, n)
+            + _arm_rows(rng, "syllogisms", "premise", "ft", ft_check, n)
+            + _arm_rows(rng, "syllogisms", "syllogism", "icl", icl_gen, n)
+            + _arm_rows(rng, "syllogisms", "syllogism", "ft", ft_gen, n))
+    t = A.claims_table(pd.DataFrame(rows, columns=A.ITEM_COLUMNS), learned_threshold=0.9)
+    return t[t["part"] == "C4b"].iloc[0]
+
+
+def test_a_learning_gap_alone_never_holds():
+    # ICL learned the material (check 0.95), FT only half (0.60); both carry over the same share of what they
+    # learned, so ICL's higher generalization accuracy is a learning gap, not better generalization
+    rng = np.random.default_rng(1)
+    verdicts = [_c4b(rng, 0.95, 0.60, 0.25 + 0.9 * 0.70, 0.25 + 0.9 * 0.35)["verdict"] for _ in range(20)]
+    assert A.HOLDS not in verdicts
+    assert all(v == A.INCONCLUSIVE or v.startswith("not tested") for v in verdicts)
+    # ungated, the same data would read "holds": the gate is what stops it
+    r = _c4b(np.random.default_rng(1), 0.95, 0.60, 0.88, 0.57)
+    assert "gated" in r["why"] and r["ci_lo"] > 0
+
+
+def test_equal_learning_lets_a_comparison_decide_both_ways():
+    rng = np.random.default_rng(2)
+    better = _c4b(rng, 0.97, 0.97, 0.85, 0.30)   # same learning, ICL generalizes
+    assert better["verdict"] == A.HOLDS and "icl premise" in better["checks"]
+    tie = _c4b(rng, 0.97, 0.97, 0.30, 0.30, n=400)  # same learning, same generalization: "no improvement"
+    assert tie["verdict"] == A.FAILS
+    # an arm at chance on its check learned nothing: the comparison is not tested
+    assert _c4b(rng, 0.97, 0.25, 0.85, 0.30)["verdict"].startswith("not tested: ft learned nothing")
+    # ICL learned less than FT: "ICL beats FT" may still hold (the gap cannot come from learning more)...
+    assert _c4b(rng, 0.70, 0.97, 0.85, 0.30)["verdict"] == A.HOLDS
+    # ...but "no improvement" is not concluded when ICL learned less
+    r = _c4b(rng, 0.70, 0.97, 0.30, 0.30, n=400)
+    assert r["verdict"] == A.INCONCLUSIVE and r["p_fails"] == 1.0
+
+
+def test_gate_sides_of_absolute_parts():
+    def check(acc, learned):
+        return dict(condition="ft", dataset="d", split="forward", acc=acc, threshold=0.9, learned=learned,
+                    above_chance=True)
+    assert A.gate("near_zero", [check(0.5, False)], 0.1)[:2] == (False, False)
+    assert A.gate("near_ceiling", [check(0.5, False)], 0.1)[:2] == (True, False)
+    assert A.gate("above_chance", [check(0.5, False)], 0.1)[:2] == (True, False)
+    assert A.gate("at_most_chance_plus_margin", [check(0.5, False)], 0.1)[:2] == (False, True)
+    assert A.gate("near_zero", [check(0.95, True)], 0.1)[:2] == (True, True)
+    assert A.gate("greater", [None, check(0.5, True)], 0.1)[:2] == (True, True)  # no check: nothing gated
+
+
+def test_pooled_c1_decides_where_splits_cannot():
+    # 8 splits of 100 items at chance: each split's CI (+-0.09 at 0.25) cannot lie within +-0.1 reliably,
+    # the pooled one (+-0.03) does; no split is off chance, so C1 holds
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    rows = [r for k in range(8) for r in _arm_rows(rng, f"d{k % 2}", f"s{k}", "pretrained", 0.25, 100)]
+    t = A.claims_table(pd.DataFrame(rows, columns=A.ITEM_COLUMNS))
+    c1 = t[t["claim"] == "C1"]
+    pooled = c1[c1["part"] == "C1a"].iloc[0]
+    assert pooled["n"] == 800 and pooled["verdict"] == A.HOLDS and pooled["ci_hi"] - pooled["ci_lo"] < 0.1
+    assert (c1.loc[c1["part"] == "C1b", "verdict"] != A.FAILS).all()
+    assert c1["claim_verdict"].iloc[0] == A.HOLDS
+    # one split far off chance fails C1 through the per-split check, even when the pool stays near chance
+    rows += _arm_rows(rng, "d0", "s_off", "pretrained", 0.75, 60)
+    t = A.claims_table(pd.DataFrame(rows, columns=A.ITEM_COLUMNS))
+    assert t.loc[t["claim"] == "C1", "claim_verdict"].iloc[0] == A.FAILS
+
+
+def test_transfer_ratio():
+    import pandas as pd
+
+    rng = np.random.default_rng(4)
+    rows = (_arm_rows(rng, "reversal_curse", "forward", "ft", 1.0, 200)
+            + _arm_rows(rng, "reversal_curse", "reversal", "ft", 0.25, 200)
+            + _arm_rows(rng, "reversal_curse", "forward", "icl", 0.9, 200)
+            + _arm_rows(rng, "reversal_curse", "reversal", "icl", 0.9, 200))
+    tr = A.transfer_table(pd.DataFrame(rows, columns=A.ITEM_COLUMNS)).set_index("condition")
+    assert abs(tr.loc["ft", "transfer"]) < 0.15 and tr.loc["ft", "ci_lo"] < 0 < tr.loc["ft", "ci_hi"]
+    assert abs(tr.loc["icl", "transfer"] - 1) < 0.2 and tr.loc["icl", "ci_lo"] < 1 < tr.loc["icl", "ci_hi"]

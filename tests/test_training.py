@@ -265,3 +265,16 @@ def test_learning_curve_is_recorded_and_recipe_is_in_the_key(tmp_path, monkeypat
     assert T.ft_key(rec, [], 0, "syllogisms") != T.ft_key(plain, [], 0, "syllogisms")
     assert T.ft_key(rec, [], 0, "syllogisms")["finetune"]["steps"] == 4
     assert T.ft_key(rec, [], 0, "simple_reversals") == T.ft_key(plain, [], 0, "simple_reversals")
+
+
+def test_recipe_in_epochs_is_one_step_count_for_every_condition(tiny_model_cfg):
+    p = _params(tiny_model_cfg, steps=3, warmup_steps=1, batch_size=4, recipes={"syllogisms": {"epochs": 2.5}})
+    assert T.recipe(p.finetune, "syllogisms", 10).steps == 7  # ceil(2.5 x 10 / 4), whatever the condition's set
+    assert T.recipe(p.finetune, "simple_reversals", 10).steps == 3  # no epochs: the steps as given
+    with pytest.raises(ValueError, match="given in epochs"):
+        T.recipe(p.finetune, "syllogisms")
+    with pytest.raises(ValueError, match="warmup_steps 1 is not below the 1 steps of 2.5 epochs of 1 examples"):
+        T.recipe(p.finetune, "syllogisms", 1)
+    # the cache key holds the steps, not how they were asked for: 7 steps given either way train one adapter
+    steps = _params(tiny_model_cfg, steps=3, warmup_steps=1, batch_size=4, recipes={"syllogisms": {"steps": 7}})
+    assert T.recipe(steps.finetune, "syllogisms").steps == 7
