@@ -504,6 +504,261 @@ def make_reversal_curse(cfg, seed: int):
     return train, test
 
 
+# ========================================================================================= from files
+# A dataset of your own: `datasets.<name>: {path, learning_check}` in the params names a folder holding
+# train.jsonl and test.jsonl in the data contract. They are read, checked line by line (file_problems: every
+# problem at once, `<file>:<line>: <what>`), normalised (the optional fields filled in) and written to the
+# run's data folder like a generated set, so every later stage treats both kinds alike.
+FILE_GENERATOR = "files"  # the manifest's `generator` of a dataset read from files
+FILE_VERSION = "1"  # bump when the normalisation below changes what is written
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")  # the default sentence split of a document without `sentences`
+
+
+def is_file_dataset(params, name: str) -> bool:
+    """Whether `name` is a dataset from files in these params."""
+    return name in params.datasets.files
+
+
+def split_sentences(text: str) -> list[str]:
+    """A document's sentences when its row gives none: cut after . ! ? followed by whitespace (so the
+    sentences, joined with the whitespace, give the text back)."""
+    return [s for s in SENTENCE_END.split(text.strip()) if s]
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def _read_lines(path: Path) -> tuple[list[tuple[int, dict]], list[tuple[int, str]]]:
+    """(line number, object) of every non-blank line of a JSONL file, and (line number, problem) of every
+    line that is not a JSON object."""
+    rows, problems = [], []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                problems.append((i, f"not valid JSON ({e.msg})"))
+                continue
+            if isinstance(row, dict):
+                rows.append((i, row))
+            else:
+                problems.append((i, f"not a JSON object (got {type(row).__name__})"))
+    return rows, problems
+
+
+def _is_text(v) -> bool:
+    return isinstance(v, str) and v.strip() != ""
+
+
+def _is_index(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _train_row_problems(r: dict) -> list[str]:
+    """What is wrong with one training row of a file (the caller adds file and line)."""
+    out = []
+    has_pc = "prompt" in r or "completion" in r
+    if not _is_text(r.get("id")):
+        out.append("missing field 'id'" if "id" not in r else "field 'id' must be a non-empty string")
+    if "text" not in r and not has_pc:
+        out.append("missing field 'text'")
+    elif "text" in r and not _is_text(r["text"]):
+        out.append("field 'text' must be a non-empty string")
+    if has_pc:
+        if not (isinstance(r.get("prompt"), str) and _is_text(r.get("completion"))):
+            out.append("fields 'prompt' and 'completion' must come together, as strings "
+                       "(completion non-empty)")
+        elif "text" in r and r["text"] != r["prompt"] + r["completion"]:
+            out.append("field 'text' must be prompt + completion")
+    if "sentences" in r:
+        sents = r["sentences"]
+        if not isinstance(sents, list) or not sents or not all(_is_text(s) for s in sents):
+            out.append("field 'sentences' must be a non-empty list of non-empty strings")
+        elif _is_text(r.get("text")) and not _in_order(r["text"], sents):
+            out.append("field 'sentences': not found one after another in the text")
+    if "facts" in r and not (isinstance(r["facts"], list) and all(_is_text(f) for f in r["facts"])):
+        out.append("field 'facts' must be a list of non-empty strings")
+    return out
+
+
+def _in_order(text: str, sentences: list[str]) -> bool:
+    pos = 0
+    for s in sentences:
+        i = text.find(s, pos)
+        if i < 0:
+            return False
+        pos = i + len(s)
+    return True
+
+
+def _test_item_problems(x: dict, known: set[str]) -> list[str]:
+    """What is wrong with one test item of a file (the caller adds file and line); `known`: the training
+    ids and facts a support may name."""
+    out = []
+    for key in ("id", "split", "prompt"):
+        if key not in x:
+            out.append(f"missing field {key!r}")
+        elif not _is_text(x[key]):
+            out.append(f"field {key!r} must be a non-empty string" + (" (an empty split name)"
+                                                                        if key == "split" else ""))
+    for key in ("subset", "cluster"):
+        if key in x and not _is_text(x[key]):
+            out.append(f"field {key!r} must be a non-empty string")
+    opts = x.get("options")
+    if "options" not in x:
+        out.append("missing field 'options'")
+    elif not isinstance(opts, list) or not all(_is_text(o) for o in opts):
+        out.append("field 'options' must be a list of non-empty strings")
+        opts = None
+    elif len(opts) < 2:
+        out.append(f"fewer than 2 options ({len(opts)})")
+    elif len(set(opts)) < len(opts):
+        out.append("duplicate options: " + ", ".join(repr(o) for o in sorted({o for o in opts
+                                                                               if opts.count(o) > 1})))
+    n = len(opts) if isinstance(opts, list) else None
+    if "gold" not in x and "golds" not in x:
+        out.append("missing field 'gold' (or 'golds')")
+    if "gold" in x:
+        if not _is_index(x["gold"]):
+            out.append(f"field 'gold' must be an option index (got {x['gold']!r})")
+        elif n is not None and not 0 <= x["gold"] < n:
+            out.append(f"gold {x['gold']} is outside the {n} options (indices 0-{n - 1})")
+    if "golds" in x:
+        g = x["golds"]
+        if not isinstance(g, list) or not g or not all(_is_index(i) for i in g) or len(set(g)) < len(g):
+            out.append("field 'golds' must be a non-empty list of distinct option indices")
+        elif n is not None and any(not 0 <= i < n for i in g):
+            out.append(f"golds {g} has an index outside the {n} options (indices 0-{n - 1})")
+        elif _is_index(x.get("gold")) and x["gold"] not in g:
+            out.append(f"gold {x['gold']} is not among golds {g}")
+    if isinstance(x.get("prompt"), str) and x["prompt"].endswith((" ", "\n")):
+        out.append("the prompt ends with whitespace (options are scored as ' ' + option)")
+    if isinstance(opts, list) and any(o.startswith((" ", "\n")) for o in opts):
+        out.append("an option starts with whitespace (options are scored as ' ' + option)")
+    sup = x.get("support", [])
+    if not isinstance(sup, list) or not all(_is_text(s) for s in sup):
+        out.append("field 'support' must be a list of training document ids")
+    else:
+        out += [f"support {s!r} names no training document (no train id or fact is {s!r})"
+                for s in sup if s not in known]
+    return out
+
+
+def _duplicate_ids(lines: list[tuple[int, dict]]) -> list[tuple[int, str]]:
+    first, out = {}, []
+    for i, r in lines:
+        rid = r.get("id")
+        if not isinstance(rid, str):
+            continue
+        if rid in first:
+            out.append((i, f"duplicate id {rid!r} (first on line {first[rid]})"))
+        else:
+            first[rid] = i
+    return out
+
+
+def _at(path: Path, found: list[tuple[int, str]]) -> list[str]:
+    """(line, problem) pairs as `file:line: problem` lines, in line order (a line's problems as found)."""
+    return [f"{_shown(path)}:{i}: {msg}" for i, msg in sorted(found, key=lambda t: t[0])]
+
+
+def _file_rows(name: str, cfg) -> tuple[list[dict], list[dict], list[str]]:
+    """(normalised train rows, normalised test items, problems) of a dataset from files. Rows are only
+    meaningful when there are no problems."""
+    folder = cfg.folder()
+    paths = {f: folder / f for f in ("train.jsonl", "test.jsonl")}
+    if not folder.is_dir():
+        return [], [], [f"datasets.{name}.path: folder not found: {_shown(folder)}"]
+    missing = [f"datasets.{name}.path: file not found: {_shown(p)}"
+               for p in paths.values() if not p.is_file()]
+    if missing:
+        return [], [], missing
+    tr_path, te_path = paths["train.jsonl"], paths["test.jsonl"]
+    tr_lines, tr_bad = _read_lines(tr_path)
+    te_lines, te_bad = _read_lines(te_path)
+    train = [_normal_train(r) for _, r in tr_lines]
+    known = {f for r in train for f in r["facts"]}  # what a support may name: the ids, and facts rows give
+    tr_bad += [(i, p) for i, r in tr_lines for p in _train_row_problems(r)] + _duplicate_ids(tr_lines)
+    te_bad += [(i, p) for i, x in te_lines for p in _test_item_problems(x, known)] + _duplicate_ids(te_lines)
+    problems = _at(tr_path, tr_bad) + _at(te_path, te_bad)
+    if not tr_lines:
+        problems.append(f"{_shown(tr_path)}: no training documents (an empty file)")
+    if not te_lines:
+        problems.append(f"{_shown(te_path)}: no test items (an empty file)")
+    splits = list(dict.fromkeys(x["split"] for _, x in te_lines if _is_text(x.get("split"))))
+    if te_lines and splits and cfg.learning_check not in splits:
+        problems.append(f"datasets.{name}.learning_check: split {cfg.learning_check!r} has no item in "
+                        f"{_shown(te_path)} (its splits: {', '.join(splits)})")
+    test = [_normal_test(x) for _, x in te_lines]
+    return train, test, problems
+
+
+def _normal_train(r: dict) -> dict:
+    """A training row in the contract's full form: id, text (prompt + completion when absent), sentences
+    (when absent: split_sentences, or [text] for a prompt/completion row, which is one example), facts
+    ([id] + its own facts: a support may name the document), the rest as given."""
+    text = r["text"] if "text" in r else f"{r.get('prompt', '')}{r.get('completion', '')}"
+    text = text if isinstance(text, str) else ""
+    rid = r.get("id")
+    # only strings: a malformed row is reported by _train_row_problems and must not crash the normalising
+    facts = [f for f in [rid, *(r.get("facts") if isinstance(r.get("facts"), list) else [])] if _is_text(f)]
+    default = [text] if "prompt" in r else split_sentences(text) or [text]
+    return {"id": rid, "text": text, "sentences": r.get("sentences") or default,
+            "facts": list(dict.fromkeys(facts)),
+            **{k: v for k, v in r.items() if k not in ("id", "text", "sentences", "facts")}}
+
+
+def _normal_test(x: dict) -> dict:
+    """A test item in the contract's full form: gold (the first of golds when absent), subset ("all" when
+    absent), support ([] when absent), cluster (the item's id when absent: every item its own cluster), the
+    rest as given."""
+    golds_ = x.get("golds") if isinstance(x.get("golds"), list) else None
+    gold = x["gold"] if "gold" in x else (min(golds_) if golds_ and all(map(_is_index, golds_)) else 0)
+    out = {"id": x.get("id"), "split": x.get("split"), "subset": x.get("subset", "all"),
+           "prompt": x.get("prompt"), "options": x.get("options"), "gold": gold}
+    if golds_ is not None:
+        out["golds"] = golds_
+    out |= {"support": x.get("support", []), "cluster": x.get("cluster", x.get("id"))}
+    return out | {k: v for k, v in x.items() if k not in out}
+
+
+def file_problems(params, name: str) -> list[str]:
+    """Every problem of the dataset from files `name` in these params, one line each, naming the file and
+    line (`data/x/test.jsonl:7: gold 4 is outside the 3 options`); [] when it can be built. Reads, writes
+    nothing."""
+    return _file_rows(name, params.datasets.files[name])[2]
+
+
+def read_file_dataset(params, name: str) -> tuple[list[dict], list[dict]]:
+    """The normalised (train rows, test items) of a dataset from files; DatasetError listing every problem
+    (file_problems) when there is one."""
+    train, test, problems = _file_rows(name, params.datasets.files[name])
+    if problems:
+        raise DatasetError(f"{name}: {len(problems)} problem(s) in its files:\n  " + "\n  ".join(problems))
+    return train, test
+
+
+def learning_check_split(name: str, manifest_or_params) -> str:
+    """The learning-check split of a dataset (the trained material asked as trained: was it learned?), for
+    built-in datasets and datasets from files alike. `manifest_or_params`: the dataset's manifest (a dict:
+    its `learning_check`, written since datasets from files exist) or the Params (a file dataset's
+    `learning_check`). A built-in dataset's is its one split in LEARNING_CHECK_SPLITS. Raises DatasetError
+    for a dataset that has none."""
+    src = manifest_or_params
+    if isinstance(src, dict) and src.get("learning_check"):
+        return src["learning_check"]
+    if not isinstance(src, dict) and name in src.datasets.files:
+        return src.datasets.files[name].learning_check
+    split = next((s for s in SPLITS.get(name, []) if s in LEARNING_CHECK_SPLITS), None)
+    if split is None:
+        raise DatasetError(f"dataset {name!r}: no learning-check split known (not a built-in dataset, and "
+                           "neither its manifest nor the params name one)")
+    return split
+
+
 # ============================================================================================ building
 def _generator(name: str):
     if name not in GENERATORS:
@@ -528,9 +783,14 @@ def _file_sha(path) -> str:
 
 
 def dataset_params(params, name: str):
+    """The params entry of a dataset: a built-in generator's, or a dataset from files' {path,
+    learning_check}."""
+    if is_file_dataset(params, name):
+        return params.datasets.files[name]
     cfg = getattr(params.datasets, name, None) if name in DATASETS else None
     if name not in GENERATORS:
-        raise DatasetError(f"unknown dataset {name!r} (known: {', '.join(GENERATORS)})")
+        raise DatasetError(f"unknown dataset {name!r} (known: {', '.join(GENERATORS)}, and the datasets from "
+                           f"files of the params: {', '.join(params.datasets.files) or 'none'})")
     if cfg is None:
         raise DatasetError(f"dataset {name!r} is not in the params {params.name!r} (datasets: "
                            f"{', '.join(params.dataset_names) or 'none'})")
@@ -540,6 +800,12 @@ def dataset_params(params, name: str):
 def cache_key(params, name: str) -> dict:
     """What a built dataset depends on: generator (version + source hashes), seed, that dataset's params."""
     cfg = dataset_params(params, name)
+    if is_file_dataset(params, name):
+        folder = cfg.folder()
+        return {"dataset": name, "generator": FILE_GENERATOR, "generator_version": FILE_VERSION,
+                "seed": params.seed, "params": cfg.model_dump(mode="json"),
+                "sources": {f: _file_sha(folder / f) for f in ("train.jsonl", "test.jsonl")}
+                | {"datasets.py": _file_sha(__file__)}}  # the normalisation is in this file
     module, _ = _generator(name)
     version = GENERATOR_VERSION.get(name) or str(getattr(module, "GENERATOR_VERSION", "1"))
     # a generator's sources: every file beside its module whose name starts with the module's name
@@ -599,12 +865,13 @@ def validate(name: str, train: list[dict], test: list[dict]) -> None:
         fail("duplicate test ids")
 
 
-def _manifest(name, key, train, test, paths) -> dict:
+def _manifest(name, key, train, test, paths, learning_check: str | None = None) -> dict:
     splits = [s for s in SPLITS.get(name, []) if any(x["split"] == s for x in test)]
     splits += sorted({x["split"] for x in test} - set(splits))
     per = {s: [x for x in test if x["split"] == s] for s in splits}
     return {"dataset": name, "generator": key["generator"], "generator_version": key["generator_version"],
-            "seed": key["seed"], "params": key["params"], "n_train": len(train),
+            "seed": key["seed"], "params": key["params"], "learning_check": learning_check,
+            "n_train": len(train),
             "counts": {s: len(xs) for s, xs in per.items()},
             "chance": {s: sum(map(chance, xs)) / len(xs) for s, xs in per.items()},
             "n_options": {s: [min(len(x["options"]) for x in xs), max(len(x["options"]) for x in xs)]
@@ -625,17 +892,21 @@ def build(params, name: str, *, force: bool = False) -> Path:
         return out
     if reason not in ("not built", "inputs changed", None):
         warnings.warn(f"dataset {name!r} in {out}: {reason}; rebuilding it")
-    _, make = _generator(name)
-    runs.invalidate(out)  # from here on, a killed build leaves no stamp
     t0 = time.time()
     cfg = dataset_params(params, name)
-    train, test = make(cfg, params.seed)
+    if is_file_dataset(params, name):
+        train, test = read_file_dataset(params, name)  # every problem at once, before anything is touched
+        runs.invalidate(out)  # from here on, a killed build leaves no stamp
+    else:
+        _, make = _generator(name)
+        runs.invalidate(out)
+        train, test = make(cfg, params.seed)
     validate(name, train, test)
     _check_option_count(name, cfg, test)
     paths = {f: out / f for f in FILES}
     runs.write_jsonl(paths["train.jsonl"], train)
     runs.write_jsonl(paths["test.jsonl"], test)
-    manifest = _manifest(name, key, train, test, paths)
+    manifest = _manifest(name, key, train, test, paths, learning_check_split(name, params))
     runs.write_json(paths["manifest.json"], manifest)
     from . import baselines, cards  # the card shows chance and the shortcut baselines beside each split
 
@@ -696,9 +967,16 @@ def counts_table(params_or_manifests):
     rows = [{"dataset": m["dataset"], "split": s, "n_train_docs": m["n_train"], "n_items": n,
              "n_options": "-".join(map(str, sorted(set(m["n_options"][s])))),
              "chance": round(m["chance"][s], 4),
-             "learning_check": s in LEARNING_CHECK_SPLITS}
+             "learning_check": s == _learning_check_or_none(m)}
             for m in manifests for s, n in m["counts"].items()]
     return pd.DataFrame(rows)
+
+
+def _learning_check_or_none(manifest: dict) -> str | None:
+    try:
+        return learning_check_split(manifest["dataset"], manifest)
+    except DatasetError:
+        return None
 
 
 # ============================================================================================== checks

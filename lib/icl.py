@@ -31,7 +31,7 @@ import pandas as pd
 
 from . import runs, scoring
 from .baselines import words  # the same word split as the shortcut baselines
-from .datasets import LEARNING_CHECK_SPLITS, golds
+from .datasets import golds
 
 INSTRUCTION = "Use the information above to answer."
 DOC_SEP = "\n\n"
@@ -527,10 +527,10 @@ def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None,
             built[cond] = ctx
             frames.append(score(cond, curve_items, ctx))
         elif cond == "icl_fit":
-            split = next((s for s in LEARNING_CHECK_SPLITS if any(it["split"] == s for it in curve_items)),
-                         None)
+            split = datasets.learning_check_split(dataset, manifest)
+            split = split if any(it["split"] == split for it in curve_items) else None
             sizes = list(cfg.curve_sizes) + [None]
-            if split is None:  # no learning-check split (syllogisms today): the smallest context
+            if split is None:  # no curve item of the learning-check split: the smallest context
                 chosen, acc = min(cfg.curve_sizes, default=None), {}
             else:
                 acc = {}

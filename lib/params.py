@@ -2,7 +2,12 @@
 
 Every key is required in every file (no hidden defaults), so a params file is a complete, readable record
 of a run. An unknown key, a wrong type or a missing value raises `ParamsError` naming the file and the key.
-Datasets are optional: a dataset absent from `datasets:` is simply not built.
+Datasets are optional: a dataset absent from `datasets:` is simply not built. Beside the five built-in
+generators, `datasets.<any name>: {path: <folder>, learning_check: <split>}` reads a dataset of your own from
+`<folder>/train.jsonl` and `<folder>/test.jsonl` (the README's data contract; relative paths from the
+repository root; lib.datasets validates and copies them). Every path a params file names (dataset folders,
+augmentation prompts) must exist when it is loaded; `python -m lib.params` also checks the model and every
+line of the dataset files, so a typo fails before the first notebook.
 
     >>> p = load("smoke")                        # params/smoke.yaml
     >>> p = load("cpu", {"model.name": "HuggingFaceTB/SmolLM2-360M-Instruct"})   # with an override
@@ -13,16 +18,20 @@ import copy
 import hashlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS_DIR = ROOT / "params"
 DATASETS = ("simple_reversals", "syllogisms", "reversal_curse", "semantic_structure", "derivatoids")
+# A dataset from files: its name is part of file names (`<dataset>__<condition>.jsonl`) and lm-eval task names
+FILE_DATASET_NAME = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")
+PROMPTS_DIR = ROOT / "lib" / "prompts"
 
 
 class ParamsError(ValueError):
@@ -83,12 +92,49 @@ class DerivatoidsParams(_Strict):
     counterbalance: bool  # distractors matched to the gold on symbol overlap with the prompt
 
 
+class FileDatasetParams(_Strict):
+    path: str  # folder holding train.jsonl and test.jsonl (the data contract); relative: from the repo root
+    learning_check: str  # the test split that asks the trained material as trained (was it learned at all?)
+
+    def folder(self) -> Path:
+        """The dataset's folder, a relative `path` taken from the repository root."""
+        return resolve_path(self.path)
+
+
 class DatasetsParams(_Strict):
+    # extra="allow": any other name is a dataset from files (its entries are validated as FileDatasetParams)
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    __pydantic_extra__: dict[str, FileDatasetParams] = Field(init=False)
+
     simple_reversals: Optional[SimpleReversalsParams] = None
     syllogisms: Optional[SyllogismsParams] = None
     reversal_curse: Optional[ReversalCurseParams] = None
     semantic_structure: Optional[SemanticStructureParams] = None
     derivatoids: Optional[DerivatoidsParams] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _file_dataset_names(cls, raw):
+        # an unknown name without `path` is far more often a misspelt built-in than a dataset from files
+        if not isinstance(raw, dict):
+            return raw
+        # null switches a dataset from files off, as it does a built-in one (e.g. an override)
+        raw = {k: v for k, v in raw.items() if k in DATASETS or v is not None}
+        for name, entry in raw.items():
+            if name in DATASETS:
+                continue
+            if not FILE_DATASET_NAME.fullmatch(str(name)):
+                raise ValueError(f"datasets.{name}: a dataset's name must be lowercase letters, digits and "
+                                 "single underscores, starting with a letter (it names files and tasks)")
+            if not isinstance(entry, dict) or "path" not in entry:
+                raise ValueError(f"datasets.{name}: unknown dataset (built-in: {', '.join(DATASETS)}; a "
+                                 "dataset from files is {path: <folder>, learning_check: <split>})")
+        return raw
+
+    @property
+    def files(self) -> dict[str, FileDatasetParams]:
+        """The datasets from files, in the order the params file gives them."""
+        return dict(self.model_extra or {})
 
 
 # ------------------------------------------------------------------------------------------------ ICL
@@ -176,8 +222,9 @@ class Params(_Strict):
 
     @property
     def dataset_names(self) -> list[str]:
-        """The datasets this params file builds, in the paper's order."""
-        return [d for d in DATASETS if getattr(self.datasets, d) is not None]
+        """The datasets this params file builds: the built-in ones in the paper's order, then the datasets
+        from files in the file's order."""
+        return [d for d in DATASETS if getattr(self.datasets, d) is not None] + list(self.datasets.files)
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
@@ -188,6 +235,9 @@ def _format_error(err: ValidationError, source: str) -> str:
     for e in err.errors():
         key = ".".join(str(x) for x in e["loc"]) or "(top level)"
         kind = {"extra_forbidden": "unknown key", "missing": "missing value"}.get(e["type"], e["msg"])
+        if e["type"] == "value_error" and str(e["ctx"]["error"]).startswith(key + "."):
+            lines.append(f"  {e['ctx']['error']}")  # a validator's own message, naming its key already
+            continue
         got = "" if e["type"] in ("extra_forbidden", "missing") else f" (got {e.get('input')!r})"
         lines.append(f"  {key}: {kind}{got}")
     return "\n".join(lines)
@@ -225,11 +275,40 @@ def validate(raw: dict, name: str, source: str = "<params>", overrides: dict | N
     return params
 
 
+def resolve_path(path: str) -> Path:
+    """A path a params file names: absolute as given, relative from the repository root (never the cwd,
+    which is notebooks/ under papermill)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else ROOT / p
+
+
+def path_problems(p: Params) -> list[str]:
+    """Every file or folder the params name that does not exist, as `key: what is missing`: each dataset
+    folder from files with its train.jsonl and test.jsonl, and the augmentation prompts the kinds use (a name
+    in lib/prompts/ or a path, as lib.augmentation.prompt_path finds them). The model is checked by main()."""
+    out = []
+    for name, cfg in p.datasets.files.items():
+        folder = cfg.folder()
+        if not folder.is_dir():
+            out.append(f"datasets.{name}.path: folder not found: {folder}")
+            continue
+        out += [f"datasets.{name}.path: file not found: {folder / f}"
+                for f in ("train.jsonl", "test.jsonl") if not (folder / f).is_file()]
+    kinds = set(p.augment.kinds)
+    for key, needed in (("local_prompt", {"local", "both"}), ("global_prompt", {"global", "both"})):
+        name = getattr(p.augment, key)
+        # the same lookup as lib.augmentation.prompt_path (which imports torch; this module must stay light)
+        if kinds & needed and not (Path(name).is_file() or (PROMPTS_DIR / name).is_file()):
+            out.append(f"augment.{key}: prompt not found: {name!r} (neither a file nor in {PROMPTS_DIR})")
+    return out
+
+
 def cross_field_problems(p: Params) -> list[str]:
     """The rules one key's schema cannot state: each broken rule as `key: what is wrong`."""
-    out = []
+    out = path_problems(p)
     if not p.dataset_names:
-        out.append("datasets: no dataset given (name at least one of " + ", ".join(DATASETS) + ")")
+        out.append("datasets: no dataset given (name at least one of " + ", ".join(DATASETS)
+                   + ", or a dataset from files {path: <folder>, learning_check: <split>})")
     ft = p.finetune
     if ft.warmup_steps >= ft.steps:
         out.append(f"finetune.warmup_steps: {ft.warmup_steps} is not below finetune.steps ({ft.steps})")
@@ -295,7 +374,8 @@ def _short_hash(data: bytes) -> str:
 
 
 USAGE = """usage: python -m lib.params <params name or path.yaml> [overrides as a JSON object]
-  validates the params (and that the model can be found) and prints the run's folder name under runs/
+  validates the params (the model, every path and every dataset file's lines) and prints the run's folder
+  name under runs/
   e.g. python -m lib.params cpu '{"model.name": "HuggingFaceTB/SmolLM2-360M-Instruct"}'"""
 
 
@@ -308,6 +388,21 @@ def cli_overrides(model: str = "", extra: str = "") -> dict:
     if not isinstance(out, dict):
         raise ParamsError(f"OVERRIDES must be a JSON object of dotted keys, got {extra!r}")
     return {**out, "model.name": model} if model else out
+
+
+def run_problems(params: Params) -> list[str]:
+    """What `load` does not check, one line a problem: that the model can be had, and every line of every
+    dataset from files (lib.datasets.file_problems, which build() applies again). Reads files, writes
+    nothing."""
+    from .datasets import file_problems
+    from .models import check_available
+
+    out = []
+    try:
+        check_available(params.model.name)
+    except FileNotFoundError as e:
+        out.append(f"model.name: {e}")
+    return out + [x for name in params.datasets.files for x in file_problems(params, name)]
 
 
 def main(argv: list[str]) -> int:
@@ -329,9 +424,11 @@ def main(argv: list[str]) -> int:
         if overrides is not None and not isinstance(overrides, dict):
             raise ParamsError(f"overrides must be a JSON object of dotted keys, got {argv[1]!r}")
         params = load(argv[0], overrides or None)
-        from .models import check_available
-
-        check_available(params.model.name)
+        problems = run_problems(params)
+        if len(problems) == 1:
+            raise ParamsError(problems[0])
+        if problems:
+            raise ParamsError(f"{len(problems)} problems:\n  " + "\n  ".join(problems))
     except json.JSONDecodeError as e:
         print(f"params: overrides are not valid JSON ({e.msg}): {argv[1]!r}", file=sys.stderr)
         return 2

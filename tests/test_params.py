@@ -4,7 +4,7 @@ import yaml
 from lib import params as P
 
 
-@pytest.mark.parametrize("name", ["smoke", "cpu", "paper"])
+@pytest.mark.parametrize("name", ["smoke", "cpu", "paper", "example_own"])
 def test_shipped_params_validate(name):
     p = P.load(name)
     assert p.name == name
@@ -13,7 +13,8 @@ def test_shipped_params_validate(name):
 
 def test_params_dir_holds_only_params_files():
     """params/ holds the params files, and one folder of accelerate launch configs (not params files)."""
-    assert sorted(x.name for x in P.PARAMS_DIR.iterdir() if x.is_file()) == ["cpu.yaml", "paper.yaml", "smoke.yaml"]
+    assert sorted(x.name for x in P.PARAMS_DIR.iterdir() if x.is_file()) == [
+        "cpu.yaml", "example_own.yaml", "paper.yaml", "smoke.yaml"]
     assert [x.name for x in P.PARAMS_DIR.iterdir() if x.is_dir()] == ["accelerate"]
 
 
