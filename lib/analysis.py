@@ -39,9 +39,12 @@ intersection-union test, whose level is alpha/2 without adjustment. It does not 
 p_fails, Holm-adjusted over all tested tests of the claim, is below alpha/2. "Often" parts (C6b) hold when at
 least half their tests hold after Holm adjustment of p_holds. Otherwise inconclusive.
 
-**Learning checks and gating.** Each arm's accuracy on its dataset's learning-check split (`check_split`)
-decides which sides of a test may be concluded (`gate`, stated in GATING_MD), and `transfer_table` reports how
-much of what each arm learned carried over.
+**Learning checks and gating.** Each arm's accuracy on its dataset's learning-check split (`check_splits`)
+decides which sides of a test may be concluded (`gate`, stated in GATING_MD), and `transfer_table` reports
+how much of what each arm learned carried over.
+
+**Your own datasets** (params `datasets.<name>: {path, learning_check}`) get a claim `own:<name>` of their
+own: per generalization split, ICL beats FT, augmented FT beats FT, augmented FT beats ICL, gated the same way.
 
 **C1** is one pooled equivalence test over every item of every split, plus a per-split check ("nofail") that
 no split is off chance after Holm.
@@ -61,7 +64,7 @@ from .datasets import LEARNING_CHECK_SPLITS, SPLITS
 
 METRICS = ("acc", "acc_norm", "acc_mutual_info")
 ITEM_COLUMNS = ["model", "dataset", "split", "subset", "cluster", "item", "condition", "seed", "metric",
-                "correct", "margin", "chosen", "chance", "n_options"]
+                "correct", "margin", "chosen", "chance", "n_options", "check"]
 CONDITIONS = ["pretrained", "icl", "icl_fit", "icl_bm25", "icl_oracle", "ft", "ft_split_independent",
               "ft_split_cumulative", "ft_nosplit", "ft_repeat", "aug_local", "aug_global", "aug_both"]
 SPLITTING = ("ft_nosplit", "ft_split_independent", "ft_split_cumulative")  # the sentence-splitting ablation
@@ -115,8 +118,10 @@ def _margin(scores: np.ndarray, golds: list[int]) -> float:
     return float(max(scores[g] for g in golds) - max(scores[j] for j in wrong)) if wrong else math.nan
 
 
-def item_rows(scores: list[dict], *, dataset: str, condition: str, seed: int, model: str = "") -> list[dict]:
-    """The item-level rows (one per item x metric) of one score file's lines (lib.scoring.evaluate's)."""
+def item_rows(scores: list[dict], *, dataset: str, condition: str, seed: int, model: str = "",
+              check_split: str | None = None) -> list[dict]:
+    """The item-level rows (one per item x metric) of one score file's lines (lib.scoring.evaluate's);
+    `check` flags the items of the dataset's learning-check split `check_split`."""
     out = []
     for s in scores:
         ll = np.asarray(s["loglikelihoods"], dtype=float)
@@ -127,7 +132,8 @@ def item_rows(scores: list[dict], *, dataset: str, condition: str, seed: int, mo
                       "acc_mutual_info": (ll - uncond, s["pred_mi"])}
         base = dict(model=model, dataset=dataset, split=s["split"], subset=s.get("subset") or "",
                     cluster=str(s.get("cluster", s["id"])), item=str(s["id"]), condition=condition,
-                    seed=int(seed), chance=len(golds) / len(ll), n_options=len(ll))
+                    seed=int(seed), chance=len(golds) / len(ll), n_options=len(ll),
+                    check=s["split"] == check_split)
         for metric, (sc, chosen) in per_metric.items():
             out.append({**base, "metric": metric, "correct": float(chosen in golds),
                         "margin": _margin(sc, golds), "chosen": int(chosen)})
@@ -140,15 +146,17 @@ def read_items(params) -> pd.DataFrame:
     unfinished write). Empty (with the columns) when nothing is scored yet; `attrs["missing"]` lists the
     expected files that are absent."""
     folder = runs.run_dir(params)
-    rows, missing = [], []
+    rows, missing, check = [], [], {}
     for ds, file_cond, cond, seed in expected_conditions(params):
         path = folder / "scores" / f"{ds}__{file_cond}.jsonl"
         stamp = runs.stamp_path(folder / "results" / f"{ds}__{file_cond}.csv")
         if not (path.is_file() and stamp.is_file()):
             missing.append(f"{ds}__{file_cond}")
             continue
+        if ds not in check:
+            check[ds] = datasets.learning_check_split(ds, params)
         rows += item_rows(runs.read_jsonl(path), dataset=ds, condition=cond, seed=seed,
-                          model=params.model.name)
+                          model=params.model.name, check_split=check[ds])
     df = pd.DataFrame(rows, columns=ITEM_COLUMNS)
     df.attrs["missing"] = missing
     return df
@@ -430,21 +438,31 @@ def _natural(name: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
-def check_split(dataset: str, splits) -> str | None:
-    """The dataset's learning-check split among `splits` (a trained fact, asked as trained), or None."""
-    return next((s for s in LEARNING_CHECK_SPLITS if s in set(splits)), None)
+def check_splits(items: pd.DataFrame) -> dict[str, str]:
+    """dataset -> its learning-check split (a trained fact, asked as trained): the split whose items are
+    flagged `check` (read_items flags them from the dataset's manifest), else the built-in one among
+    LEARNING_CHECK_SPLITS; datasets with neither are left out."""
+    out = {}
+    for ds, g in items.groupby("dataset", sort=False):
+        flagged = g.loc[g["check"] == True, "split"]  # noqa: E712 (NaN where frames lack the flag)
+        split = flagged.iloc[0] if len(flagged) else next(
+            (s for s in LEARNING_CHECK_SPLITS if s in set(g["split"])), None)
+        if split is not None:
+            out[ds] = split
+    return out
 
 
 def learning_checks(items: pd.DataFrame, threshold: float, metric: str = "acc",
                     ci_level: float = 0.95, margin: float = 0.1) -> pd.DataFrame:
     """One row per dataset x arm (every condition but `pretrained`): its accuracy on the dataset's
-    learning-check split (`check_split`), se, n, chance, `learned` (accuracy >= `threshold`: what absolute
+    learning-check split (`check_splits`), se, n, chance, `learned` (accuracy >= `threshold`: what absolute
     claim parts need) and `above_chance` (the check's CI lies above chance: what a comparison needs)."""
     cols = ["dataset", "condition", "split", "acc", "se", "n", "chance", "threshold", "learned", "above_chance"]
     agg = summarize(items, metric, by=("dataset", "split", "condition")) if len(items) else pd.DataFrame()
     if agg.empty:
         return pd.DataFrame(columns=cols)
-    keep = [check_split(d, agg.loc[agg["dataset"] == d, "split"]) == s for d, s in zip(agg["dataset"], agg["split"])]
+    which = check_splits(items)
+    keep = [which.get(d) == s for d, s in zip(agg["dataset"], agg["split"])]
     agg = agg[np.array(keep, dtype=bool) & (agg["condition"] != "pretrained").to_numpy()]
     out = agg[["dataset", "condition", "split", "acc", "se", "n", "chance"]].assign(threshold=threshold)
     out["learned"] = out["acc"] >= threshold
@@ -513,8 +531,9 @@ def transfer_table(items: pd.DataFrame, metric: str = "acc", ci_level: float = 0
             "ci_lo", "ci_hi", "n", "clusters"]
     rows = []
     df = items[(items["metric"] == metric) & (items["condition"] != "pretrained")] if len(items) else items
+    which = check_splits(items) if len(items) else {}
     for (ds, cond), g in (df.groupby(["dataset", "condition"], sort=False) if len(df) else []):
-        cs = check_split(ds, g["split"])
+        cs = which.get(ds)
         if cs is None:
             continue
         y = g.groupby(["split", "item"]).agg(correct=("correct", "mean"), chance=("chance", "first"),
@@ -552,9 +571,24 @@ def _ratio(gen: pd.DataFrame, chk: pd.DataFrame, ci_level: float):
 
 
 # ------------------------------------------------------------------------------------------ the claims
-def _plan(augmented: str, splits: dict[str, list[str]]):
+def own_claim(dataset: str) -> str:
+    return f"own:{dataset}"
+
+
+def claim_statement(claim: str) -> str:
+    """The statement of a paper claim (CLAIMS) or of a dataset of your own's claim (`own_claim`)."""
+    if claim in CLAIMS:
+        return CLAIMS[claim]
+    return (f"Your dataset {claim.removeprefix('own:')}: ICL beats FT, and augmented FT beats FT and ICL, "
+            "on each generalization split.")
+
+
+def _plan(augmented: str, splits: dict[str, list[str]], checks: dict[str, str] | None = None):
     """The tests of every claim: (claim, part, mode, kind, datasets, split, conditions, description);
-    `splits` are the splits the data have per dataset."""
+    `splits` are the splits the data have per dataset, `checks` each dataset's learning-check split."""
+    checks = checks or {}
+    own = {d: sps for d, sps in splits.items() if d not in SPLITS}
+    paper = {d: sps for d, sps in splits.items() if d in SPLITS}
     rc_rev = [s for s in splits.get("reversal_curse", []) if s.startswith("reversal")] or ["reversal"]
     # C1: one pooled equivalence test over every item of every split (clustered by dataset and cluster), and
     # per split only a check that none is off chance after Holm (a per-split TOST needs ~4x the items)
@@ -579,9 +613,16 @@ def _plan(augmented: str, splits: dict[str, list[str]]):
     plan += [("C5", "C5d", "all", "at_most_chance_plus_margin", ["semantic_structure"], "holdout", [c],
               f"category holdout stays hard ({c})") for c in ["icl", "ft", augmented]]
     plan += [("C6", "C6a", "all", "greater", [ds], sp, [augmented, "ft"], "augmented FT beats FT")
-             for ds, sps in splits.items() for sp in sps]
+             for ds, sps in paper.items() for sp in sps]
     plan += [("C6", "C6b", "often", "greater", [ds], sp, [augmented, "icl"], "augmented FT beats ICL")
-             for ds, sps in splits.items() for sp in sps]
+             for ds, sps in paper.items() for sp in sps]
+    for ds, sps in own.items():
+        claim = own_claim(ds)
+        plan += [(claim, f"{ds}:{k}", "all", "greater", [ds], sp, conds, desc)
+                 for sp in sps if sp != checks.get(ds)
+                 for k, conds, desc in (("a", ["icl", "ft"], "ICL beats FT"),
+                                        ("b", [augmented, "ft"], "augmented FT beats FT"),
+                                        ("c", [augmented, "icl"], "augmented FT beats ICL"))]
     for ds, sps in splits.items():
         for sp in sps:
             if ds == "semantic_structure":
@@ -671,7 +712,7 @@ def claims_table(items: pd.DataFrame, *, metric: str = "acc", ci_level: float = 
         present = set(zip(its["dataset"], its["condition"]))
         checks = learning_checks(its, learned_threshold, metric, ci_level, margin)
         check_of = {(r["dataset"], r["condition"]): r for r in checks.to_dict("records")}
-        plan = _plan(augmented, splits or {d: [] for d in SPLITS})
+        plan = _plan(augmented, splits or {d: [] for d in SPLITS}, check_splits(its) if len(its) else {})
         ablation = {d for d, c in present if c in SPLITTING}
         rows, reported = [], set()
         for claim, part, mode, kind, dss, sp, conds, desc in plan:
@@ -716,7 +757,7 @@ def claims_table(items: pd.DataFrame, *, metric: str = "acc", ci_level: float = 
                              verdict=f"not tested (missing: {', '.join(SPLITTING)} on every dataset)"))
         for claim in CLAIMS:  # a claim none of whose datasets has results
             if not any(r["claim"] == claim for r in rows):
-                rows.append(dict(model=model, claim=claim, part=claim, test=CLAIMS[claim], dataset="*",
+                rows.append(dict(model=model, claim=claim, part=claim, test=claim_statement(claim), dataset="*",
                                  split="*", verdict="not tested (missing: every dataset it needs)"))
         df = pd.DataFrame(rows, columns=cols)
         alpha2 = (1 - ci_level) / 2
@@ -769,7 +810,7 @@ def claims_summary(table: pd.DataFrame) -> pd.DataFrame:
     for (model, claim), g in table.groupby(["model", "claim"], sort=True):
         v = g["verdict"].astype(str)
         parts = g.drop_duplicates("part")[["part", "part_verdict"]].itertuples(index=False)
-        rows.append(dict(model=model, claim=claim, statement=CLAIMS[claim],
+        rows.append(dict(model=model, claim=claim, statement=claim_statement(claim),
                          verdict=g["claim_verdict"].iloc[0], parts="; ".join(f"{p}: {pv}" for p, pv in parts),
                          holds=int((v == HOLDS).sum()), fails=int((v == FAILS).sum()),
                          inconclusive=int((v == INCONCLUSIVE).sum()),

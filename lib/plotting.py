@@ -206,9 +206,9 @@ def figB1_sentence_splitting(items, outdir, *, params_name, metric="acc", augmen
                              baselines=None):
     """Appx. B.1/B.4: FT on whole documents vs split into sentences (independent / cumulative), same steps."""
     conds = ["ft_nosplit", "ft_split_independent", "ft_split_cumulative", "ft"]
-    with_ablation = [d for d in analysis.SPLITS if len(items) and
-                     items.loc[items["dataset"] == d, "condition"].isin(analysis.SPLITTING).any()]
-    return bar_figure(items, [(d, analysis.SPLITS[d]) for d in with_ablation], conds,
+    names = analysis.dataset_order(items["dataset"]) if len(items) else []
+    with_ablation = [d for d in names if items.loc[items["dataset"] == d, "condition"].isin(analysis.SPLITTING).any()]
+    return bar_figure(items, [(d, _splits(items, d)) for d in with_ablation], conds,
                       name="figB1_sentence_splitting", title="Appx. B.1 analogue: sentence splitting for FT",
                       outdir=outdir, params_name=params_name, metric=metric, baselines=baselines,
                       note="All FT variants train for the same number of steps on the same documents.")
@@ -219,7 +219,8 @@ def figB_local_vs_global_augmentation(items, outdir, *, params_name, metric="acc
     """Local vs global augmentation, with FT on plain repetitions of the data (matched in size) as control."""
     conds = ["ft", "ft_repeat", "aug_local", "aug_global", "aug_both", "icl"]
     present = set(items.loc[items["condition"].str.startswith("aug_"), "dataset"]) if len(items) else set()
-    return bar_figure(items, [(d, analysis.SPLITS[d]) for d in analysis.SPLITS if d in present], conds,
+    names = analysis.dataset_order(items["dataset"]) if len(items) else []
+    return bar_figure(items, [(d, _splits(items, d)) for d in names if d in present], conds,
                       name="figB_local_vs_global_augmentation", title="Local vs global augmentation",
                       outdir=outdir, params_name=params_name, metric=metric, baselines=baselines,
                       note="'FT, repeated data' repeats the original documents to the size of the augmented "
@@ -233,6 +234,20 @@ def figB5_derivatoids(items, outdir, *, params_name, metric="acc", augmented="au
                       name="figB5_derivatoids",
                       title="Appx. B.5 analogue: process knowledge (derivatoids, our own design)",
                       outdir=outdir, params_name=params_name, metric=metric, baselines=baselines)
+
+
+def _splits(items, dataset: str) -> list[str]:
+    return analysis.SPLITS.get(dataset) or analysis.split_order(dataset, items.loc[items["dataset"] == dataset, "split"])
+
+
+def figO_own_datasets(items, outdir, *, params_name, metric="acc", augmented="aug_both", baselines=None):
+    """Your own datasets (params `datasets.<name>: {path, ...}`): every split, pretrained / FT / ICL /
+    augmented FT, one panel per dataset."""
+    own = [d for d in analysis.dataset_order(items["dataset"]) if d not in analysis.SPLITS] if len(items) else []
+    panels = [(d, analysis.split_order(d, items.loc[items["dataset"] == d, "split"])) for d in own]
+    return bar_figure(items, panels, ["pretrained", "ft", "icl", "icl_fit", augmented], name="figO_own_datasets",
+                      title="Your own datasets", outdir=outdir, params_name=params_name, metric=metric,
+                      baselines=baselines)
 
 
 def figS_loss_curves(curves: pd.DataFrame, outdir, *, params_name, model=""):
@@ -320,7 +335,8 @@ def figC_icl_context_curve(items: pd.DataFrame, tokens: pd.DataFrame, outdir, *,
 
 
 FIGURE_FUNCTIONS = [fig2_reversal_curse, fig3_simple_reversals_syllogisms, fig4_semantic_structure,
-                    figB1_sentence_splitting, figB_local_vs_global_augmentation, figB5_derivatoids]
+                    figB1_sentence_splitting, figB_local_vs_global_augmentation, figB5_derivatoids,
+                    figO_own_datasets]
 
 
 def draw_all(items: pd.DataFrame, outdir: Path, *, params_name: str, metric: str = "acc",

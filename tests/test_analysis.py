@@ -290,7 +290,28 @@ def synthetic_items():
             for i, cond in enumerate(A.CONDITIONS):
                 out += frame(ds, sp, cond, bern(20, 4 + i), subsets=["a"] * 10 + ["b"] * 10,
                              clusters=[f"k{j // 4}" for j in range(20)])
+    for sp in ("known", "inferred"):  # a dataset of one's own (datasets.<name>: {path: ...})
+        out += [r for cond in ("pretrained", "ft", "icl", "icl_fit", "aug_both")
+                for r in frame("mine", sp, cond, bern(20, 9), clusters=[f"k{j // 4}" for j in range(20)])]
     return items(out)
+
+
+def test_own_dataset_gets_its_claim_and_figure(tmp_path):
+    df = items(*(frame("mine", sp, c, bern(60, k), clusters=[f"p{j // 2}" for j in range(60)])
+                 for sp, c, k in (("known", "icl", 57), ("known", "ft", 58), ("known", "aug_both", 58),
+                                  ("inferred", "icl", 50), ("inferred", "ft", 15), ("inferred", "aug_both", 40))))
+    df["check"] = df["split"] == "known"  # as read_items flags the manifest's learning_check split
+    t = A.claims_table(df, learned_threshold=0.9)
+    own = t[(t["claim"] == "own:mine") & (t["split"] != "*")]  # "*": not tested, icl_fit missing
+    assert set(own["split"]) == {"inferred"} and set(own["part"]) >= {"mine:a", "mine:b", "mine:c"}
+    r = one_row(t, "mine:a")
+    assert r["verdict"] == A.HOLDS and r["checks"] == "icl known 0.95; ft known 0.97"
+    assert one_row(t, "mine:b")["verdict"] == A.HOLDS
+    assert "own:mine" in set(A.claims_summary(t)["claim"]) and not (t["claim"] == "C6").any() or \
+        (t.loc[t["claim"] == "C6", "verdict"].astype(str).str.startswith("not tested")).all()
+    assert A.learning_checks(df, 0.9)["split"].eq("known").all()
+    assert [p.name for p in plotting.figO_own_datasets(df, tmp_path, params_name="unit")] == \
+        ["figO_own_datasets.png", "figO_own_datasets.pdf"]
 
 
 def test_figures_write_png_and_pdf_with_baselines(tmp_path):

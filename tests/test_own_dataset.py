@@ -249,8 +249,8 @@ def test_a_missing_prompt_file_fails_when_the_params_load(tmp_path, tmp_runs):
 def test_null_switches_a_file_dataset_off():
     with pytest.raises(P.ParamsError, match="datasets: no dataset given"):
         P.load("example_own", {"datasets.fictional_people": None})
-    p = P.load("smoke", {"datasets.syllogisms": None})
-    assert "syllogisms" not in p.dataset_names and not p.datasets.files
+    p = P.load("smoke", {"datasets.derivatoids": None})
+    assert "derivatoids" not in p.dataset_names and not p.datasets.files
 
 
 def test_relative_paths_resolve_from_the_repository_root(tmp_path):
