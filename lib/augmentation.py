@@ -556,7 +556,7 @@ def read_stats(params, dataset: str, kind: str) -> dict:
 
 
 # -------------------------------------------------------------------------------------- augmented FT
-SPLITTING = "independent"  # the paper's default sentence splitting for augmented FT
+SPLITTING = "independent"  # the paper's default sentence splitting (augmented FT: training.augmented_splitting)
 
 
 def repeat_rows(rows: list[dict], n_examples: int, seed: int, splitting: str = SPLITTING,
@@ -585,23 +585,24 @@ def run_augmented(params, dataset: str, kind: str, *, progress: bool = True):
     """Augmented FT for one dataset: original rows + augmentations of `kind` (local, global, both), or the
     control `repeat` (original rows + plain repetitions: as many FT examples as the largest augmentation of
     augment.kinds adds), finetuned
-    with lib.training.run_ft (independent splitting, finetune.steps steps) for every seed and scored on
+    with lib.training.run_ft (training.augmented_splitting, the dataset's recipe) for every seed and scored on
     every test split, on the same seeded item subset as ICL and plain FT (lib.training.arm_items), so every
     condition of a dataset is compared on the same items. Conditions: aug_local, aug_global, aug_both,
     ft_repeat. Returns the results rows."""
     import pandas as pd
 
     from . import datasets
-    from .training import arm_items, make_examples, run_ft
+    from .training import arm_items, augmented_splitting, make_examples, run_ft
 
     rows, test, _ = datasets.load(params, dataset)
     items = arm_items(params, dataset, test)
+    splitting = augmented_splitting(dataset, params.finetune)
     if kind == "repeat":
         # As many added FT examples as the largest augmentation of augment.kinds adds.
-        sizes = [len(make_examples(a, SPLITTING, params.finetune.loss_on)) if a else 0
+        sizes = [len(make_examples(a, splitting, params.finetune.loss_on)) if a else 0
                  for a in (generate(params, dataset, rows, k, progress=progress)
                            for k in params.augment.kinds)]
-        extra = repeat_rows(rows, max(sizes, default=0), params.augment.seed, SPLITTING,
+        extra = repeat_rows(rows, max(sizes, default=0), params.augment.seed, splitting,
                             params.finetune.loss_on)
         condition = "ft_repeat"
     elif kind in ("local", "global", "both"):
@@ -609,7 +610,7 @@ def run_augmented(params, dataset: str, kind: str, *, progress: bool = True):
         condition = f"aug_{kind}"
     else:
         raise ValueError(f"unknown augmented-FT kind {kind!r} (known: local, global, both, repeat)")
-    frames = [run_ft(params, dataset, condition, rows + extra, splitting=SPLITTING, seed=seed, tag=condition,
+    frames = [run_ft(params, dataset, condition, rows + extra, splitting=splitting, seed=seed, tag=condition,
                      items=items, progress=progress) for seed in params.finetune.seeds]
     return pd.concat(frames, ignore_index=True)
 

@@ -170,6 +170,9 @@ class FinetuneParams(_Strict):
     # passes over the dataset's plain-FT examples; when set it replaces `steps`: steps = ceil(epochs x examples
     # / batch_size), the same number for every FT condition of the dataset (lib.training.recipe)
     epochs: Optional[float] = Field(default=None, gt=0)
+    # the sentence splitting of the dataset's FT on its documents (plain ft, augmented, repeat; the splitting
+    # ablation sets its own); null: the paper's (independent; unsplit for the semantic structure's plain ft)
+    splitting: Optional[Literal["none", "independent", "cumulative"]] = None
     warmup_steps: int = Field(ge=0)  # linear warmup from 0 to learning_rate over these steps, then `schedule`
     schedule: Literal["constant", "cosine"]  # after warmup: constant, or cosine decay to 0 at `steps`
     max_grad_norm: float = Field(gt=0)  # gradients clipped to this global L2 norm

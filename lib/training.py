@@ -72,9 +72,17 @@ TRAINER_VERSION = 3
 
 
 # ------------------------------------------------------------------------------------------- examples
-def default_splitting(dataset: str) -> str:
-    """The splitting of the paper's plain `ft` condition for a dataset."""
-    return DEFAULT_SPLITTING.get(dataset, "independent")
+def default_splitting(dataset: str, ft=None) -> str:
+    """The splitting of the plain `ft` condition of a dataset: its recipe's `splitting` (finetune params
+    `ft`), else the paper's."""
+    chosen = ft.recipes.get(dataset, {}).get("splitting") if ft is not None else None
+    return chosen or DEFAULT_SPLITTING.get(dataset, "independent")
+
+
+def augmented_splitting(dataset: str, ft) -> str:
+    """The splitting of augmented FT and its repeat control: the recipe's `splitting`, else independent (the
+    paper's default, also where plain FT is unsplit)."""
+    return ft.recipes.get(dataset, {}).get("splitting") or "independent"
 
 
 def _sentence_spans(text: str, sentences: list[str]) -> list[tuple[int, int]]:
@@ -391,7 +399,7 @@ def plain_examples(params, dataset: str) -> int:
     from . import datasets
 
     rows, _, _ = datasets.load(params, dataset)
-    return len(make_examples(rows, default_splitting(dataset), params.finetune.loss_on))
+    return len(make_examples(rows, default_splitting(dataset, params.finetune), params.finetune.loss_on))
 
 
 def dataset_recipe(params, dataset: str):
@@ -525,7 +533,7 @@ def ft_plan(params, dataset: str) -> list[dict]:
     ablation names only datasets the params build."""
     plan = []
     for seed in params.finetune.seeds:
-        plan.append({"condition": "ft", "splitting": default_splitting(dataset), "seed": seed})
+        plan.append({"condition": "ft", "splitting": default_splitting(dataset, params.finetune), "seed": seed})
         if dataset in params.finetune.splitting_ablation:
             plan += [{"condition": CONDITION_OF_SPLITTING[s], "splitting": s, "seed": seed}
                      for s in SPLITTINGS]
@@ -662,7 +670,7 @@ def benchmark(params=None, dataset: str | None = None, *, steps: int = 8, seed: 
     dataset = dataset or params.dataset_names[0]
     rows, _, _ = datasets.load(params, dataset)
     ft = params.finetune.model_dump()
-    examples = make_examples(rows, default_splitting(dataset), ft["loss_on"])
+    examples = make_examples(rows, default_splitting(dataset, params.finetune), ft["loss_on"])
     peak = matmul_peak_gflops()
 
     model, tok = load_model(params.model)

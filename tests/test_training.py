@@ -278,3 +278,13 @@ def test_recipe_in_epochs_is_one_step_count_for_every_condition(tiny_model_cfg):
     # the cache key holds the steps, not how they were asked for: 7 steps given either way train one adapter
     steps = _params(tiny_model_cfg, steps=3, warmup_steps=1, batch_size=4, recipes={"syllogisms": {"steps": 7}})
     assert T.recipe(steps.finetune, "syllogisms").steps == 7
+
+
+def test_recipe_splitting_sets_plain_and_augmented_ft(tiny_model_cfg):
+    p = _params(tiny_model_cfg, recipes={"syllogisms": {"splitting": "none"}})
+    assert T.default_splitting("syllogisms", p.finetune) == T.augmented_splitting("syllogisms", p.finetune) == "none"
+    # without one, the paper's: unsplit plain FT on the semantic structure, independent everywhere else
+    assert T.default_splitting("semantic_structure", p.finetune) == "none"
+    assert T.augmented_splitting("semantic_structure", p.finetune) == "independent"
+    assert T.default_splitting("simple_reversals", p.finetune) == "independent"
+    assert [r["splitting"] for r in T.ft_plan(p, "syllogisms")] == ["none"]
