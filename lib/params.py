@@ -325,6 +325,8 @@ def cross_field_problems(p: Params) -> list[str]:
         out.append(f"finetune.splitting_ablation: repeated datasets {ft.splitting_ablation}")
     fixed = {"seeds", "splitting_ablation", "recipes", "eval_every", "eval_items"}
     for name, over in ft.recipes.items():
+        if name in DATASETS and name not in p.dataset_names:
+            continue  # a built-in dataset switched off (datasets.<name>: null): its recipe waits unused
         if name not in p.dataset_names:
             out.append(f"finetune.recipes: {name!r} is not among the datasets built ({p.dataset_names})")
             continue
