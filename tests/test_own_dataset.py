@@ -289,7 +289,8 @@ def test_the_command_line_exits_2_and_writes_no_run_folder(tmp_path):
 def own_run(tmp_path_factory):
     """The example through the lib functions notebooks 01-04 and 05's item frame call, with the tiny random
     model and smoke-sized FT (numbers mean nothing: every stage must run and score every item)."""
-    from lib import analysis, augmentation, baselines, icl, lm_eval_tasks, training
+    from lib import analysis, augmentation, baselines, icl, training
+    from tools import lm_eval_tasks
     from lib.models import load_model
 
     mp = pytest.MonkeyPatch()

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from lib import icl, models, runs, scoring, sweep
+from lib import icl, models, runs, scoring
+from tools import sweep
 
 MODELS = ["tiny-random-16", "tiny-random-32"]
 ONLY = {f"datasets.{d}": None for d in ("syllogisms", "reversal_curse", "semantic_structure", "derivatoids")}
