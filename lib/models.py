@@ -14,7 +14,6 @@ contexts, subsampling, every condition) on a CPU; its numbers mean nothing.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.util
 import os
@@ -309,9 +308,3 @@ def check_fits(model, n_tokens: int, what: str = "the input") -> None:
     if n_tokens > win:
         raise ValueError(f"{what} is {n_tokens} tokens, longer than the model's context window of {win} "
                          "tokens")
-
-
-@contextlib.contextmanager
-def inference():
-    with torch.inference_mode():
-        yield

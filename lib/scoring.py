@@ -119,9 +119,9 @@ def expand_cache(cache, batch: int):
 
 def _call_decoder(decoder, ids: torch.Tensor, start: int, cache=None, *, position_ids=None,
                   attention_mask=None) -> torch.Tensor:
-    """Hidden states of `ids` at cache slots start.. (after `cache`), with the keyword names of this
-    transformers version (`cache` in 5.x, `past_key_values` before). Positions default to the slots
-    (packed rows pass their own); `attention_mask`, when given, is passed through (a 4D mask)."""
+    """Hidden states of `ids` at cache slots start.. (after `cache`). Positions default to the slots
+    (packed rows pass their own); `attention_mask`, when given, is passed through (a 4D mask);
+    `cache_position` only to the few decoders that still take it."""
     params = inspect.signature(decoder.forward).parameters
     pos = torch.arange(start, start + ids.shape[1], device=ids.device)
     kw = {"position_ids": pos[None].expand(ids.shape[0], -1) if position_ids is None else position_ids}
@@ -130,7 +130,7 @@ def _call_decoder(decoder, ids: torch.Tensor, start: int, cache=None, *, positio
     if "cache_position" in params:
         kw["cache_position"] = pos
     if cache is not None:
-        kw["cache" if "cache" in params else "past_key_values"] = cache
+        kw["cache"] = cache
         kw["use_cache"] = True
     else:
         kw["use_cache"] = False
@@ -412,6 +412,8 @@ def _world() -> tuple[int, int]:
 def _shard(xs: list, rank: int, world: int) -> list:
     """The rank-th of `world` contiguous, near-equal slices of xs (their concatenation in rank order is
     xs)."""
+    # our own: accelerate's split_between_processes is a context manager on the global state that hands the
+    # remainder to the first ranks, not the last; a plain slice of (rank, world) is testable without a group
     n = len(xs)
     return xs[rank * n // world:(rank + 1) * n // world]
 
