@@ -142,15 +142,14 @@ def item_rows(scores: list[dict], *, dataset: str, condition: str, seed: int, mo
 
 def read_items(params) -> pd.DataFrame:
     """The item-level frame of the run `params`: every expected (`expected_conditions`) score file that exists
-    and whose results stamp exists (a stage removes its stamp before writing, so a missing stamp means an
+    and whose stamp exists (a stage removes its stamp before writing, so a missing stamp means an
     unfinished write). Empty (with the columns) when nothing is scored yet; `attrs["missing"]` lists the
     expected files that are absent."""
     folder = runs.run_dir(params)
     rows, missing, check = [], [], {}
     for ds, file_cond, cond, seed in expected_conditions(params):
         path = folder / "scores" / f"{ds}__{file_cond}.jsonl"
-        stamp = runs.stamp_path(folder / "results" / f"{ds}__{file_cond}.csv")
-        if not (path.is_file() and stamp.is_file()):
+        if not (path.is_file() and runs.stamp_path(path).is_file()):
             missing.append(f"{ds}__{file_cond}")
             continue
         if ds not in check:
@@ -867,10 +866,10 @@ def write_results(items: pd.DataFrame, outdir: Path, *, params_name: str,
 
 # ---------------------------------------------------------------------------- other stages' saved files
 def scored_ft_runs(params) -> set[str]:
-    """Stamp hashes of the FT runs (lib.training.finetune folders) that the current results were scored with:
-    each FT results file's stamp names its run (`extra.ft`)."""
+    """Stamp hashes of the FT runs (lib.training.finetune folders) that the current scores were made with:
+    each FT score file's stamp names its run (`extra.ft`)."""
     out = set()
-    for stamp in (runs.run_dir(params) / "results").glob("*.stamp.json"):
+    for stamp in (runs.run_dir(params) / "scores").glob("*.stamp.json"):
         extra = runs.read_json(stamp).get("key", {}).get("extra")
         if isinstance(extra, dict) and "ft" in extra:
             out.add(extra["ft"])
@@ -879,8 +878,8 @@ def scored_ft_runs(params) -> set[str]:
 
 def loss_curves(params) -> pd.DataFrame:
     """The loss curves (`loss_curve.json`, lib.training) of the FT runs behind the current results, tidy: run,
-    dataset, step, loss. Runs cached under runs/<p>/ft/ by earlier params or code that no results file was
-    scored with are left out; their folders are listed in `df.attrs["not_scored"]`."""
+    dataset, step, loss. Runs cached under runs/<p>/ft/ by earlier params or code that no score file was made
+    with are left out; their folders are listed in `df.attrs["not_scored"]`."""
     from . import training
 
     scored, rows, not_scored = scored_ft_runs(params), [], []

@@ -510,10 +510,6 @@ def scores_path(params, dataset: str, condition: str):
     return runs.run_dir(params) / "scores" / f"{dataset}__{condition}.jsonl"
 
 
-def results_path(params, dataset: str, condition: str):
-    return runs.run_dir(params) / "results" / f"{dataset}__{condition}.csv"
-
-
 def _results_key(params, dataset, condition, items, context, seed, key) -> dict:
     return {"version": SCORING_VERSION, "model": params.model.model_dump(), "dataset": dataset,
             "condition": condition, "seed": seed, "items": runs.key_hash(items),
@@ -522,11 +518,13 @@ def _results_key(params, dataset, condition, items, context, seed, key) -> dict:
 
 def cached_results(params, dataset: str, condition: str, items: list[dict], context: str | list[str] = "",
                    *, seed: int = 0, key=None) -> pd.DataFrame | None:
-    """The rows `evaluate` would return, when they are cached for exactly these arguments; else None
+    """The rows `evaluate` would return, when the scores are cached for exactly these arguments; else None
     (lets a caller skip loading a model whose scores are already there)."""
-    rp = results_path(params, dataset, condition)
-    fresh = runs.is_fresh(rp, _results_key(params, dataset, condition, items, context, seed, key))
-    return _read_csv(rp) if fresh else None
+    sp = scores_path(params, dataset, condition)
+    if not runs.is_fresh(sp, _results_key(params, dataset, condition, items, context, seed, key)):
+        return None
+    return summarize(items, runs.read_jsonl(sp), dataset=dataset, condition=condition, model=params.model.name,
+                     seed=seed)
 
 
 def evaluate(params, dataset: str, condition: str, model, tok, items: list[dict],
@@ -534,8 +532,8 @@ def evaluate(params, dataset: str, condition: str, model, tok, items: list[dict]
              progress: bool = True, same_as: str | None = None,
              uncond: dict[str, float] | None = None) -> pd.DataFrame:
     """The cached scoring stage: score `items` (after `context`), write
-    runs/<p>/scores/<dataset>__<condition>.jsonl (one line per item) and
-    runs/<p>/results/<dataset>__<condition>.csv (summarize's rows); return the rows.
+    runs/<p>/scores/<dataset>__<condition>.jsonl (one line per item; its stamp says the file is complete)
+    and return summarize's rows.
 
     Fresh when the stamp's key matches: scoring version, model params, the items, the context and `key`
     (callers add what else decides the model's weights, e.g. a finetuned adapter's hash). `same_as`: a
@@ -547,7 +545,7 @@ def evaluate(params, dataset: str, condition: str, model, tok, items: list[dict]
     if done is not None:
         return done
     full_key = _results_key(params, dataset, condition, items, context, seed, key)
-    sp, rp = scores_path(params, dataset, condition), results_path(params, dataset, condition)
+    sp = scores_path(params, dataset, condition)
     if same_as and cached_results(params, dataset, same_as, items, context, seed=seed, key=key) is not None:
         drop = ("split", "subset", "cluster", "golds")
         scores = [{k: v for k, v in s.items() if k not in drop}
@@ -560,10 +558,9 @@ def evaluate(params, dataset: str, condition: str, model, tok, items: list[dict]
     df = summarize(items, scores, dataset=dataset, condition=condition, model=params.model.name, seed=seed)
     rank, world = _world()
     if rank == 0:  # every process holds the gathered scores; one writes them
-        runs.invalidate(rp)  # the stamp goes first and comes back last: a kill in between leaves no stamp
+        runs.invalidate(sp)  # the stamp goes first and comes back last: a kill in between leaves no stamp
         runs.write_jsonl(sp, [{**s, **e} for s, e in zip(scores, extra)])
-        runs.write_text(rp, df.to_csv(index=False))
-        runs.mark_fresh(rp, full_key, outputs=[rp, sp])
+        runs.mark_fresh(sp, full_key)
     if world > 1:
         torch.distributed.barrier()
     return df
@@ -571,19 +568,3 @@ def evaluate(params, dataset: str, condition: str, model, tok, items: list[dict]
 
 def read_scores(params, dataset: str, condition: str) -> list[dict]:
     return runs.read_jsonl(scores_path(params, dataset, condition))
-
-
-def read_results(params) -> pd.DataFrame:
-    """All results CSVs of a run, concatenated (empty frame with the columns when there are none)."""
-    paths = sorted((runs.run_dir(params) / "results").glob("*.csv"))
-    if not paths:
-        return pd.DataFrame(columns=RESULT_COLUMNS)
-    return pd.concat([_read_csv(p) for p in paths], ignore_index=True)
-
-
-def _read_csv(path) -> pd.DataFrame:
-    df = pd.read_csv(path, dtype={"dataset": str, "split": str, "subset": str, "condition": str,
-                                  "model": str})
-    for c in ("split", "subset"):
-        df[c] = df[c].fillna("")
-    return df
