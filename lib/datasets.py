@@ -46,7 +46,8 @@ import warnings
 from pathlib import Path
 
 from . import runs
-from .params import DATASETS, ROOT
+from .params import DATASETS
+from .runs import ROOT
 
 EXTERNAL = ROOT / "data" / "external"
 REVERSAL_CURSE_DIR = EXTERNAL / "reversal_curse"
@@ -981,10 +982,10 @@ def _learning_check_or_none(manifest: dict) -> str | None:
 
 # ============================================================================================== checks
 def continuation_tokens(tokenizer, prompt: str, option: str) -> tuple[list[int], bool]:
-    """The scorer's lm-eval split of prompt + " " + option (lib.scoring.encode_pair), as the data check sees
+    """The scorer's lm-eval split of prompt + " " + option (lib.models.encode_pair), as the data check sees
     it.
     Returns (continuation ids, whether the joint encoding starts with the prompt's own tokens)."""
-    from .scoring import encode_pair
+    from .models import encode_pair
 
     ctx, cont = encode_pair(tokenizer, prompt, " " + option)
     return cont, ctx == tokenizer.encode(prompt, add_special_tokens=False)

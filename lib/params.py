@@ -26,7 +26,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-ROOT = Path(__file__).resolve().parents[1]
+from .runs import ROOT
 PARAMS_DIR = ROOT / "params"
 DATASETS = ("simple_reversals", "syllogisms", "reversal_curse", "semantic_structure", "derivatoids")
 # A dataset from files: its name is part of file names (`<dataset>__<condition>.jsonl`) and lm-eval task names

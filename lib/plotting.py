@@ -25,7 +25,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from . import analysis, runs  # noqa: E402
-from .params import ROOT  # noqa: E402
+from .runs import ROOT  # noqa: E402
 
 FIGURES = ROOT / "figures"
 COMMITTED_PARAMS = "cpu"  # the only params whose figures go to figures/

@@ -22,8 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-from .params import ROOT
-
+ROOT = Path(__file__).resolve().parents[1]  # the repository root
 RUNS = ROOT / "runs"
 
 

@@ -38,7 +38,7 @@ import torch
 
 from . import runs
 from .datasets import chance, golds  # noqa: F401 - golds is also scoring's public name
-from .models import check_fits
+from .models import check_fits, encode, encode_pair
 
 SCORING_VERSION = 2
 # Tokens per forward pass when filling the shared context's cache. A context up to this long is run in one
@@ -53,30 +53,6 @@ PREFIX_CHUNK = 65536
 # row's log-softmax is its own).
 SOFTMAX_ROWS = 32
 CACHE_ROWS = 32768  # batch x cached tokens per forward: the model concatenates (copies) the expanded cache
-
-
-# ------------------------------------------------------------------------------------------ tokenising
-def _encode(tok, text: str) -> list[int]:
-    return tok(text, add_special_tokens=False)["input_ids"]
-
-
-def encode_pair(tok, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """lm-eval's split of (context, continuation) into tokens: joint tokenisation cut at the context's
-    length."""
-    if context == "":
-        return [prefix_token_id(tok)], _encode(tok, continuation)
-    n_spaces = len(context) - len(context.rstrip())
-    if n_spaces:
-        continuation = context[-n_spaces:] + continuation
-        context = context[:-n_spaces]
-    whole = _encode(tok, context + continuation)
-    n_ctx = len(_encode(tok, context))
-    return whole[:n_ctx], whole[n_ctx:]
-
-
-def prefix_token_id(tok) -> int:
-    """The token that stands for an empty context (lm-eval: BOS when the tokenizer has one, else EOS)."""
-    return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
 
 
 # ---------------------------------------------------------------------------------------- the forward
@@ -306,9 +282,9 @@ def split_context(tok, context: str, ids: list[int] | None = None) -> tuple[int,
     cut = special_boundary(tok, context)
     if cut == 0 or cut == len(context):
         return 0, []
-    head = _encode(tok, context[:cut])
-    ids = _encode(tok, context) if ids is None else ids
-    if ids != head + _encode(tok, context[cut:]):
+    head = encode(tok, context[:cut])
+    ids = encode(tok, context) if ids is None else ids
+    if ids != head + encode(tok, context[cut:]):
         return 0, []
     return cut, head
 
@@ -338,7 +314,7 @@ def loglikelihoods(model, tok, items: list[dict], context: str = "", *, batch_si
     `context` + prompt. The context's tokens are run once and reused for every item (see the module doc)."""
     if not items:
         return [], []
-    ctx_ids = _encode(tok, context) if context else []
+    ctx_ids = encode(tok, context) if context else []
     cut, head = split_context(tok, context, ctx_ids) if context else (0, [])
     h = len(head)  # rows hold the tokens after the head (split_context): full row = head + ids
     rows = [_rows_for(tok, context, it, (cut, head)) for it in items]

@@ -139,7 +139,7 @@ def make_examples(rows: list[dict], splitting: str, loss_on: str) -> list[dict]:
 def tokenize_examples(tok, examples: list[dict], max_length: int) -> list[dict]:
     """Token ids and the scored positions of each example: {"ids": [...], "n_context": int}.
 
-    As in the scorer (lib.scoring.encode_pair, lm-eval's convention), context + target are tokenised jointly
+    As in the scorer (lib.models.encode_pair, lm-eval's convention), context + target are tokenised jointly
     and cut at the context's own token length, so a training example is tokenised exactly like the document
     it comes from. The tokenizer's own special tokens (BOS where it adds one) start the example. An example
     longer than max_length is an error naming it, never silently cut.

@@ -63,14 +63,14 @@ def bench_scoring(params, args) -> dict:
     from lib import scoring
 
     model, tok = _model(params)
-    from lib.models import context_window
+    from lib.models import context_window, encode, encode_pair
 
     # an 8K context plus the longest item must fit the window (SmolLM2: 8192 positions)
     n_ctx = min(args.context, context_window(model) - 100)
     items, ctx, info = icl_bench_items(params, tok, n_ctx, args.items)
     n_options = sum(len(it["options"]) for it in items)
     t = time.perf_counter()
-    scoring.fill_cache(model, scoring._encode(tok, ctx)[:-1])
+    scoring.fill_cache(model, encode(tok, ctx)[:-1])
     fill_s = time.perf_counter() - t  # the context's part of the reuse time (loglikelihoods fills it again)
     t = time.perf_counter()
     lls, _ = scoring.loglikelihoods(model, tok, items, ctx, batch_size=args.batch_size)
@@ -81,7 +81,7 @@ def bench_scoring(params, args) -> dict:
         for j, o in enumerate(it["options"]):
             if done >= args.recompute:
                 break
-            c_ids, k_ids = scoring.encode_pair(tok, ctx + it["prompt"], " " + o)
+            c_ids, k_ids = encode_pair(tok, ctx + it["prompt"], " " + o)
             ids = torch.tensor([c_ids + k_ids], device=model.device)
             t = time.perf_counter()
             with torch.inference_mode():

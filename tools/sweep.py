@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from lib import analysis, runs
-from lib.params import ROOT, load
+from lib.params import load
+from lib.runs import ROOT
 
 # (panel title, dataset, split): the numbers each claim rests on
 KEY_NUMBERS = [
