@@ -59,7 +59,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from . import datasets, runs
+from . import baselines, datasets, runs
 from .datasets import LEARNING_CHECK_SPLITS, SPLITS
 
 METRICS = ("acc", "acc_norm", "acc_mutual_info")
@@ -125,7 +125,7 @@ def item_rows(scores: list[dict], *, dataset: str, condition: str, seed: int, mo
     out = []
     for s in scores:
         ll = np.asarray(s["loglikelihoods"], dtype=float)
-        golds = datasets.golds(s)
+        golds = baselines.golds(s)
         uncond = np.asarray(s["loglikelihoods_uncond"], dtype=float)
         per_metric = {"acc": (ll, s["pred"]),
                       "acc_norm": (ll / np.asarray(s["n_chars"], dtype=float), s["pred_norm"]),

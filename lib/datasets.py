@@ -74,18 +74,6 @@ LEARNING_CHECK_SPLITS = ("forward", "rephrase", "trained", "premise")  # a train
 FILES = ("train.jsonl", "test.jsonl", "manifest.json")
 
 
-def golds(item: dict) -> list[int]:
-    """The indices of every correct option of a test item: its `golds` when it has several equally correct
-    answers (e.g. both converses of "Some X are Y"), else [gold]. An item is answered correctly when the
-    argmax is in it."""
-    return list(item.get("golds") or [item["gold"]])
-
-
-def chance(item: dict) -> float:
-    """A test item's chance accuracy: |golds| / |options|."""
-    return len(golds(item)) / len(item["options"])
-
-
 class DatasetError(ValueError):
     """A dataset that cannot be built or breaks the data contract (empty, malformed, missing generator)."""
 
@@ -867,6 +855,8 @@ def validate(name: str, train: list[dict], test: list[dict]) -> None:
 
 
 def _manifest(name, key, train, test, paths, learning_check: str | None = None) -> dict:
+    from .baselines import chance
+
     splits = [s for s in SPLITS.get(name, []) if any(x["split"] == s for x in test)]
     splits += sorted({x["split"] for x in test} - set(splits))
     per = {s: [x for x in test if x["split"] == s] for s in splits}
@@ -971,6 +961,17 @@ def counts_table(params_or_manifests):
              "learning_check": s == _learning_check_or_none(m)}
             for m in manifests for s, n in m["counts"].items()]
     return pd.DataFrame(rows)
+
+
+def baselines_table(params):
+    """lib.baselines.table for every dataset the params build (data loaded, and built when missing)."""
+    import pandas as pd
+
+    from .baselines import table
+
+    frames = [table(*load(params, name)[:2], name) for name in params.dataset_names]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["dataset", "split", "baseline", "acc", "chance", "n", "by_definition"])
 
 
 def _learning_check_or_none(manifest: dict) -> str | None:

@@ -30,8 +30,7 @@ import warnings
 import pandas as pd
 
 from . import runs, scoring
-from .baselines import words  # the same word split as the shortcut baselines
-from .datasets import golds
+from .baselines import golds, words  # the same word split as the shortcut baselines
 
 INSTRUCTION = "Use the information above to answer."
 DOC_SEP = "\n\n"

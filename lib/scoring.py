@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 
 from . import runs
-from .datasets import chance, golds  # noqa: F401 - golds is also scoring's public name
+from .baselines import chance, golds  # noqa: F401 - golds is also scoring's public name
 from .models import check_fits, encode, encode_pair
 
 SCORING_VERSION = 2

@@ -294,13 +294,13 @@ def train(model, tok, examples: list[dict], ft, *, seed: int, progress: bool = T
 
 def accuracy(model, tok, items: list[dict]) -> float:
     """Share of `items` (no context) whose highest-likelihood option is a gold (lib.scoring's rule)."""
-    from . import datasets, scoring
+    from . import scoring
 
     was_training = model.training
     model.eval()
     lls, _ = scoring.loglikelihoods(model, tok, items)
     model.train(was_training)
-    return sum(scoring._argmax(ll) in datasets.golds(it) for ll, it in zip(lls, items)) / len(items)
+    return sum(scoring._argmax(ll) in scoring.golds(it) for ll, it in zip(lls, items)) / len(items)
 
 
 def _train(model, tok, examples, ft, *, seed, progress=True, desc="finetune", acc=None, check=None):

@@ -289,7 +289,7 @@ def test_the_command_line_exits_2_and_writes_no_run_folder(tmp_path):
 def own_run(tmp_path_factory):
     """The example through the lib functions notebooks 01-04 and 05's item frame call, with the tiny random
     model and smoke-sized FT (numbers mean nothing: every stage must run and score every item)."""
-    from lib import analysis, augmentation, baselines, icl, training
+    from lib import analysis, augmentation, icl, training
     from tools import lm_eval_tasks
     from lib.models import load_model
 
@@ -303,7 +303,7 @@ def own_run(tmp_path_factory):
     training.run_ft_arm(p, "fictional_people", progress=False)               # notebook 03
     augmentation.run_all(p, "fictional_people", progress=False)              # notebook 04
     tasks = lm_eval_tasks.export(p)
-    yield p, analysis.read_items(p), baselines.tables(p), tasks
+    yield p, analysis.read_items(p), datasets.baselines_table(p), tasks
     mp.undo()
 
 
