@@ -16,9 +16,9 @@ import yaml
 
 from . import runs
 from .baselines import chance
+from .file_datasets import FILE_GENERATOR
 
 LICENSE = "mit"
-FILE_GENERATOR = "files"  # lib.datasets.FILE_GENERATOR: the manifest's generator of a dataset from files
 ABOUT = {
     "simple_reversals": "Made-up facts relating nonsense words, stated in short articles; the test asks for "
                         "the facts as trained (forward) and reversed (Lampinen et al. 2025, section 3.1).",

@@ -395,9 +395,9 @@ def cli_overrides(model: str = "", extra: str = "") -> dict:
 
 def run_problems(params: Params) -> list[str]:
     """What `load` does not check, one line a problem: that the model can be had, and every line of every
-    dataset from files (lib.datasets.file_problems, which build() applies again). Reads files, writes
+    dataset from files (lib.file_datasets.file_problems, which build() applies again). Reads files, writes
     nothing."""
-    from .datasets import file_problems
+    from .file_datasets import file_problems
     from .models import check_available
 
     out = []

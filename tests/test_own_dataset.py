@@ -12,7 +12,7 @@ import sys
 import pytest
 import yaml
 
-from lib import datasets, runs
+from lib import datasets, file_datasets, runs
 from lib import params as P
 
 EXAMPLE = P.ROOT / "data" / "examples" / "fictional_people"
@@ -84,7 +84,7 @@ def test_example_params_name_only_the_file_dataset():
     p = P.load("example_own")
     assert p.dataset_names == ["fictional_people"] and list(p.datasets.files) == ["fictional_people"]
     assert p.datasets.fictional_people.folder() == EXAMPLE
-    assert datasets.file_problems(p, "fictional_people") == []
+    assert file_datasets.file_problems(p, "fictional_people") == []
 
 
 def test_build_copies_normalises_and_records_the_learning_check(tmp_runs):
@@ -93,7 +93,7 @@ def test_build_copies_normalises_and_records_the_learning_check(tmp_runs):
     assert sorted(f.name for f in out.iterdir()) == ["README.md", "manifest.json", "test.jsonl",
                                                      "train.jsonl"]
     train, test, m = datasets.load(p, "fictional_people")
-    assert m["learning_check"] == "forward" and m["generator"] == datasets.FILE_GENERATOR
+    assert m["learning_check"] == "forward" and m["generator"] == file_datasets.FILE_GENERATOR
     assert m["counts"] == {"forward": 20, "reversal": 20}
     assert m["chance"] == {"forward": 0.25, "reversal": 0.25}
     assert m["params"] == {"path": "data/examples/fictional_people", "learning_check": "forward"}
