@@ -85,11 +85,6 @@ CLAIMS = {
 
 
 # ------------------------------------------------------------------------------------ the item-level frame
-def base_condition(condition: str) -> str:
-    """`ft__s1` -> `ft`: the seed suffix of a condition name (the `seed` column says which seed)."""
-    return re.sub(r"__s\d+$", "", str(condition))
-
-
 def _seeded(base: str, seed: int, params) -> str:
     """The score file's condition name of an FT run: as lib.training.condition_name (kept here so that this
     module imports without torch; tests/test_analysis.py checks that the two agree)."""

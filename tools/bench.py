@@ -21,7 +21,6 @@ Timings on a shared machine are noisy: run it alone.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
