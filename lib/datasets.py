@@ -44,7 +44,8 @@ import time
 import warnings
 from pathlib import Path
 
-from . import file_datasets, runs
+from . import baselines, cards, file_datasets, runs
+from .baselines import chance, golds  # noqa: F401 - golds is also datasets' public name (the notebooks')
 from .params import DATASETS
 from .runs import ROOT
 
@@ -636,8 +637,6 @@ def validate(name: str, train: list[dict], test: list[dict]) -> None:
 
 
 def _manifest(name, key, train, test, paths, learning_check: str | None = None) -> dict:
-    from .baselines import chance
-
     splits = [s for s in SPLITS.get(name, []) if any(x["split"] == s for x in test)]
     splits += sorted({x["split"] for x in test} - set(splits))
     per = {s: [x for x in test if x["split"] == s] for s in splits}
@@ -680,8 +679,7 @@ def build(params, name: str, *, force: bool = False) -> Path:
     runs.write_jsonl(paths["test.jsonl"], test)
     manifest = _manifest(name, key, train, test, paths, learning_check_split(name, params))
     runs.write_json(paths["manifest.json"], manifest)
-    from . import baselines, cards  # the card shows chance and the shortcut baselines beside each split
-
+    # the card shows chance and the shortcut baselines beside each split
     card = cards.write_card(out, manifest, train, test, baselines.table(train, test, name))
     runs.mark_fresh(out, key, outputs=[*paths.values(), card], seconds=round(time.time() - t0, 2))
     return out
@@ -748,9 +746,7 @@ def baselines_table(params):
     """lib.baselines.table for every dataset the params build (data loaded, and built when missing)."""
     import pandas as pd
 
-    from .baselines import table
-
-    frames = [table(*load(params, name)[:2], name) for name in params.dataset_names]
+    frames = [baselines.table(*load(params, name)[:2], name) for name in params.dataset_names]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["dataset", "split", "baseline", "acc", "chance", "n", "by_definition"])
 
