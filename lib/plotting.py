@@ -25,7 +25,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from . import analysis, runs  # noqa: E402
-from .params import ROOT  # noqa: E402
+from .runs import ROOT  # noqa: E402
 
 FIGURES = ROOT / "figures"
 COMMITTED_PARAMS = "cpu"  # the only params whose figures go to figures/
@@ -288,8 +288,8 @@ def curve_points(items: pd.DataFrame, tokens: pd.DataFrame, metric: str = "acc")
 def figC_icl_context_curve(items: pd.DataFrame, tokens: pd.DataFrame, outdir, *, params_name, metric="acc",
                            baselines=None):
     """ICL accuracy against context tokens (log x), one panel per dataset, one line per split; per split,
-    chance (dotted) and the strongest shortcut baseline (dashed, `baselines`: lib.baselines.tables) in its
-    colour."""
+    chance (dotted) and the strongest shortcut baseline (dashed, `baselines`: lib.datasets.baselines_table)
+    in its colour."""
     name = "figC_icl_context_curve"
     pts = curve_points(items, tokens, metric)
     if pts.empty:

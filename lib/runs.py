@@ -4,7 +4,6 @@ Layout (all git-ignored):
 
     runs/<params name>/data/<dataset>/{train.jsonl,test.jsonl,manifest.json}   notebook 01
     runs/<params name>/scores/<dataset>__<condition>.jsonl                     per-item log-likelihoods
-    runs/<params name>/results/<dataset>__<condition>.csv                      tidy accuracy rows
     runs/<params name>/ft/..., augment/..., notebooks/...                      later stages
 
 A stage is cached by a *stamp*: a small JSON file written last, holding the hash of the inputs the stage
@@ -23,8 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-from .params import ROOT
-
+ROOT = Path(__file__).resolve().parents[1]  # the repository root
 RUNS = ROOT / "runs"
 
 

@@ -37,8 +37,8 @@ import pandas as pd
 import torch
 
 from . import runs
-from .datasets import chance, golds  # noqa: F401 - golds is also scoring's public name
-from .models import check_fits
+from .baselines import chance, golds  # noqa: F401 - golds is also scoring's public name
+from .models import check_fits, encode, encode_pair
 
 SCORING_VERSION = 2
 # Tokens per forward pass when filling the shared context's cache. A context up to this long is run in one
@@ -53,30 +53,6 @@ PREFIX_CHUNK = 65536
 # row's log-softmax is its own).
 SOFTMAX_ROWS = 32
 CACHE_ROWS = 32768  # batch x cached tokens per forward: the model concatenates (copies) the expanded cache
-
-
-# ------------------------------------------------------------------------------------------ tokenising
-def _encode(tok, text: str) -> list[int]:
-    return tok(text, add_special_tokens=False)["input_ids"]
-
-
-def encode_pair(tok, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """lm-eval's split of (context, continuation) into tokens: joint tokenisation cut at the context's
-    length."""
-    if context == "":
-        return [prefix_token_id(tok)], _encode(tok, continuation)
-    n_spaces = len(context) - len(context.rstrip())
-    if n_spaces:
-        continuation = context[-n_spaces:] + continuation
-        context = context[:-n_spaces]
-    whole = _encode(tok, context + continuation)
-    n_ctx = len(_encode(tok, context))
-    return whole[:n_ctx], whole[n_ctx:]
-
-
-def prefix_token_id(tok) -> int:
-    """The token that stands for an empty context (lm-eval: BOS when the tokenizer has one, else EOS)."""
-    return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
 
 
 # ---------------------------------------------------------------------------------------- the forward
@@ -119,9 +95,9 @@ def expand_cache(cache, batch: int):
 
 def _call_decoder(decoder, ids: torch.Tensor, start: int, cache=None, *, position_ids=None,
                   attention_mask=None) -> torch.Tensor:
-    """Hidden states of `ids` at cache slots start.. (after `cache`), with the keyword names of this
-    transformers version (`cache` in 5.x, `past_key_values` before). Positions default to the slots
-    (packed rows pass their own); `attention_mask`, when given, is passed through (a 4D mask)."""
+    """Hidden states of `ids` at cache slots start.. (after `cache`). Positions default to the slots
+    (packed rows pass their own); `attention_mask`, when given, is passed through (a 4D mask);
+    `cache_position` only to the few decoders that still take it."""
     params = inspect.signature(decoder.forward).parameters
     pos = torch.arange(start, start + ids.shape[1], device=ids.device)
     kw = {"position_ids": pos[None].expand(ids.shape[0], -1) if position_ids is None else position_ids}
@@ -130,7 +106,7 @@ def _call_decoder(decoder, ids: torch.Tensor, start: int, cache=None, *, positio
     if "cache_position" in params:
         kw["cache_position"] = pos
     if cache is not None:
-        kw["cache" if "cache" in params else "past_key_values"] = cache
+        kw["cache"] = cache
         kw["use_cache"] = True
     else:
         kw["use_cache"] = False
@@ -306,9 +282,9 @@ def split_context(tok, context: str, ids: list[int] | None = None) -> tuple[int,
     cut = special_boundary(tok, context)
     if cut == 0 or cut == len(context):
         return 0, []
-    head = _encode(tok, context[:cut])
-    ids = _encode(tok, context) if ids is None else ids
-    if ids != head + _encode(tok, context[cut:]):
+    head = encode(tok, context[:cut])
+    ids = encode(tok, context) if ids is None else ids
+    if ids != head + encode(tok, context[cut:]):
         return 0, []
     return cut, head
 
@@ -338,7 +314,7 @@ def loglikelihoods(model, tok, items: list[dict], context: str = "", *, batch_si
     `context` + prompt. The context's tokens are run once and reused for every item (see the module doc)."""
     if not items:
         return [], []
-    ctx_ids = _encode(tok, context) if context else []
+    ctx_ids = encode(tok, context) if context else []
     cut, head = split_context(tok, context, ctx_ids) if context else (0, [])
     h = len(head)  # rows hold the tokens after the head (split_context): full row = head + ids
     rows = [_rows_for(tok, context, it, (cut, head)) for it in items]
@@ -412,6 +388,8 @@ def _world() -> tuple[int, int]:
 def _shard(xs: list, rank: int, world: int) -> list:
     """The rank-th of `world` contiguous, near-equal slices of xs (their concatenation in rank order is
     xs)."""
+    # our own: accelerate's split_between_processes is a context manager on the global state that hands the
+    # remainder to the first ranks, not the last; a plain slice of (rank, world) is testable without a group
     n = len(xs)
     return xs[rank * n // world:(rank + 1) * n // world]
 
@@ -508,10 +486,6 @@ def scores_path(params, dataset: str, condition: str):
     return runs.run_dir(params) / "scores" / f"{dataset}__{condition}.jsonl"
 
 
-def results_path(params, dataset: str, condition: str):
-    return runs.run_dir(params) / "results" / f"{dataset}__{condition}.csv"
-
-
 def _results_key(params, dataset, condition, items, context, seed, key) -> dict:
     return {"version": SCORING_VERSION, "model": params.model.model_dump(), "dataset": dataset,
             "condition": condition, "seed": seed, "items": runs.key_hash(items),
@@ -520,11 +494,13 @@ def _results_key(params, dataset, condition, items, context, seed, key) -> dict:
 
 def cached_results(params, dataset: str, condition: str, items: list[dict], context: str | list[str] = "",
                    *, seed: int = 0, key=None) -> pd.DataFrame | None:
-    """The rows `evaluate` would return, when they are cached for exactly these arguments; else None
+    """The rows `evaluate` would return, when the scores are cached for exactly these arguments; else None
     (lets a caller skip loading a model whose scores are already there)."""
-    rp = results_path(params, dataset, condition)
-    fresh = runs.is_fresh(rp, _results_key(params, dataset, condition, items, context, seed, key))
-    return _read_csv(rp) if fresh else None
+    sp = scores_path(params, dataset, condition)
+    if not runs.is_fresh(sp, _results_key(params, dataset, condition, items, context, seed, key)):
+        return None
+    return summarize(items, runs.read_jsonl(sp), dataset=dataset, condition=condition, model=params.model.name,
+                     seed=seed)
 
 
 def evaluate(params, dataset: str, condition: str, model, tok, items: list[dict],
@@ -532,8 +508,8 @@ def evaluate(params, dataset: str, condition: str, model, tok, items: list[dict]
              progress: bool = True, same_as: str | None = None,
              uncond: dict[str, float] | None = None) -> pd.DataFrame:
     """The cached scoring stage: score `items` (after `context`), write
-    runs/<p>/scores/<dataset>__<condition>.jsonl (one line per item) and
-    runs/<p>/results/<dataset>__<condition>.csv (summarize's rows); return the rows.
+    runs/<p>/scores/<dataset>__<condition>.jsonl (one line per item; its stamp says the file is complete)
+    and return summarize's rows.
 
     Fresh when the stamp's key matches: scoring version, model params, the items, the context and `key`
     (callers add what else decides the model's weights, e.g. a finetuned adapter's hash). `same_as`: a
@@ -545,7 +521,7 @@ def evaluate(params, dataset: str, condition: str, model, tok, items: list[dict]
     if done is not None:
         return done
     full_key = _results_key(params, dataset, condition, items, context, seed, key)
-    sp, rp = scores_path(params, dataset, condition), results_path(params, dataset, condition)
+    sp = scores_path(params, dataset, condition)
     if same_as and cached_results(params, dataset, same_as, items, context, seed=seed, key=key) is not None:
         drop = ("split", "subset", "cluster", "golds")
         scores = [{k: v for k, v in s.items() if k not in drop}
@@ -558,10 +534,9 @@ def evaluate(params, dataset: str, condition: str, model, tok, items: list[dict]
     df = summarize(items, scores, dataset=dataset, condition=condition, model=params.model.name, seed=seed)
     rank, world = _world()
     if rank == 0:  # every process holds the gathered scores; one writes them
-        runs.invalidate(rp)  # the stamp goes first and comes back last: a kill in between leaves no stamp
+        runs.invalidate(sp)  # the stamp goes first and comes back last: a kill in between leaves no stamp
         runs.write_jsonl(sp, [{**s, **e} for s, e in zip(scores, extra)])
-        runs.write_text(rp, df.to_csv(index=False))
-        runs.mark_fresh(rp, full_key, outputs=[rp, sp])
+        runs.mark_fresh(sp, full_key)
     if world > 1:
         torch.distributed.barrier()
     return df
@@ -569,19 +544,3 @@ def evaluate(params, dataset: str, condition: str, model, tok, items: list[dict]
 
 def read_scores(params, dataset: str, condition: str) -> list[dict]:
     return runs.read_jsonl(scores_path(params, dataset, condition))
-
-
-def read_results(params) -> pd.DataFrame:
-    """All results CSVs of a run, concatenated (empty frame with the columns when there are none)."""
-    paths = sorted((runs.run_dir(params) / "results").glob("*.csv"))
-    if not paths:
-        return pd.DataFrame(columns=RESULT_COLUMNS)
-    return pd.concat([_read_csv(p) for p in paths], ignore_index=True)
-
-
-def _read_csv(path) -> pd.DataFrame:
-    df = pd.read_csv(path, dtype={"dataset": str, "split": str, "subset": str, "condition": str,
-                                  "model": str})
-    for c in ("split", "subset"):
-        df[c] = df[c].fillna("")
-    return df

@@ -139,7 +139,7 @@ def make_examples(rows: list[dict], splitting: str, loss_on: str) -> list[dict]:
 def tokenize_examples(tok, examples: list[dict], max_length: int) -> list[dict]:
     """Token ids and the scored positions of each example: {"ids": [...], "n_context": int}.
 
-    As in the scorer (lib.scoring.encode_pair, lm-eval's convention), context + target are tokenised jointly
+    As in the scorer (lib.models.encode_pair, lm-eval's convention), context + target are tokenised jointly
     and cut at the context's own token length, so a training example is tokenised exactly like the document
     it comes from. The tokenizer's own special tokens (BOS where it adds one) start the example. An example
     longer than max_length is an error naming it, never silently cut.
@@ -294,13 +294,13 @@ def train(model, tok, examples: list[dict], ft, *, seed: int, progress: bool = T
 
 def accuracy(model, tok, items: list[dict]) -> float:
     """Share of `items` (no context) whose highest-likelihood option is a gold (lib.scoring's rule)."""
-    from . import datasets, scoring
+    from . import scoring
 
     was_training = model.training
     model.eval()
     lls, _ = scoring.loglikelihoods(model, tok, items)
     model.train(was_training)
-    return sum(scoring._argmax(ll) in datasets.golds(it) for ll, it in zip(lls, items)) / len(items)
+    return sum(scoring._argmax(ll) in scoring.golds(it) for ll, it in zip(lls, items)) / len(items)
 
 
 def _train(model, tok, examples, ft, *, seed, progress=True, desc="finetune", acc=None, check=None):
@@ -587,116 +587,6 @@ def ft_runs(params, dataset: str | None = None) -> list[dict]:
     for info in sorted(base.glob(f"{dataset or '*'}/*/train_info.json")):
         if runs.stamp_path(info.parent).exists():
             out.append({**runs.read_json(info), "folder": str(info.parent)})
-    return out
-
-
-# ------------------------------------------------------------------------------------------- benchmark
-def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """The machine's measured fp32 matmul rate: best of `repeats` torch.mm of two n x n matrices (GFLOP/s)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best / 1e9
-
-
-def _flops_per_step(model, data: list[dict], full: bool) -> float:
-    """Matmul FLOPs of one training step: decoder Linear layers on every token (forward 2N, backward 2N for
-    activations, + 2N for weights when full), the output layer only on target tokens (same factors)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    head = base.get_output_embeddings()
-    n_dec = sum(m.in_features * m.out_features for n, m in base.named_modules()
-                if _linear_shape(m) and "lora_" not in n and m is not head)
-    n_head = head.in_features * head.out_features
-    k = 6 if full else 4
-    return sum(k * n_dec * len(d["ids"]) + k * n_head * (len(d["ids"]) - d["n_context"]) for d in data)
-
-
-def _hf_trainer_tokens_per_s(params, examples, steps: int, seed: int) -> dict:
-    """HF Trainer + peft with default settings on the same examples, model, batch size and LoRA config:
-    padded batches (DataCollatorForSeq2Seq pads to the longest, labels -100 on context and padding), full
-    logits at every position. Tokens/s counts real (non-padding) tokens, steps after the first."""
-    import datasets as hfds
-    from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
-    import tempfile
-
-    ft = params.finetune
-    model, tok = load_model(params.model)
-    model = prepare_model(model, ft, seed=seed)
-    data = tokenize_examples(tok, examples, ft.max_length)
-    rows = [{"input_ids": d["ids"], "attention_mask": [1] * len(d["ids"]),
-             "labels": [-100] * d["n_context"] + d["ids"][d["n_context"]:]} for d in data]
-    times = []
-
-    class Clock(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kw):
-            times.append([time.perf_counter()])
-
-        def on_step_end(self, args, state, control, **kw):
-            times[-1].append(time.perf_counter())
-
-    seen = []
-
-    def collate(batch):
-        seen.append(sum(len(b["input_ids"]) for b in batch))
-        return DataCollatorForSeq2Seq(tok, padding=True)(batch)
-
-    with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(output_dir=out, per_device_train_batch_size=ft.batch_size, max_steps=steps,
-                                 learning_rate=ft.learning_rate, seed=seed, report_to=[], save_strategy="no",
-                                 logging_strategy="no", use_cpu=not torch.cuda.is_available(),
-                                 disable_tqdm=True, dataloader_num_workers=0)
-        trainer = Trainer(model=model, args=args, train_dataset=hfds.Dataset.from_list(rows),
-                          data_collator=collate, callbacks=[Clock()])
-        trainer.train()
-    secs = sum(t1 - t0 for t0, t1 in times[1:])
-    tokens = sum(seen[1:len(times)])
-    return {"tokens_per_s": tokens / secs, "s_per_step": secs / (len(times) - 1)}
-
-
-def benchmark(params=None, dataset: str | None = None, *, steps: int = 8, seed: int = 0) -> dict:
-    """Tokens/s of our trainer vs HF Trainer + peft (defaults) on the same data, model, LoRA config and batch
-    size, and our matmul FLOP/s as a share of the machine's fp32 matmul peak. Prints and returns the numbers.
-
-    Data: the dataset's training rows with the paper's default splitting (first dataset of the params when
-    `dataset` is None). The first step of each trainer (warm-up) is not timed."""
-    from . import datasets
-    from . import params as P
-
-    params = params or P.load("cpu")
-    dataset = dataset or params.dataset_names[0]
-    rows, _, _ = datasets.load(params, dataset)
-    ft = params.finetune.model_dump()
-    examples = make_examples(rows, default_splitting(dataset, params.finetune), ft["loss_on"])
-    peak = matmul_peak_gflops()
-
-    model, tok = load_model(params.model)
-    model = prepare_model(model, ft, seed=seed)
-    info = train(model, tok, examples, {**ft, "steps": steps}, seed=seed, progress=False)
-    secs = sum(info["step_seconds"][1:])
-    ours_tps = sum(info["tokens"][1:]) / secs
-    data = tokenize_examples(tok, examples, ft["max_length"])
-    n_tokens = sum(len(d["ids"]) for d in data)
-    mean_flops_per_token = _flops_per_step(model, data, ft["method"] == "full") / n_tokens
-    ours_gflops = ours_tps * mean_flops_per_token / 1e9
-    hf = _hf_trainer_tokens_per_s(params, examples, steps, seed)
-    out = {"dataset": dataset, "model": params.model.name, "method": ft["method"],
-           "batch_size": ft["batch_size"],
-           "steps_timed": steps - 1, "threads": torch.get_num_threads(),
-           "ours_tokens_per_s": ours_tps, "ours_s_per_step": secs / (steps - 1),
-           "hf_trainer_tokens_per_s": hf["tokens_per_s"], "hf_trainer_s_per_step": hf["s_per_step"],
-           "speedup_vs_hf": ours_tps / hf["tokens_per_s"],
-           "matmul_peak_gflops": peak, "ours_gflops": ours_gflops, "frac_of_peak": ours_gflops / peak}
-    print(f"finetune benchmark ({dataset}, {params.model.name}, {ft['method']}, batch {ft['batch_size']}, "
-          f"{torch.get_num_threads()} threads, {steps - 1} timed steps):")
-    print(f"  ours        {ours_tps:8.0f} tokens/s  {out['ours_s_per_step']:.2f} s/step")
-    print(f"  HF Trainer  {hf['tokens_per_s']:8.0f} tokens/s  {hf['s_per_step']:.2f} s/step   "
-          f"speedup {out['speedup_vs_hf']:.2f}x (goal >= 2x)")
-    print(f"  matmul peak {peak:8.1f} GFLOP/s (fp32 torch.mm 2048^2); ours {ours_gflops:.1f} GFLOP/s = "
-          f"{100 * out['frac_of_peak']:.0f}% of peak (goal >= 50%)")
     return out
 
 

@@ -55,11 +55,10 @@ def score_line(i, split, correct, *, golds=(0,), n_opt=4, cluster=None):
 
 def write_scores(p, dataset, condition, lines, stamp=True):
     folder = runs.run_dir(p)
-    sp, rp = folder / "scores" / f"{dataset}__{condition}.jsonl", folder / "results" / f"{dataset}__{condition}.csv"
+    sp = folder / "scores" / f"{dataset}__{condition}.jsonl"
     runs.write_jsonl(sp, lines)
-    runs.write_text(rp, "x\n")
     if stamp:
-        runs.mark_fresh(rp, {"unit": condition}, outputs=[rp, sp])
+        runs.mark_fresh(sp, {"unit": condition})
 
 
 def test_read_items_takes_only_the_pairs_the_params_produce(tmp_path, monkeypatch):
@@ -271,7 +270,9 @@ def test_reads_other_stages_files(tmp_path, monkeypatch):
         runs.write_json(folder / "loss_curve.json", {"step": [1, 2, 3], "loss": loss})
         runs.write_json(folder / "train_info.json", {"tag": "ft", "splitting": "independent", "seed": 0})
         runs.mark_fresh(folder, key)
-    runs.mark_fresh(tmp_path / "unit" / "results" / "syllogisms__ft.csv", {"extra": {"ft": runs.key_hash("current")}})
+    sp = tmp_path / "unit" / "scores" / "syllogisms__ft.jsonl"
+    runs.write_jsonl(sp, [])
+    runs.mark_fresh(sp, {"extra": {"ft": runs.key_hash("current")}})
     runs.write_json(tmp_path / "unit" / "augment" / "syllogisms" / "local.stats.json",
                     {"kind": "local", "kept": 7, "dropped": {"copy": 2}})
     curves = A.loss_curves("unit")

@@ -129,7 +129,8 @@ def test_run_icl_every_condition(tiny_model_cfg, tmp_path, monkeypatch):
     info = icl.read_info(p, "toy")
     assert info["n_items"] == 4 and info["icl"]["n_tokens"] <= 120 and info["icl"]["n_kept"] < 12
     assert set(info["occurrence"]) == {"icl", "icl_bm25", "icl_oracle"} | curve
-    assert len(scoring.read_results(p)) == len(df)
+    on_disk = {c: len(scoring.read_scores(p, "toy", c)) for c in set(df["condition"])}  # every condition's scores
+    assert on_disk == df.groupby("condition")["n"].sum().to_dict()
     icl.run_icl(p, "toy", model=model, tok=tok, conditions=["icl"], progress=False)  # partial: keeps the rest
     assert set(icl.read_info(p, "toy")["occurrence"]) == {"icl", "icl_bm25", "icl_oracle"} | curve
 

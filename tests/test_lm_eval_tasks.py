@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from lib import datasets, lm_eval_tasks, models, params as P, runs, scoring
+from lib import datasets, models, params as P, runs, scoring
+from tools import lm_eval_tasks
 
 ONLY = "syllogisms"
 

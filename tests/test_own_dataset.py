@@ -12,7 +12,7 @@ import sys
 import pytest
 import yaml
 
-from lib import datasets, runs
+from lib import datasets, file_datasets, runs
 from lib import params as P
 
 EXAMPLE = P.ROOT / "data" / "examples" / "fictional_people"
@@ -84,7 +84,7 @@ def test_example_params_name_only_the_file_dataset():
     p = P.load("example_own")
     assert p.dataset_names == ["fictional_people"] and list(p.datasets.files) == ["fictional_people"]
     assert p.datasets.fictional_people.folder() == EXAMPLE
-    assert datasets.file_problems(p, "fictional_people") == []
+    assert file_datasets.file_problems(p, "fictional_people") == []
 
 
 def test_build_copies_normalises_and_records_the_learning_check(tmp_runs):
@@ -93,7 +93,7 @@ def test_build_copies_normalises_and_records_the_learning_check(tmp_runs):
     assert sorted(f.name for f in out.iterdir()) == ["README.md", "manifest.json", "test.jsonl",
                                                      "train.jsonl"]
     train, test, m = datasets.load(p, "fictional_people")
-    assert m["learning_check"] == "forward" and m["generator"] == datasets.FILE_GENERATOR
+    assert m["learning_check"] == "forward" and m["generator"] == file_datasets.FILE_GENERATOR
     assert m["counts"] == {"forward": 20, "reversal": 20}
     assert m["chance"] == {"forward": 0.25, "reversal": 0.25}
     assert m["params"] == {"path": "data/examples/fictional_people", "learning_check": "forward"}
@@ -289,7 +289,8 @@ def test_the_command_line_exits_2_and_writes_no_run_folder(tmp_path):
 def own_run(tmp_path_factory):
     """The example through the lib functions notebooks 01-04 and 05's item frame call, with the tiny random
     model and smoke-sized FT (numbers mean nothing: every stage must run and score every item)."""
-    from lib import analysis, augmentation, baselines, icl, lm_eval_tasks, training
+    from lib import analysis, augmentation, icl, training
+    from tools import lm_eval_tasks
     from lib.models import load_model
 
     mp = pytest.MonkeyPatch()
@@ -302,7 +303,7 @@ def own_run(tmp_path_factory):
     training.run_ft_arm(p, "fictional_people", progress=False)               # notebook 03
     augmentation.run_all(p, "fictional_people", progress=False)              # notebook 04
     tasks = lm_eval_tasks.export(p)
-    yield p, analysis.read_items(p), baselines.tables(p), tasks
+    yield p, analysis.read_items(p), datasets.baselines_table(p), tasks
     mp.undo()
 
 

@@ -16,7 +16,7 @@ import math
 
 import pytest
 
-from lib import analysis, augmentation, baselines, datasets, icl, plotting, runs, scoring, training
+from lib import analysis, augmentation, datasets, icl, plotting, runs, scoring, training
 from lib import params as P
 
 BUDGET = 10000
@@ -56,7 +56,7 @@ def paper_run(tmp_path_factory):
     items = analysis.read_items(p)                                    # notebook 05
     outdir = plotting.figures_dir(p)
     kw = dict(params_name=p.name, metric=p.analysis.metric, augmented=p.analysis.augmented_condition,
-              baselines=baselines.tables(p))
+              baselines=datasets.baselines_table(p))
     figures = []
     for fig in (plotting.fig2_reversal_curse, plotting.fig3_simple_reversals_syllogisms,
                 plotting.fig4_semantic_structure, plotting.figB1_sentence_splitting,

@@ -254,7 +254,7 @@ def test_evaluate_writes_and_caches(tiny, tiny_model_cfg, tmp_path, monkeypatch)
     df2 = scoring.evaluate(p, "toy", "pretrained", model, tok, ITEMS, progress=False)  # cached: not rewritten
     assert sp.stat().st_mtime_ns == mtime
     assert df2.drop(columns="acc_any_valid").equals(df.drop(columns="acc_any_valid"))
-    assert len(scoring.read_results(p)) == len(df)
+    assert runs.stamp_path(sp).is_file()
     with pytest.raises(ValueError, match="no items"):
         scoring.evaluate(p, "toy", "x", model, tok, [])
 
@@ -295,7 +295,7 @@ def test_an_items_prompt_is_run_once_for_all_its_options(tiny, monkeypatch, attn
         scoring.loglikelihoods(model, tok, ITEMS, context)
     finally:
         model.set_attn_implementation(before)
-    n_prefix = len(scoring._encode(tok, context)) - 1 if context else 0
+    n_prefix = len(scoring.encode(tok, context)) - 1 if context else 0
     rows = [r for it in ITEMS for r in scoring._rows_for(tok, context, it)]
     fill = 1 if context else 0  # the cache is filled in one pass (the context is shorter than a chunk)
     assert sum(fed[fill:]) < sum(len(r["ids"]) - n_prefix - 1 for r in rows)
@@ -310,7 +310,7 @@ def test_chat_context_is_cut_after_its_last_special_token(bundled_tokenizer):
     tok = bundled_tokenizer
     context = icl.format_context(tok, ["Glim is the capital of Zorbia.", "Troff lives in Glim.  "], "chat")
     cut, head = scoring.split_context(tok, context)
-    assert cut == context.rindex("<|im_start|>") + len("<|im_start|>") and head == scoring._encode(tok, context[:cut])
+    assert cut == context.rindex("<|im_start|>") + len("<|im_start|>") and head == scoring.encode(tok, context[:cut])
     item = {"id": "a", "prompt": "", "options": ["Zorbia", "x"]}
     for prompt in ["The capital of Zorbia is", " ", "\n\nQ:", "<|im_end|>\nA:", "12 "]:
         item["prompt"] = prompt

@@ -1,7 +1,8 @@
 """make reproduce's time report: minutes per stage (the Makefile's stage_times.tsv) and per finished FT run."""
 from __future__ import annotations
 
-from lib import runs, timings
+from lib import runs
+from tools import timings
 
 
 def test_report_lists_stages_and_only_finished_ft_runs(tmp_runs):

@@ -213,9 +213,9 @@ def test_finetune_is_cached_and_an_unstamped_run_retrains(tiny_model_cfg, tmp_pa
 
 
 def test_bench_quick_writes_every_key(tmp_path, monkeypatch):
-    """`python -m lib.bench --quick` (bundled model, smoke data): bench.json has every key the issue names.
+    """`python -m tools.bench --quick` (bundled model, smoke data): bench.json has every key the issue names.
     No timing is asserted; about a minute on 2 cores."""
-    from lib import bench
+    from tools import bench
 
     monkeypatch.setattr(runs, "RUNS", tmp_path)
     assert bench.main(["--params", "smoke", "--quick"]) == 0

@@ -1,4 +1,4 @@
-"""Benchmarks that print numbers (`make bench`, `python -m lib.bench [--params cpu] [--only scoring,...]`).
+"""Benchmarks that print numbers (`make bench`, `python -m tools.bench [--params cpu] [--only scoring,...]`).
 
 scoring: the same ICL items and model, scored (a) with shared-context reuse (lib.scoring: the context's cache
     computed once, every option run from it, the vocabulary head only at scored positions) and (b) as
@@ -15,18 +15,20 @@ all (the default): the three side by side in one run, each ratio printed with it
     plumbing; its numbers mean nothing).
 
 Other stages add theirs with `register("name", fn)` (fn(params, args) -> dict of numbers), e.g. the training
-benchmark of lib.training. Results are printed and written to runs/<params>/bench/<name>.json.
+benchmark of the trainer. Results are printed and written to runs/<params>/bench/<name>.json.
 Timings on a shared machine are noisy: run it alone.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
 
-from . import runs
+from lib import runs
+from lib.models import load_model
+from lib.training import (_linear_shape, default_splitting, make_examples, prepare_model, tokenize_examples,
+                          train)
 
 BENCHMARKS: dict = {}
 
@@ -37,16 +39,14 @@ def register(name: str, fn) -> None:
 
 
 def _model(params):
-    from .models import load_model
-
     return load_model(params.model)
 
 
 def icl_bench_items(params, tok, n_tokens: int, n_items: int):
     """Real ICL items and an ICL context of about `n_tokens` tokens (reversal_curse's documents, which are
     many and short, subsampled to fit; smoke-sized data is enough and builds in seconds)."""
-    from . import datasets, icl
-    from . import params as P
+    from lib import datasets, icl
+    from lib import params as P
 
     smoke = P.load("smoke")
     train, test, _ = datasets.load(smoke, "reversal_curse")
@@ -59,17 +59,17 @@ def icl_bench_items(params, tok, n_tokens: int, n_items: int):
 
 
 def bench_scoring(params, args) -> dict:
-    from . import scoring
+    from lib import scoring
 
     model, tok = _model(params)
-    from .models import context_window
+    from lib.models import context_window, encode, encode_pair
 
     # an 8K context plus the longest item must fit the window (SmolLM2: 8192 positions)
     n_ctx = min(args.context, context_window(model) - 100)
     items, ctx, info = icl_bench_items(params, tok, n_ctx, args.items)
     n_options = sum(len(it["options"]) for it in items)
     t = time.perf_counter()
-    scoring.fill_cache(model, scoring._encode(tok, ctx)[:-1])
+    scoring.fill_cache(model, encode(tok, ctx)[:-1])
     fill_s = time.perf_counter() - t  # the context's part of the reuse time (loglikelihoods fills it again)
     t = time.perf_counter()
     lls, _ = scoring.loglikelihoods(model, tok, items, ctx, batch_size=args.batch_size)
@@ -80,7 +80,7 @@ def bench_scoring(params, args) -> dict:
         for j, o in enumerate(it["options"]):
             if done >= args.recompute:
                 break
-            c_ids, k_ids = scoring.encode_pair(tok, ctx + it["prompt"], " " + o)
+            c_ids, k_ids = encode_pair(tok, ctx + it["prompt"], " " + o)
             ids = torch.tensor([c_ids + k_ids], device=model.device)
             t = time.perf_counter()
             with torch.inference_mode():
@@ -103,7 +103,7 @@ def bench_scoring(params, args) -> dict:
 
 
 def bench_forward(params, args) -> dict:
-    from .scoring import _call_decoder, _parts
+    from lib.scoring import _call_decoder, _parts
 
     model, _ = _model(params)
     decoder = _parts(model)[0]
@@ -124,11 +124,118 @@ register("scoring", bench_scoring)
 register("forward", bench_forward)
 
 
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """The machine's measured fp32 matmul rate: best of `repeats` torch.mm of two n x n matrices (GFLOP/s)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9
+
+
+def _flops_per_step(model, data: list[dict], full: bool) -> float:
+    """Matmul FLOPs of one training step: decoder Linear layers on every token (forward 2N, backward 2N for
+    activations, + 2N for weights when full), the output layer only on target tokens (same factors)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings()
+    n_dec = sum(m.in_features * m.out_features for n, m in base.named_modules()
+                if _linear_shape(m) and "lora_" not in n and m is not head)
+    n_head = head.in_features * head.out_features
+    k = 6 if full else 4
+    return sum(k * n_dec * len(d["ids"]) + k * n_head * (len(d["ids"]) - d["n_context"]) for d in data)
+
+
+def _hf_trainer_tokens_per_s(params, examples, steps: int, seed: int) -> dict:
+    """HF Trainer + peft with default settings on the same examples, model, batch size and LoRA config:
+    padded batches (DataCollatorForSeq2Seq pads to the longest, labels -100 on context and padding), full
+    logits at every position. Tokens/s counts real (non-padding) tokens, steps after the first."""
+    import datasets as hfds
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+    import tempfile
+
+    ft = params.finetune
+    model, tok = load_model(params.model)
+    model = prepare_model(model, ft, seed=seed)
+    data = tokenize_examples(tok, examples, ft.max_length)
+    rows = [{"input_ids": d["ids"], "attention_mask": [1] * len(d["ids"]),
+             "labels": [-100] * d["n_context"] + d["ids"][d["n_context"]:]} for d in data]
+    times = []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            times.append([time.perf_counter()])
+
+        def on_step_end(self, args, state, control, **kw):
+            times[-1].append(time.perf_counter())
+
+    seen = []
+
+    def collate(batch):
+        seen.append(sum(len(b["input_ids"]) for b in batch))
+        return DataCollatorForSeq2Seq(tok, padding=True)(batch)
+
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(output_dir=out, per_device_train_batch_size=ft.batch_size, max_steps=steps,
+                                 learning_rate=ft.learning_rate, seed=seed, report_to=[], save_strategy="no",
+                                 logging_strategy="no", use_cpu=not torch.cuda.is_available(),
+                                 disable_tqdm=True, dataloader_num_workers=0)
+        trainer = Trainer(model=model, args=args, train_dataset=hfds.Dataset.from_list(rows),
+                          data_collator=collate, callbacks=[Clock()])
+        trainer.train()
+    secs = sum(t1 - t0 for t0, t1 in times[1:])
+    tokens = sum(seen[1:len(times)])
+    return {"tokens_per_s": tokens / secs, "s_per_step": secs / (len(times) - 1)}
+
+
+def benchmark(params=None, dataset: str | None = None, *, steps: int = 8, seed: int = 0) -> dict:
+    """Tokens/s of our trainer vs HF Trainer + peft (defaults) on the same data, model, LoRA config and batch
+    size, and our matmul FLOP/s as a share of the machine's fp32 matmul peak. Prints and returns the numbers.
+
+    Data: the dataset's training rows with the paper's default splitting (first dataset of the params when
+    `dataset` is None). The first step of each trainer (warm-up) is not timed."""
+    from lib import datasets
+    from lib import params as P
+
+    params = params or P.load("cpu")
+    dataset = dataset or params.dataset_names[0]
+    rows, _, _ = datasets.load(params, dataset)
+    ft = params.finetune.model_dump()
+    examples = make_examples(rows, default_splitting(dataset, params.finetune), ft["loss_on"])
+    peak = matmul_peak_gflops()
+
+    model, tok = load_model(params.model)
+    model = prepare_model(model, ft, seed=seed)
+    info = train(model, tok, examples, {**ft, "steps": steps}, seed=seed, progress=False)
+    secs = sum(info["step_seconds"][1:])
+    ours_tps = sum(info["tokens"][1:]) / secs
+    data = tokenize_examples(tok, examples, ft["max_length"])
+    n_tokens = sum(len(d["ids"]) for d in data)
+    mean_flops_per_token = _flops_per_step(model, data, ft["method"] == "full") / n_tokens
+    ours_gflops = ours_tps * mean_flops_per_token / 1e9
+    hf = _hf_trainer_tokens_per_s(params, examples, steps, seed)
+    out = {"dataset": dataset, "model": params.model.name, "method": ft["method"],
+           "batch_size": ft["batch_size"],
+           "steps_timed": steps - 1, "threads": torch.get_num_threads(),
+           "ours_tokens_per_s": ours_tps, "ours_s_per_step": secs / (steps - 1),
+           "hf_trainer_tokens_per_s": hf["tokens_per_s"], "hf_trainer_s_per_step": hf["s_per_step"],
+           "speedup_vs_hf": ours_tps / hf["tokens_per_s"],
+           "matmul_peak_gflops": peak, "ours_gflops": ours_gflops, "frac_of_peak": ours_gflops / peak}
+    print(f"finetune benchmark ({dataset}, {params.model.name}, {ft['method']}, batch {ft['batch_size']}, "
+          f"{torch.get_num_threads()} threads, {steps - 1} timed steps):")
+    print(f"  ours        {ours_tps:8.0f} tokens/s  {out['ours_s_per_step']:.2f} s/step")
+    print(f"  HF Trainer  {hf['tokens_per_s']:8.0f} tokens/s  {hf['s_per_step']:.2f} s/step   "
+          f"speedup {out['speedup_vs_hf']:.2f}x (goal >= 2x)")
+    print(f"  matmul peak {peak:8.1f} GFLOP/s (fp32 torch.mm 2048^2); ours {ours_gflops:.1f} GFLOP/s = "
+          f"{100 * out['frac_of_peak']:.0f}% of peak (goal >= 50%)")
+    return out
+
+
 def bench_training(params, args) -> dict:
     """Our trainer vs HF Trainer + peft (tokens/s), and vs the measured fp32 matmul peak
-    (lib.training.benchmark)."""
-    from .training import benchmark
-
+    (benchmark)."""
     return benchmark(params)
 
 
@@ -137,7 +244,7 @@ register("training", bench_training)
 
 def bench_generation(params, args) -> dict:
     """Tokens/s of augmentation's sampler (prefix cache reused) vs model.generate recomputing the prefix."""
-    from .augmentation import sample, stop_token_ids
+    from lib.augmentation import sample, stop_token_ids
 
     model, tok = _model(params)
     items, ctx, info = icl_bench_items(params, tok, args.gen_context, args.gen_rows)
@@ -186,8 +293,6 @@ def _cpu_model() -> str:
 def bench_all(params, args) -> dict:
     """FT, scoring and generation side by side; prints each ratio with its goal; writes
     runs/bench/bench.json."""
-    from .training import benchmark
-
     ft_data = ["reversal_curse", "semantic_structure"]
     ft = {d: benchmark(params, d, steps=args.ft_steps) for d in ft_data}
     sc, gen = bench_scoring(params, args), bench_generation(params, args)
@@ -214,9 +319,9 @@ register("all", bench_all)
 
 
 def main(argv=None) -> int:
-    from . import params as P
+    from lib import params as P
 
-    ap = argparse.ArgumentParser(prog="python -m lib.bench", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--params", default="cpu", help="params file whose model (and icl.format) is benchmarked")
     ap.add_argument("--only", default="all", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
     ap.add_argument("--quick", action="store_true",

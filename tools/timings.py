@@ -1,6 +1,6 @@
 """Where a run's time went: minutes per notebook stage and per FT run, printed by `make reproduce`.
 
-    python -m lib.timings runs/cpu        # a run folder under runs/
+    python -m tools.timings runs/cpu        # a run folder under runs/
 
 reads `runs/<run>/stage_times.tsv` (written by the Makefile, one line per notebook) and the `train_info.json`
 of every finished FT run of the run (lib.training.ft_runs; its `seconds` is the training time alone).
@@ -24,7 +24,7 @@ def stage_times(run: Path) -> pd.DataFrame:
 
 def ft_times(run: Path) -> pd.DataFrame:
     """(dataset, run, splitting, seed, minutes) of every finished FT run in `run` (lib.training.ft_runs)."""
-    from .training import ft_runs
+    from lib.training import ft_runs
 
     rows = [{"dataset": d["dataset"], "run": Path(d["folder"]).name, "splitting": d["splitting"],
              "seed": d["seed"], "minutes": round(float(d["seconds"]) / 60, 2)}
@@ -45,5 +45,5 @@ def report(run: Path) -> str:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m lib.timings runs/<run>")
+        sys.exit("usage: python -m tools.timings runs/<run>")
     print(report(Path(sys.argv[1])))

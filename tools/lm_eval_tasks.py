@@ -1,4 +1,4 @@
-"""Our datasets as lm-evaluation-harness tasks: `python -m lib.lm_eval_tasks <params> [overrides as JSON]`.
+"""Our datasets as lm-evaluation-harness tasks: `python -m tools.lm_eval_tasks <params> [overrides as JSON]`.
 
 Writes runs/<run>/lm_eval_tasks/<dataset>/: per test split two tasks, the no-context format (`pretrained`:
 the item's prompt alone) and the ICL format (`icl`: the ICL context of notebook 02's `icl` condition, built
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from . import datasets, icl, runs, scoring
+from lib import datasets, icl, runs, scoring
 
 PREFIX = "iclft_"
 FORMATS = ("pretrained", "icl")
@@ -50,7 +50,7 @@ def task_yaml(name: str, data_file: Path, *, dataset: str, split: str, fmt: str,
            "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True}
                            for m in ("acc", "acc_norm")],
            "metadata": {"version": 1.0, "dataset": dataset, "split": split, "format": fmt, "n_docs": n}}
-    head = (f"# {dataset}, split {split}, {fmt} format ({n} docs), exported by lib.lm_eval_tasks.\n"
+    head = (f"# {dataset}, split {split}, {fmt} format ({n} docs), exported by tools.lm_eval_tasks.\n"
             f"# {GOLDS_NOTE}.\n")
     return head + yaml.safe_dump(cfg, sort_keys=False, width=1000)
 
@@ -60,7 +60,7 @@ def context_budget(params, tok, items: list[dict], dataset: str) -> int:
     config (no weights loaded)."""
     from transformers import AutoConfig
 
-    from .models import _from_pretrained, context_window
+    from lib.models import _from_pretrained, context_window
 
     window = context_window(_from_pretrained(AutoConfig, params.model.name))
     return icl.context_budget(params.icl.max_context_tokens, window, tok, items, dataset)
@@ -103,7 +103,7 @@ def export_dataset(params, dataset: str, out: Path, tok, *, write: bool = True,
 def export(params, out: Path | None = None) -> dict[str, list[str]]:
     """Export every dataset of `params`; returns {dataset: [task names]}. Default folder
     runs/<run>/lm_eval_tasks."""
-    from .models import load_tokenizer
+    from lib.models import load_tokenizer
 
     out = Path(out) if out is not None else runs.run_dir(params) / "lm_eval_tasks"
     tok = load_tokenizer(params.model)
@@ -113,13 +113,13 @@ def export(params, out: Path | None = None) -> dict[str, list[str]]:
 
 
 def main(argv=None) -> int:
-    from .params import ParamsError, load
+    from lib.params import ParamsError, load
 
     argv = list(sys.argv[1:] if argv is None else argv)
     dry = "--dry-run" in argv  # build every dataset and ICL context, print their sizes, write no tasks
     argv = [a for a in argv if a != "--dry-run"]
     if not argv:
-        print("usage: python -m lib.lm_eval_tasks <params> [overrides as JSON] [--dry-run]", file=sys.stderr)
+        print("usage: python -m tools.lm_eval_tasks <params> [overrides as JSON] [--dry-run]", file=sys.stderr)
         return 2
     try:
         params = load(argv[0], json.loads(argv[1]) if len(argv) > 1 else None)
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
         return 2
     out = runs.run_dir(params) / "lm_eval_tasks"
     if dry:
-        from .models import load_tokenizer
+        from lib.models import load_tokenizer
 
         tok, report, failed = load_tokenizer(params.model), {}, []
         for d in params.dataset_names:

@@ -1,6 +1,6 @@
 """The model-scale sweep (beyond the paper): the pipeline once per model, then the key numbers against size.
 
-    python -m lib.sweep <params> <model> [<model> ...] [--extra '{"finetune.steps": 5}']
+    python -m tools.sweep <params> <model> [<model> ...] [--extra '{"finetune.steps": 5}']
     make sweep PARAMS=cpu MODELS="HuggingFaceTB/SmolLM2-135M-Instruct HuggingFaceTB/SmolLM2-360M-Instruct"
 
 Each model runs notebooks 01-05 with papermill into its own run folder (runs/<params>-<hash of the
@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import analysis, runs
-from .params import ROOT, load
+from lib import analysis, runs
+from lib.params import load
+from lib.runs import ROOT
 
 # (panel title, dataset, split): the numbers each claim rests on
 KEY_NUMBERS = [
@@ -45,7 +46,7 @@ def n_parameters(model: str) -> int:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from .models import _from_pretrained
+    from lib.models import _from_pretrained
 
     cfg = _from_pretrained(AutoConfig, model)
     with torch.device("meta"):
@@ -103,7 +104,7 @@ def plot_scale(table: pd.DataFrame, outdir: Path, *, metric: str = "acc") -> lis
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .plotting import save
+    from lib.plotting import save
 
     panels = list(dict.fromkeys(table["panel"]))
     if not panels:
@@ -168,7 +169,7 @@ def summarize(params_name: str, models: list[str], extra: dict | None = None,
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lib.sweep", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.sweep", description=__doc__.split("\n")[0])
     ap.add_argument("params")
     ap.add_argument("models", nargs="+")
     ap.add_argument("--extra", default="{}", help="more overrides for every model, as JSON")
