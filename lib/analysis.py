@@ -20,24 +20,8 @@ difference of correctness, so item difficulty shared by both arms cancels. A sam
 difference 0, or 0% / 100% correct) gets the variance of one pseudo-observation instead, so "0 of 30" never
 gives a zero-width interval.
 
-**Verdict rule** (alpha = 1 - `analysis.ci_level`; CI = estimate +- t_df(1 - alpha/2) * SE, df as in
-`estimate`; m = `analysis.margin`), per test:
-- "A improves on B" (and "above chance", "gap larger"): holds if CI > 0; does not hold if CI < m, i.e. an
-  improvement of m or more is excluded ("no improvement" when the CI lies within +-m, "B better" when CI < 0);
-  inconclusive otherwise. The second half is the equivalence (TOST) part: it decides exact ties like 0.00 vs
-  0.00.
-- "at chance": holds if the CI of acc - chance lies within +-m (TOST); does not hold if it excludes 0.
-- "near zero" / "near ceiling" / "at most chance + m": holds if the CI lies on the right side of the threshold
-  (m, 1 - m, chance + m), does not hold if it lies wholly on the wrong side.
-Each test also reports its one-sided p-values (p_holds, p_fails, compared with alpha/2), the minimum
-detectable difference at 80% power, MDD = (t_{1-alpha/2} + t_{0.8}) * SE (the distance from a decision
-threshold this n detects), and `n_to_decide`: the items (at the same items per cluster) at which the
-observed estimate, if true, would be decided with 80% power.
-
-**Multiplicity.** A claim (or part) made of several tests holds when every tested test holds: an
-intersection-union test, whose level is alpha/2 without adjustment. It does not hold when some test's
-p_fails, Holm-adjusted over all tested tests of the claim, is below alpha/2. "Often" parts (C6b) hold when at
-least half their tests hold after Holm adjustment of p_holds. Otherwise inconclusive.
+**The rule** (verdicts, multiplicity, gating, C1) is written once, in `RULES_MD` below, which notebook 05 prints
+and `write_claims` puts at the head of claims.md; `decide`, `combine` and `gate` implement it.
 
 **Learning checks and gating.** Each arm's accuracy on its dataset's learning-check split (`check_splits`)
 decides which sides of a test may be concluded (`gate`, stated in GATING_MD), and `transfer_table` reports
@@ -45,9 +29,6 @@ how much of what each arm learned carried over.
 
 **Your own datasets** (params `datasets.<name>: {path, learning_check}`) get a claim `own:<name>` of their
 own: per generalization split, ICL beats FT, augmented FT beats FT, augmented FT beats ICL, gated the same way.
-
-**C1** is one pooled equivalence test over every item of every split, plus a per-split check ("nofail") that
-no split is off chance after Holm.
 """
 from __future__ import annotations
 
@@ -280,7 +261,7 @@ def _p(side: str, est, se, thr, df):
 
 def decide(kind: str, est, se, df: int, *, margin: float, ci_level: float) -> dict:
     """The verdict of one test (vectorised over est / se arrays): {ci_lo, ci_hi, verdict, why, p_holds,
-    p_fails, mdd, se_to_decide}. See the module docstring for the rule."""
+    p_fails, mdd, se_to_decide}. The rule: RULES_MD."""
     if kind not in KINDS:
         raise ValueError(f"unknown test kind {kind!r} (known: {', '.join(KINDS)})")
     est, se = np.asarray(est, dtype=float), np.asarray(se, dtype=float)
@@ -657,7 +638,7 @@ def _test(items, kind, dss, sp, conds, metric, margin, ci_level):
 def claims_table(items: pd.DataFrame, *, metric: str = "acc", ci_level: float = 0.95, margin: float = 0.1,
                  augmented: str = "aug_both", learned_threshold: float = 0.0,
                  beside: str | None = None) -> pd.DataFrame:
-    """One row per test of a claim C1-C7, from the item-level frame (rules: module docstring).
+    """One row per test of a claim C1-C7, from the item-level frame (the rule: RULES_MD).
 
     Columns: model, claim, part, test, dataset, split, conditions, numbers, n, clusters, seeds, estimate, se,
     ci_lo, ci_hi, rule, verdict, why, p_holds, p_fails, p_fails_holm, mdd, n_to_decide, the same test's
