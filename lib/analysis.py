@@ -541,7 +541,8 @@ def _plan(augmented: str, splits: dict[str, list[str]], checks: dict[str, str] |
     rc_rev = [s for s in splits.get("reversal_curse", []) if s.startswith("reversal")] or ["reversal"]
     # C1: one pooled equivalence test over every item of every split (clustered by dataset and cluster), and
     # per split only a check that none is off chance after Holm (a per-split TOST needs ~4x the items)
-    plan = [("C1", "C1a", "all", "at_chance", ["*"], "*", ["pretrained"], "pretrained at chance, all items pooled")]
+    plan = [("C1", "C1a", "all", "at_chance", ["*"], "*", ["pretrained"],
+             "pretrained at chance, all items pooled")]
     plan += [("C1", "C1b", "nofail", "at_chance", [ds], sp, ["pretrained"], "no split off chance")
              for ds, sps in splits.items() for sp in sps]
     rc, sr, sem = ["reversal_curse"], ["simple_reversals"], ["semantic_structure"]
@@ -728,7 +729,8 @@ def combine(tests: pd.DataFrame, mode: str = "all", alpha2: float = 0.025) -> st
     """A claim part from its tests (rows with verdict, p_fails_holm, p_holds_holm): "all": holds when every
     tested test holds (intersection-union), does not hold when a Holm-adjusted p_fails < alpha/2;
     "often": holds when at least half the tested tests hold after Holm, does not hold when more than half
-    fail after Holm; "nofail": holds when no tested test fails after Holm (C1's per-split check). Otherwise inconclusive; "not tested" when no test was run."""
+    fail after Holm; "nofail": holds when no tested test fails after Holm (C1's per-split check).
+    Otherwise inconclusive; "not tested" when no test was run."""
     t = tests[~tests["verdict"].astype(str).str.startswith("not tested")]
     if t.empty:
         return "not tested"

@@ -207,7 +207,8 @@ def figB1_sentence_splitting(items, outdir, *, params_name, metric="acc", augmen
     """Appx. B.1/B.4: FT on whole documents vs split into sentences (independent / cumulative), same steps."""
     conds = ["ft_nosplit", "ft_split_independent", "ft_split_cumulative", "ft"]
     names = analysis.dataset_order(items["dataset"]) if len(items) else []
-    with_ablation = [d for d in names if items.loc[items["dataset"] == d, "condition"].isin(analysis.SPLITTING).any()]
+    with_ablation = [d for d in names
+                     if items.loc[items["dataset"] == d, "condition"].isin(analysis.SPLITTING).any()]
     return bar_figure(items, [(d, _splits(items, d)) for d in with_ablation], conds,
                       name="figB1_sentence_splitting", title="Appx. B.1 analogue: sentence splitting for FT",
                       outdir=outdir, params_name=params_name, metric=metric, baselines=baselines,
@@ -237,7 +238,8 @@ def figB5_derivatoids(items, outdir, *, params_name, metric="acc", augmented="au
 
 
 def _splits(items, dataset: str) -> list[str]:
-    return analysis.SPLITS.get(dataset) or analysis.split_order(dataset, items.loc[items["dataset"] == dataset, "split"])
+    present = items.loc[items["dataset"] == dataset, "split"]
+    return analysis.SPLITS.get(dataset) or analysis.split_order(dataset, present)
 
 
 def figO_own_datasets(items, outdir, *, params_name, metric="acc", augmented="aug_both", baselines=None):
