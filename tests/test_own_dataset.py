@@ -296,7 +296,7 @@ def own_run(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setattr(runs, "RUNS", tmp_path_factory.mktemp("own") / "runs")
     p = P.load("example_own", {"model.name": "tiny-random", "finetune.steps": 2, "finetune.warmup_steps": 0,
-                               "augment.max_new_tokens": 4})
+                               "finetune.recipes": {}, "icl.max_test_items": 4, "augment.max_new_tokens": 4})
     datasets.build_all(p)                                                     # notebook 01
     model, tok = load_model(p.model)
     icl.run_icl(p, "fictional_people", model=model, tok=tok, progress=False)  # notebook 02
