@@ -54,6 +54,7 @@ def _params_file(tmp_path, folder, learning_check="forward", **augment):
     raw["model"]["name"] = "tiny-random"
     raw["datasets"] = {"mine": {"path": str(folder), "learning_check": learning_check}}
     raw["finetune"]["splitting_ablation"] = []
+    raw["finetune"]["recipes"] = {}
     raw["augment"].update(augment)
     path = tmp_path / "own.yaml"
     path.write_text(yaml.safe_dump(raw))
