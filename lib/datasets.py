@@ -510,19 +510,22 @@ def read_file_dataset(params, name: str) -> tuple[list[dict], list[dict]]:
     return train, test
 
 
-def learning_check_split(name: str, manifest_or_params) -> str:
+def learning_check_split(name: str, manifest_or_params, splits=()) -> str | None:
     """The learning-check split of a dataset (the trained material asked as trained: was it learned?), for
     built-in datasets and datasets from files alike. `manifest_or_params`: the dataset's manifest (a dict:
     its `learning_check`, written since datasets from files exist) or the Params (a file dataset's
-    `learning_check`). A built-in dataset's is its one split in LEARNING_CHECK_SPLITS. Raises DatasetError
-    for a dataset that has none."""
+    `learning_check`). A built-in dataset's is its one split in LEARNING_CHECK_SPLITS; for another dataset
+    that names none (hand-made in a test), the first of `splits` (its items' splits) in LEARNING_CHECK_SPLITS,
+    or None when `splits` are given and none is. Without `splits`, raises DatasetError for a dataset that has
+    none."""
     src = manifest_or_params
     if isinstance(src, dict) and src.get("learning_check"):
         return src["learning_check"]
     if not isinstance(src, dict) and name in src.datasets.files:
         return src.datasets.files[name].learning_check
-    split = next((s for s in SPLITS.get(name, []) if s in LEARNING_CHECK_SPLITS), None)
-    if split is None:
+    known = SPLITS.get(name) or list(splits)
+    split = next((s for s in LEARNING_CHECK_SPLITS if s in known), None)
+    if split is None and not splits:
         raise DatasetError(f"dataset {name!r}: no learning-check split known (not a built-in dataset, and "
                            "neither its manifest nor the params name one)")
     return split

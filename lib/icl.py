@@ -31,7 +31,6 @@ import pandas as pd
 
 from . import runs, scoring
 from .baselines import golds, words  # the same word split as the shortcut baselines
-from .datasets import LEARNING_CHECK_SPLITS
 
 INSTRUCTION = "Use the information above to answer."
 DOC_SEP = "\n\n"
@@ -527,10 +526,7 @@ def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None,
             built[cond] = ctx
             frames.append(score(cond, curve_items, ctx))
         elif cond == "icl_fit":
-            try:
-                split = datasets.learning_check_split(dataset, manifest)
-            except datasets.DatasetError:  # a hand-made dataset whose manifest names none: a built-in name
-                split = next((s for s in LEARNING_CHECK_SPLITS if any(it["split"] == s for it in items)), None)
+            split = datasets.learning_check_split(dataset, manifest, {it["split"] for it in items})
             split = split if any(it["split"] == split for it in curve_items) else None
             sizes = list(cfg.curve_sizes) + [None]
             if split is None:  # no curve item of the learning-check split: the smallest context

@@ -519,9 +519,10 @@ def run_ft(params, dataset: str, condition: str, rows: list[dict], *, splitting:
 
 def check_items(params, dataset: str, items: list[dict]) -> list[dict]:
     """The items of the learning curve: a seeded subset (finetune.eval_items) of the learning-check split."""
-    from .datasets import LEARNING_CHECK_SPLITS
+    from .datasets import learning_check_split
 
-    pool = [it for it in items if it["split"] in LEARNING_CHECK_SPLITS]
+    split = learning_check_split(dataset, params, {it["split"] for it in items})
+    pool = [it for it in items if it["split"] == split]
     k = min(params.finetune.eval_items, len(pool))
     return sorted(random.Random(f"ft-check:{params.seed}:{dataset}").sample(pool, k), key=pool.index)
 

@@ -333,3 +333,13 @@ def test_baselines_and_lm_eval_tasks(own_run):
     assert set(table["dataset"]) == {"fictional_people"} and set(table["split"]) == {"forward", "reversal"}
     assert {"prior_option", "overlap_max", "cooccurrence"} <= set(table["baseline"])
     assert len(tasks["fictional_people"]) == 4  # 2 splits x (pretrained, icl)
+
+
+def test_learning_check_split_for_built_in_file_and_hand_made_datasets():
+    p = P.load("example_own")
+    assert datasets.learning_check_split("fictional_people", p) == "forward"
+    assert datasets.learning_check_split("syllogisms", {}) == "premise"
+    assert datasets.learning_check_split("toy", {}, {"reversal", "rephrase"}) == "rephrase"
+    assert datasets.learning_check_split("toy", {}, {"reversal"}) is None
+    with pytest.raises(datasets.DatasetError, match="no learning-check split known"):
+        datasets.learning_check_split("toy", {})
