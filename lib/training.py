@@ -315,15 +315,17 @@ def _train(model, tok, examples, ft, *, seed, progress=True, desc="finetune", ac
     data = tokenize_examples(tok, examples, ft["max_length"])
     torch.manual_seed(seed)
     order_rng = random.Random(f"ft-order:{seed}")
-    wrapped = acc.prepare(model)
-    params = [p for p in wrapped.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2],
                               "weight_decay": ft["weight_decay"]},
                              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
                             lr=ft["learning_rate"])
     sched = get_scheduler("cosine" if ft["schedule"] == "cosine" else "constant_with_warmup", opt,
                           num_warmup_steps=ft["warmup_steps"], num_training_steps=ft["steps"])
-    opt = acc.prepare(opt)  # the scheduler stays unprepared: accelerate's would step once per process
+    # Model and optimizer in one prepare: FSDP2 swaps the optimizer's parameters for the sharded ones (and
+    # refuses them apart). The scheduler stays unprepared: accelerate's would step once per process.
+    wrapped, opt = acc.prepare(model, opt)
+    params = [p for p in wrapped.parameters() if p.requires_grad]
     wrapped.train()
     stream: list[int] = []
     curve = {k: [] for k in ("step", "loss", "lr", "grad_norm", "tokens", "target_tokens", "step_seconds",
@@ -467,7 +469,8 @@ def finetune(params, dataset: str, rows: list[dict], *, splitting: str, seed: in
             "dataset": dataset, "tag": tag or "ft", "splitting": splitting, "seed": seed,
             **{k: info[k] for k in ("seconds", "check_seconds", "tokens_per_s", "s_per_step", "n_examples",
                                     "n_trainable")},
-            "processes": acc.num_processes, "wall_seconds": time.perf_counter() - t_wall,
+            "processes": acc.num_processes, "distributed": acc.distributed_type.name,
+            "wall_seconds": time.perf_counter() - t_wall,
             "first_loss": info["loss"][0], "last_loss": info["loss"][-1]})
         os.replace(tmp, out)
         runs.mark_fresh(out, key)

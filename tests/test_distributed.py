@@ -157,27 +157,6 @@ def test_shards_cover_in_order():
     assert scoring._shard([1], 0, 2) == [] and scoring._shard([1], 1, 2) == [1]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 autocast is the CUDA path")
-def test_bf16_autocast_on_cuda(tiny_model_cfg):
-    _reset_accelerate()
-    model, tok = load_model({**tiny_model_cfg, "device": "cuda"})
-    model = T.prepare_model(model, FT, seed=0)
-    acc = T.accelerator(model)
-    assert acc.mixed_precision == "bf16"
-    loss = T.train(model, tok, T.make_examples(FACTS, "none", "all"), FT, seed=0, progress=False, acc=acc)["loss"]
-    assert all(map(lambda x: x == x, loss)) and loss[-1] < loss[0]
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="bitsandbytes NF4 on CUDA")
-def test_qlora_nf4_on_cuda(tiny_model_cfg):
-    pytest.importorskip("bitsandbytes")
-    _reset_accelerate()
-    model, tok = load_model({**tiny_model_cfg, "device": "cuda", "quantization": "nf4"})
-    model = T.prepare_model(model, FT, seed=0)
-    loss = T.train(model, tok, T.make_examples(FACTS, "none", "all"), FT, seed=0, progress=False)["loss"]
-    assert loss[-1] < loss[0]
-
-
 def test_sharded_generation_gives_the_generations_of_one_process(tiny_model_cfg, two_processes, tmp_path,
                                                                  monkeypatch):
     monkeypatch.setattr(runs, "RUNS", tmp_path / "runs")

@@ -38,13 +38,14 @@ REDUCED = {
 }
 
 
-@pytest.fixture(scope="module")
-def paper_run(tmp_path_factory):
+def run_paper_path(mp: pytest.MonkeyPatch, runs_dir, extra: dict | None = None):
+    """The calls of notebooks 01-05 on the reduced paper params (plus `extra` overrides), writing under
+    `runs_dir` (set as runs.RUNS through `mp`, which the caller undoes after its checks); returns (params,
+    items, figures, written, claims). tests/test_cuda.py runs it on CUDA."""
     from lib.models import load_model
 
-    mp = pytest.MonkeyPatch()
-    mp.setattr(runs, "RUNS", tmp_path_factory.mktemp("paper") / "runs")
-    p = P.load("paper", REDUCED)
+    mp.setattr(runs, "RUNS", runs_dir)
+    p = P.load("paper", {**REDUCED, **(extra or {})})
     datasets.build_all(p)                                              # notebook 01
     model, tok = load_model(p.model)
     for name in p.dataset_names:                                      # notebook 02
@@ -62,7 +63,8 @@ def paper_run(tmp_path_factory):
                 plotting.fig4_semantic_structure, plotting.figB1_sentence_splitting,
                 plotting.figB_local_vs_global_augmentation, plotting.figB5_derivatoids):
         figures += fig(items, outdir, **kw)
-    figures += plotting.figS_loss_curves(analysis.loss_curves(p), outdir, params_name=p.name, model=p.model.name)
+    figures += plotting.figS_loss_curves(analysis.loss_curves(p), outdir, params_name=p.name,
+                                         model=p.model.name)
     checks = analysis.learning_checks(items, p.analysis.learned_threshold, p.analysis.metric)
     claims = analysis.claims_table(items, metric=p.analysis.metric, ci_level=p.analysis.ci_level,
                                    margin=p.analysis.margin, augmented=p.analysis.augmented_condition,
@@ -70,7 +72,13 @@ def paper_run(tmp_path_factory):
     written = analysis.write_claims(claims, outdir, params_name=p.name, metric=p.analysis.metric,
                                     ci_level=p.analysis.ci_level, margin=p.analysis.margin, checks=checks)
     written += analysis.write_results(items, outdir, params_name=p.name)
-    yield p, items, figures, written, claims
+    return p, items, figures, written, claims
+
+
+@pytest.fixture(scope="module")
+def paper_run(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    yield run_paper_path(mp, tmp_path_factory.mktemp("paper") / "runs")
     mp.undo()
 
 
