@@ -33,6 +33,7 @@ from lib import augmentation as A
 from lib import params as P
 from lib import runs, scoring, training as T
 from lib.models import load_model
+from test_distributed import FACTS, FT as FT_CPU, _reset_accelerate
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (make test-gpu)")]
@@ -44,20 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 WORDS = ("blick zarn quist flob vunt pell drax mip quon ferd glim zorbia red blue kettle house city year "
          "mother taller owns lives sold born nine tall small green river stone bird fish cloud lamp door "
          "wheel snow gold iron salt wind rain").split()
-FACTS = [{"id": f"r{i}", "text": t, "sentences": [t], "facts": [f"r{i}"]} for i, t in enumerate([
-    "Blick is the mother of zarn.", "Flob is taller than quist.", "Vunt lives in the city of Pell.",
-    "Drax owns a red kettle.", "Mip was born in the year nine.", "Quon sold the blue house to Ferd."])]
-FT = dict(method="lora", lora_r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
-          learning_rate=2e-2, weight_decay=0.01, batch_size=4, steps=12, warmup_steps=1, schedule="cosine",
-          max_grad_norm=1.0, max_length=16, loss_on="completion", seeds=[0], splitting_ablation=[])
+FT = {**FT_CPU, "learning_rate": 2e-2, "steps": 12}  # test_distributed's recipe, trained until the loss falls
 TIMES: dict[str, float] = {}
-
-
-def _reset_accelerate():
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
 
 
 @pytest.fixture(autouse=True)

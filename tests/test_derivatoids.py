@@ -46,7 +46,8 @@ def _parse(s):
         name = eat()
         eat("(")
         if peek() == "x":
-            eat("x"), eat(")")
+            eat("x")
+            eat(")")
             return ("atom", name)
         e = expr()
         eat(")")
