@@ -72,11 +72,10 @@ TRAINER_VERSION = 3
 
 
 # ------------------------------------------------------------------------------------------- examples
-def default_splitting(dataset: str, ft=None) -> str:
+def default_splitting(dataset: str, ft) -> str:
     """The splitting of the plain `ft` condition of a dataset: its recipe's `splitting` (finetune params
     `ft`), else the paper's."""
-    chosen = ft.recipes.get(dataset, {}).get("splitting") if ft is not None else None
-    return chosen or DEFAULT_SPLITTING.get(dataset, "independent")
+    return ft.recipes.get(dataset, {}).get("splitting") or DEFAULT_SPLITTING.get(dataset, "independent")
 
 
 def augmented_splitting(dataset: str, ft) -> str:
@@ -410,15 +409,11 @@ def dataset_recipe(params, dataset: str):
     return recipe(params.finetune, dataset, plain_examples(params, dataset) if uses_epochs else None)
 
 
-def _ft_dict(params, dataset: str) -> dict:
-    return {k: v for k, v in dataset_recipe(params, dataset).model_dump().items()
-            if k not in _NOT_TRAINING_KEYS + ("epochs",)}
-
-
-def ft_key(params, examples: list[dict], seed: int, dataset: str) -> dict:
-    """What a finetuned model depends on: model params, the dataset's training recipe, the examples, the
-    seed."""
-    return {"model": params.model.model_dump(), "finetune": _ft_dict(params, dataset), "seed": seed,
+def ft_key(params, ft, examples: list[dict], seed: int) -> dict:
+    """What a finetuned model depends on: model params, the dataset's training recipe `ft` (dataset_recipe),
+    the examples, the seed."""
+    training = {k: v for k, v in ft.model_dump().items() if k not in _NOT_TRAINING_KEYS + ("epochs",)}
+    return {"model": params.model.model_dump(), "finetune": training, "seed": seed,
             "trainer_version": TRAINER_VERSION,
             "examples": runs.key_hash([[e["context"], e["target"]] for e in examples])}
 
@@ -436,7 +431,7 @@ def finetune(params, dataset: str, rows: list[dict], *, splitting: str, seed: in
     03)."""
     ft = dataset_recipe(params, dataset)
     examples = make_examples(rows, splitting, ft.loss_on)
-    key = ft_key(params, examples, seed, dataset)
+    key = ft_key(params, ft, examples, seed)
     out = ft_dir(params, dataset, tag or "ft", key)
     if runs.is_fresh(out, key):
         return out
@@ -572,10 +567,11 @@ def arm_runs(params, dataset: str) -> list[dict]:
     from . import datasets
 
     rows, _, _ = datasets.load(params, dataset)
+    ft = dataset_recipe(params, dataset)
     out = []
     for r in ft_plan(params, dataset):
         examples = make_examples(rows, r["splitting"], params.finetune.loss_on)
-        key = ft_key(params, examples, r["seed"], dataset)
+        key = ft_key(params, ft, examples, r["seed"])
         folder = ft_dir(params, dataset, "ft", key)
         if runs.is_fresh(folder, key):
             out.append({**runs.read_json(folder / "train_info.json"), "splitting": r["splitting"],

@@ -262,9 +262,12 @@ def test_learning_curve_is_recorded_and_recipe_is_in_the_key(tmp_path, monkeypat
     assert T.accuracy(model, tok, items) == curve["check_acc"][-1]
     rec = _params(tiny_model_cfg, steps=5, warmup_steps=1, batch_size=2, max_length=64,
                   recipes={"syllogisms": {"steps": 4}})
-    assert T.ft_key(rec, [], 0, "syllogisms") != T.ft_key(plain, [], 0, "syllogisms")
-    assert T.ft_key(rec, [], 0, "syllogisms")["finetune"]["steps"] == 4
-    assert T.ft_key(rec, [], 0, "simple_reversals") == T.ft_key(plain, [], 0, "simple_reversals")
+    def key(params, dataset):
+        return T.ft_key(params, T.dataset_recipe(params, dataset), [], 0)
+
+    assert key(rec, "syllogisms") != key(plain, "syllogisms")
+    assert key(rec, "syllogisms")["finetune"]["steps"] == 4
+    assert key(rec, "simple_reversals") == key(plain, "simple_reversals")
 
 
 def test_recipe_in_epochs_is_one_step_count_for_every_condition(tiny_model_cfg):
