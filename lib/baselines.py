@@ -1,37 +1,9 @@
-"""Shortcut baselines: how far the data alone (training rows + test items) move accuracy off chance.
+"""Shortcut baselines (notebooks/01_data_construction.ipynb, 1.7, describes each): how far the data alone,
+without a model, move accuracy off chance. A baseline scores every option of an item (`scores`); the item is
+credited like a model's, ties fractionally (`credit`), so a baseline that cannot tell the options apart
+scores exactly the item's chance.
 
-Each baseline scores every option of an item from the data, without a model, and is credited like a model
-(`golds`: an item is right when the prediction is in its gold set). Ties are counted
-fractionally: among the k options with the top score, the item gets |top ∩ golds| / k (the expected accuracy
-of a uniformly random tie-break), so a baseline that cannot tell the options apart scores exactly the item's
-chance.
-
-Baselines that use the test items only (no trained fact):
-- `prior_option`: leave-one-out answer-string prior: an option's score is its gold rate (times gold / times
-  shown) among the *other* items of the split, smoothed toward chance (+1 shown, +1/n_options gold);
-- `prior_first_word`: the same for the option's first word ("deeper", "All", ...);
-- `overlap_max` / `overlap_min`: the number of the option's word/symbol tokens that also occur in the prompt
-  (pick the most / the least overlapping option);
-- `always_some` (syllogisms): pick the "Some" conclusions.
-
-Baselines that use the training rows (a shallow learner could follow them; they need the trained material):
-- `cooccurrence`: sentence-level co-occurrence in training of the prompt's entity words with the option's
-  own content words (words of the option not in the prompt and not English stop words);
-- `copy_relation` (simple_reversals): the option whose comparative is the one trained about the prompt's noun;
-- `atmosphere` (syllogisms): the atmosphere heuristic on the item's *trained* premises (a negative premise ->
-  "No", else a particular one -> "Some", else "All"; both directions tied).
-
-Expected high by definition (`BY_DEFINITION`, excluded from the at-chance bound): a split that tests a trained
-fact in its trained direction (simple_reversals / reversal_curse `forward`, semantic `rephrase`, derivatoids
-`trained`) is answered by co-occurrence and by copying the trained word, which is what learning the fact
-means; a reversal split is answered *wrongly* by them (the trained sentence co-occurs with the wrong option),
-and the paper's reversal-curse `reversal` split (distractors = training targets, never gold) is answered by
-the answer-string prior, which is the paper's own design (`reversal_p2d` is the control without it). The
-atmosphere heuristic is right on most valid syllogisms whatever the balance (a "No" conclusion needs a
-negative premise), so on syllogisms it is reported, not bounded: it needs the trained premises, which is
-what the no-learning conditions do not have.
-
-    >>> table(train, test, "simple_reversals")   # dataset, split, baseline, acc, chance, n
+    >>> table(train, test, "simple_reversals")   # dataset, split, baseline, acc, chance, n, by_definition
 """
 from __future__ import annotations
 
@@ -46,7 +18,9 @@ this that these those there their they them he she his her we you i not no all s
 known also once often always can""".split())
 QUANTS = ("All", "Some", "No")
 
-# (dataset, split) -> the baselines expected off chance by the task's definition (see the module docstring)
+# (dataset, split) -> the baselines off chance by the split's definition (excluded from the at-chance bound):
+# co-occurrence and copying answer a trained direction (and answer a reversal wrongly), the prior answers the
+# paper's reversal-curse `reversal` (its distractors are never gold), atmosphere needs the trained premises
 BY_DEFINITION = {
     ("simple_reversals", "forward"): {"cooccurrence", "copy_relation"},
     ("simple_reversals", "reversal"): {"cooccurrence", "copy_relation"},
@@ -65,9 +39,8 @@ BY_DEFINITION = {
 
 
 def golds(item: dict) -> list[int]:
-    """The indices of every correct option of a test item: its `golds` when it has several equally correct
-    answers (e.g. both converses of "Some X are Y"), else [gold]. An item is answered correctly when the
-    argmax is in it."""
+    """The indices of every correct option of a test item: its `golds` (several equally correct answers, e.g.
+    both converses of "Some X are Y") or [gold]. An item is answered correctly when the argmax is in it."""
     return list(item.get("golds") or [item["gold"]])
 
 
@@ -87,23 +60,15 @@ def credit(scores, item) -> float:
     return len(set(best) & set(golds(item))) / len(best)
 
 
-# ------------------------------------------------------------------------------------------- scorers
 def _prior(items, key):
-    """Leave-one-out gold rate of key(option) within the items (one split)."""
-    shown, gold = Counter(), Counter()
-    per = []
-    for it in items:
-        g = set(golds(it))
-        ks = [key(o) for o in it["options"]]
-        per.append(ks)
-        for j, k in enumerate(ks):
-            shown[k] += 1
-            gold[k] += j in g
+    """Leave-one-out gold rate of key(option) within the items (one split), smoothed toward chance."""
+    per = [([key(o) for o in it["options"]], set(golds(it))) for it in items]
+    shown = Counter(k for ks, _ in per for k in ks)
+    gold = Counter(k for ks, g in per for j, k in enumerate(ks) if j in g)
     out = []
-    for it, ks in zip(items, per):
-        g, n = set(golds(it)), len(ks)
+    for ks, g in per:
         own_shown, own_gold = Counter(ks), Counter(k for j, k in enumerate(ks) if j in g)
-        out.append([(gold[k] - own_gold[k] + 1 / n) / (shown[k] - own_shown[k] + 1) for k in ks])
+        out.append([(gold[k] - own_gold[k] + 1 / len(ks)) / (shown[k] - own_shown[k] + 1) for k in ks])
     return out
 
 
@@ -112,29 +77,22 @@ def _overlap(it, sign):
     return [sign * len(set(words(o)) & p) for o in it["options"]]
 
 
-class _Sentences:
-    """Training sentences as word sets, with an index word -> sentence numbers."""
-
-    def __init__(self, train):
-        self.sets = [set(words(s)) for r in train for s in r["sentences"]]
-        self.index = defaultdict(set)
-        for i, s in enumerate(self.sets):
-            for w in s:
-                self.index[w].add(i)
-
-    def cooccurrence(self, it):
+def _cooccurrence(train, items):
+    """Per option: summed over the training sentences that hold a prompt entity word, the share of the
+    option's own content words in the sentence."""
+    sets = [set(words(s)) for r in train for s in r["sentences"]]
+    index = defaultdict(set)  # word -> sentence numbers
+    for i, s in enumerate(sets):
+        for w in s:
+            index[w].add(i)
+    out = []
+    for it in items:
         p = set(words(it["prompt"]))
         ent = {w for w in p if w.lower() not in STOP}
-        hits = set().union(*(self.index.get(w, set()) for w in ent)) if ent else set()
-        out = []
-        for o in it["options"]:
-            own = {w for w in words(o) if w not in p and w.lower() not in STOP}
-            out.append(sum(len(own & self.sets[i]) / len(own) for i in hits) if own else 0.0)
-        return out
-
-
-def _comparative(option: str) -> str:
-    return option.split(" than ")[0]
+        hits = set().union(*(index.get(w, set()) for w in ent))
+        own = [{w for w in words(o) if w not in p and w.lower() not in STOP} for o in it["options"]]
+        out.append([sum(len(ws & sets[i]) / len(ws) for i in hits) if ws else 0.0 for ws in own])
+    return out
 
 
 def _copy_relation(train, items):
@@ -149,12 +107,13 @@ def _copy_relation(train, items):
     out = []
     for it in items:
         noun = words(it["prompt"])[-2]  # "... <noun> are"
-        out.append([float(_comparative(o) in trained[noun]) for o in it["options"]])
+        out.append([float(o.split(" than ")[0] in trained[noun]) for o in it["options"]])
     return out
 
 
-
 def _atmosphere(train, items):
+    """syllogisms: "No" if a trained premise of the item is negative, else "Some" if one is particular, else
+    "All" (both directions tied)."""
     by_fact = {f: r for r in train for f in r["facts"]}
     out = []
     for it in items:
@@ -167,12 +126,11 @@ def _atmosphere(train, items):
 
 def scores(train: list[dict], items: list[dict], dataset: str) -> dict[str, list[list[float]]]:
     """baseline -> per item (of one split), a score per option (higher = chosen)."""
-    sent = _Sentences(train)
     out = {"prior_option": _prior(items, lambda o: o),
            "prior_first_word": _prior(items, lambda o: (words(o) or [o])[0]),
            "overlap_max": [_overlap(it, 1) for it in items],
            "overlap_min": [_overlap(it, -1) for it in items],
-           "cooccurrence": [sent.cooccurrence(it) for it in items]}
+           "cooccurrence": _cooccurrence(train, items)}
     if dataset == "simple_reversals":
         out["copy_relation"] = _copy_relation(train, items)
     if dataset == "syllogisms":
@@ -185,8 +143,7 @@ def table(train: list[dict], test: list[dict], dataset: str) -> pd.DataFrame:
     """One row per split x baseline: dataset, split, baseline, acc, chance, n, by_definition (True where the
     baseline is expected off chance by the split's definition; see BY_DEFINITION)."""
     rows = []
-    splits = list(dict.fromkeys(x["split"] for x in test))
-    for split in splits:
+    for split in dict.fromkeys(x["split"] for x in test):
         items = [x for x in test if x["split"] == split]
         ch = sum(map(chance, items)) / len(items)
         for name, sc in scores(train, items, dataset).items():

@@ -1,34 +1,12 @@
-"""The datasets of the paper (section 2) and the files every later stage reads.
+"""The datasets of the paper (section 2; notebooks/01_data_construction.ipynb shows them) and their files.
 
-`build(params, name)` writes `runs/<params>/data/<name>/{train.jsonl,test.jsonl,manifest.json}`:
-
-- train.jsonl: one training document per line, {"id", "text", "sentences", "facts", ...} (plus "prompt" and
-  "completion" where the source has them, with text = prompt + completion);
-- test.jsonl: one multiple-choice item per line, {"id", "split", "subset", "prompt", "options", "gold",
-  "support", ...}; each option is scored as the continuation " " + option of the prompt, and is never shown
-  in the prompt;
-- manifest.json: dataset, generator version, seed, params, counts and chance per split, sha256 of both files.
-
-A build is cached by a stamp keyed on the generator (its version and the hash of its source), the seed and
-that dataset's params; files are written atomically and the stamp last, so a killed build is redone.
-
-Datasets and their generators (`make_<name>(cfg, seed) -> (train rows, test items)`):
-
-- simple_reversals (2.1): N comparison facts `femp are more dangerous than glon.` over 28 features, each in
-  K articles (a random context preface + the fact). Splits `forward` (the trained fact after a held-out
-  preface: correct vs contradiction) and `reversal` (`glon are less dangerous than femp.` vs
-  `glon are more dangerous than femp.`). Counterbalanced (`counterbalance`): within each feature the facts
-  alternate between the first and the reverse form in training. Subset = the orientation ("first" /
-  "reverse"), `feature` = the feature, cluster = the fact.
-- syllogisms (2.2): M premise pairs over {All, Some, No}; the test scores all six {All, Some, No} x
-  {both directions} statements about the two end terms. Validity is decided by a set-semantics checker
-  (`valid_conclusions`); `golds` = the strongest valid conclusions (`strongest_conclusions`), chance per item
-  |golds| / 6; counterbalanced gold quantifiers All : Some : No = 2 : 1 : 1. Subset = the syllogistic form.
-- reversal_curse (2.3): Berglund et al.'s fictional people (vendored in data/external/reversal_curse/).
-  Splits `forward` (P2D people, held-out templates, name -> description), `reversal` (description ->
-  name, distractor names from `distractor_pool`) and, with `both_pools`, `reversal_<other pool>` (the same
-  items with distractors from the other pool). Subset = the test template, cluster = the person.
-- semantic_structure (2.4) and derivatoids (2.5): generators in lib.semantic and lib.derivatoids.
+`build(params, name)` writes `runs/<params>/data/<name>/`: train.jsonl (documents: id, text, sentences,
+facts, and prompt + completion = text where the source has them), test.jsonl (multiple-choice items: id,
+split, subset, prompt, options, gold, support, cluster; an option is scored as the continuation " " + option
+and never shown in the prompt), manifest.json (params, counts, chance, sha256) and a card. The stamp is keyed
+on the generator (version, source hashes), seed and params, and written last, so a killed build is redone.
+Generators `make_<name>(cfg, seed) -> (train rows, test items)`: simple_reversals (2.1), syllogisms (2.2),
+reversal_curse (2.3) here; semantic_structure (2.4) in lib.semantic, derivatoids (2.5) in lib.derivatoids.
 
     >>> train, test, manifest = load(params, "syllogisms")
 """
@@ -48,9 +26,9 @@ from . import baselines, cards, file_datasets, runs
 from .baselines import chance, golds  # noqa: F401 - golds is also datasets' public name (the notebooks')
 from .params import DATASETS
 from .runs import ROOT
+from .words import nonsense_words
 
-EXTERNAL = ROOT / "data" / "external"
-REVERSAL_CURSE_DIR = EXTERNAL / "reversal_curse"
+REVERSAL_CURSE_DIR = ROOT / "data" / "external" / "reversal_curse"
 
 # name -> "module:function"; imported lazily (a missing module only matters for the dataset that needs it)
 GENERATORS = {
@@ -63,13 +41,10 @@ GENERATORS = {
 # Bump when a generator's output changes on purpose (the stamp also hashes the generator's source file).
 GENERATOR_VERSION = {"simple_reversals": "2", "syllogisms": "3", "reversal_curse": "3"}
 
-SPLITS = {
-    "simple_reversals": ["forward", "reversal"],
-    "syllogisms": ["premise", "syllogism"],
-    "reversal_curse": ["forward", "reversal", "reversal_p2d", "reversal_targets"],
-    "semantic_structure": ["rephrase", "reversal", "syllogism", "holdout"],
-    "derivatoids": ["trained", "compositional"],
-}
+SPLITS = {"simple_reversals": ["forward", "reversal"], "syllogisms": ["premise", "syllogism"],
+          "reversal_curse": ["forward", "reversal", "reversal_p2d", "reversal_targets"],
+          "semantic_structure": ["rephrase", "reversal", "syllogism", "holdout"],
+          "derivatoids": ["trained", "compositional"]}
 LEARNING_CHECK_SPLITS = ("forward", "rephrase", "trained", "premise")  # a trained fact, as trained
 FILES = ("train.jsonl", "test.jsonl", "manifest.json")
 
@@ -82,14 +57,9 @@ def _rng(*parts) -> random.Random:
     return random.Random(":".join(str(p) for p in parts))
 
 
-def _int_seed(*parts) -> int:
-    return int(hashlib.sha256(":".join(str(p) for p in parts).encode()).hexdigest()[:12], 16)
-
-
 def _words(n: int, *parts) -> list[str]:
-    from .words import nonsense_words
-
-    return nonsense_words(n, _int_seed("words", *parts))
+    digest = hashlib.sha256(":".join(str(p) for p in ("words", *parts)).encode()).hexdigest()
+    return nonsense_words(n, int(digest[:12], 16))
 
 
 # ===================================================================================== simple reversals
@@ -106,22 +76,14 @@ FEATURES = [
     ("rougher", "smoother"), ("cleaner", "dirtier"), ("sharper", "blunter"), ("more fragile", "sturdier"),
     ("more valuable", "less valuable"),
 ]
-assert len(FEATURES) == 28 and len({w for f in FEATURES for w in f}) == 56
 
-# Context prefaces: (leading sentences, lead-in clause); the article is the sentences followed by
-# "<lead-in> <fact>". The fact keeps its lowercase nonsense noun first, so that the noun is always the same
-# tokens. TEST_PREFACES are never used in training: a `forward` item is a trained fact in a new preface.
-TRAIN_PREFACES = [
-    ([], "Did you know that"),
-    ([], "It is well known that"),
-    ([], "Fun fact:"),
-    ([], "According to the encyclopedia,"),
-    ([], "Few people realise that"),
-    ([], "As every student learns,"),
-    ([], "Researchers have reported that"),
-    ([], "Here is something surprising:"),
-    ([], "Experts agree that"),
-    ([], "In case you were wondering,"),
+# Context prefaces: (leading sentences, lead-in clause); an article is the sentences, then "<lead-in> <fact>"
+# (the fact keeps its nonsense noun first, so the noun is always the same tokens). TEST_PREFACES are never
+# used in training: a `forward` item is a trained fact in a new preface.
+TRAIN_PREFACES = [([], lead_in) for lead_in in (
+    "Did you know that", "It is well known that", "Fun fact:", "According to the encyclopedia,",
+    "Few people realise that", "As every student learns,", "Researchers have reported that",
+    "Here is something surprising:", "Experts agree that", "In case you were wondering,")] + [
     (["The museum opened a new exhibit last week."], "One of its panels explains that"),
     (["We asked a local guide about the region."], "She told us that"),
     (["Yesterday's lecture covered a lot of ground."], "The main point was that"),
@@ -133,29 +95,19 @@ TRAIN_PREFACES = [
     (["Travellers often write about the valley."], "Most of them mention that"),
     (["The textbook has a short chapter on this."], "It states that"),
 ]
-TEST_PREFACES = [
-    ([], "Remember that"),
-    ([], "Note that"),
-    ([], "It has been observed that"),
-    (["The report was published in the autumn."], "It concludes that"),
-    (["A visitor asked the keeper a question."], "The keeper replied that"),
-    (["The class reviewed its notes before the exam."], "The notes say that"),
-]
-
-
-def _article(preface, fact: str) -> tuple[str, list[str]]:
-    lead, lead_in = preface
-    sentences = [*lead, f"{lead_in} {fact}"]
-    return " ".join(sentences), sentences
+TEST_PREFACES = [([], "Remember that"), ([], "Note that"), ([], "It has been observed that"),
+                 (["The report was published in the autumn."], "It concludes that"),
+                 (["A visitor asked the keeper a question."], "The keeper replied that"),
+                 (["The class reviewed its notes before the exam."], "The notes say that")]
 
 
 def make_simple_reversals(cfg, seed: int):
-    """N facts `A are <feature> than B.` between distinct nonsense nouns, each in K training articles.
-
-    Features are dealt round-robin in a shuffled order (so N >= 28 covers all 28). Each fact gets one
-    held-out test preface, shared by its `forward` item (`A are` -> <feature> than B. vs <reverse> than B.)
-    and its `reversal` item (`B are` -> <reverse> than A. vs <feature> than A.); options in random order.
-    """
+    """N facts `A are <feature> than B.` (distinct nonsense nouns), each in K articles; features dealt
+    round-robin in a shuffled order. Each fact's `forward` item (`A are` -> <feature> than B. vs <reverse>
+    than B.) and `reversal` item (`B are` -> <reverse> than A. vs <feature> than A.) share one held-out
+    preface. Counterbalanced: within each feature, facts alternate (seeded start) between the first and the
+    reverse form, so each comparative is trained as often as its antonym. Subset = the trained form ("first"
+    / "reverse"), `feature` = the feature's first form, cluster = the fact."""
     n, k = cfg.n_facts, cfg.articles_per_fact
     if k > len(TRAIN_PREFACES):
         raise DatasetError(f"simple_reversals: articles_per_fact={k} exceeds the {len(TRAIN_PREFACES)} "
@@ -165,22 +117,20 @@ def make_simple_reversals(cfg, seed: int):
     order = list(range(len(FEATURES)))
     rng.shuffle(order)
     train, test = [], []
-    # counterbalanced: within each feature, its facts alternate between the two forms (seeded start), so every
-    # comparative is the trained form as often as its antonym (up to one fact per feature)
     start = [rng.randrange(2) for _ in FEATURES]
     reverse = {i for i in range(n) if (i // len(FEATURES) + start[order[i % len(FEATURES)]]) % 2} \
         if cfg.counterbalance else set()
     for i in range(n):
         a, b = words[2 * i], words[2 * i + 1]
         first, second = FEATURES[order[i % len(FEATURES)]]
-        # counterbalanced: half the facts (seeded) are trained in the feature's reverse form
         fwd, rev = (second, first) if i in reverse else (first, second)
         orientation = "reverse" if i in reverse else "first"
         fact_id = f"sr{i:03d}"
         fact = f"{a} are {fwd} than {b}."
-        for j, pre in enumerate(rng.sample(TRAIN_PREFACES, k)):
-            text, sentences = _article(pre, fact)
-            train.append({"id": f"{fact_id}-a{j}", "text": text, "sentences": sentences, "facts": [fact_id]})
+        for j, (lead, lead_in) in enumerate(rng.sample(TRAIN_PREFACES, k)):
+            sentences = [*lead, f"{lead_in} {fact}"]
+            train.append({"id": f"{fact_id}-a{j}", "text": " ".join(sentences), "sentences": sentences,
+                          "facts": [fact_id]})
         lead, lead_in = rng.choice(TEST_PREFACES)
         head = " ".join([*lead, lead_in])
         for split, subj, correct, wrong in (("forward", a, f"{fwd} than {b}.", f"{rev} than {b}."),
@@ -196,10 +146,8 @@ def make_simple_reversals(cfg, seed: int):
 
 
 # =========================================================================================== syllogisms
-# Set semantics: a model of three terms says which of the 8 regions of their Venn diagram are non-empty.
-# A statement is true in a model by which regions are inhabited; a conclusion is valid when it is true in
-# every model of the premises. Every model of a finite set of such statements is captured by these 256
-# region patterns, so the enumeration is a complete decision procedure.
+# Set semantics: a model of three terms is the set of inhabited regions of their Venn diagram; the 256
+# region patterns capture every model, so enumerating them decides validity completely.
 TERMS = ("S", "M", "P")
 QUANTIFIERS = ("All", "Some", "No")
 MOODS = {"A": "All", "I": "Some", "E": "No"}
@@ -214,11 +162,8 @@ def _holds(statement, inhabited) -> bool:
     ix, iy = TERMS.index(x), TERMS.index(y)
     if q == "All":
         return not any(r[ix] and not r[iy] for r in inhabited)
-    if q == "Some":
-        return any(r[ix] and r[iy] for r in inhabited)
-    if q == "No":
-        return not any(r[ix] and r[iy] for r in inhabited)
-    raise ValueError(f"unknown quantifier {q!r} (expected one of {QUANTIFIERS})")
+    overlap = any(r[ix] and r[iy] for r in inhabited)
+    return overlap if q == "Some" else not overlap  # "No" (is_valid has checked the quantifier)
 
 
 def _models(existential_import: bool):
@@ -252,21 +197,9 @@ def valid_conclusions(premises, *, existential_import: bool = True, order=("S", 
             if is_valid(premises, c, existential_import=existential_import)]
 
 
-def conventional_conclusion(premises, *, existential_import: bool = True):
-    """The designated gold: the strongest valid conclusion with the minor term S as subject (All > No > Some),
-    as in the traditional moods (Barbara: All S are P; Darii: Some S are P); when no S-P conclusion is
-    valid, the strongest P-S one (e.g. AA-4 without existential import: All P are S). None if none is."""
-    for subj, pred in (("S", "P"), ("P", "S")):
-        for q in ("All", "No", "Some"):
-            if is_valid(premises, (q, subj, pred), existential_import=existential_import):
-                return (q, subj, pred)
-    return None
-
-
 def strongest_conclusions(premises, *, existential_import: bool = True, order=("S", "P")) -> list[int]:
-    """Indices into conclusion_options(*order) of the strongest valid conclusions: those valid conclusions
-    that no other valid conclusion strictly entails (All S are P beats Some S are P; both converses of a valid
-    Some / No conclusion are equivalent, so both are strongest)."""
+    """Indices into conclusion_options(*order) of the valid conclusions no other valid one strictly entails
+    (All S are P beats Some S are P; both converses of a valid Some / No conclusion are strongest)."""
     opts = conclusion_options(*order)
     valid = valid_conclusions(premises, existential_import=existential_import, order=order)
 
@@ -284,10 +217,9 @@ def syllogistic_forms(*, existential_import: bool = True) -> list[dict]:
     for (m1, q1), (m2, q2) in itertools.product(MOODS.items(), repeat=2):
         for fig, (t1, t2) in FIGURES.items():
             premises = [(q1, *t1), (q2, *t2)]
-            gold = conventional_conclusion(premises, existential_import=existential_import)
-            if gold is None:
-                continue
             valid = [c for c in opts if is_valid(premises, c, existential_import=existential_import)]
+            if not valid:
+                continue
             golds = [opts[i] for i in strongest_conclusions(premises, existential_import=existential_import)]
             quants = {g[0] for g in golds}
             assert len(quants) == 1, (m1, m2, fig, golds)
@@ -297,18 +229,13 @@ def syllogistic_forms(*, existential_import: bool = True) -> list[dict]:
 
 
 def _deal_forms(forms, n: int, counterbalance: bool, rng) -> list[dict]:
-    """n forms. Counterbalanced: gold quantifiers All : Some : No = 2 : 1 : 1 (an All item has one gold of six
-    options, a Some / No item two, so "always All", "always Some" and "always No" each score exactly chance),
-    forms round-robin within each quantifier (every valid form used once n is large enough); otherwise
-    round-robin over all forms. Shuffled."""
+    """n forms, round-robin. Counterbalanced: round-robin within each gold quantifier, All : Some : No =
+    2 : 1 : 1 (an All item has one gold, a Some / No item two, so each "always Q" scores chance), shuffled."""
     if not counterbalance:
         return [forms[i % len(forms)] for i in range(n)]
-    by_q = {q: [f for f in forms if f["quantifier"] == q] for q in QUANTIFIERS}
+    by_q = {q: [f for f in forms if f["quantifier"] == q] for q in QUANTIFIERS}  # none empty, import or not
     n_all = round(n / 2)
     counts = {"All": n_all, "Some": (n - n_all + 1) // 2, "No": (n - n_all) // 2}
-    empty = [q for q in QUANTIFIERS if counts[q] and not by_q[q]]
-    if empty:
-        raise DatasetError(f"syllogisms: no valid form concludes with {empty} under these params")
     out = [by_q[q][i % len(by_q[q])] for q in QUANTIFIERS for i in range(counts[q])]
     rng.shuffle(out)
     return out
@@ -319,24 +246,15 @@ def _sentence(statement, names) -> str:
     return f"{q} {names[x]} are {names[y]}."
 
 
-def _equivalent(a, b) -> bool:
-    """Two statements (q, x, y) say the same: equal, or converses of a symmetric Some / No statement."""
-    return a == b or (a[0] == b[0] and a[0] in ("Some", "No") and a[1:] == b[:0:-1])
-
-
 def make_syllogisms(cfg, seed: int):
-    """M items, one premise pair each, forms dealt round-robin over the forms with a valid conclusion (in a
-    shuffled order), three fresh nonsense terms per item.
+    """M items over three fresh nonsense terms each, one syllogistic form each (_deal_forms).
 
     Train doc: `The relationships between glon, troff and yomp are: All glon are yomp. All troff are glon.`
-    (terms listed in random order, major premise first). Test item: `The relationships between yomp and
-    troff are:` (end terms in random order) with the six options of conclusion_options; "valid" lists every
-    valid option, "golds" the strongest valid ones and "gold" the first of them.
-    Learning check (`premise` split, two items per syllogism): `The relationships between glon and yomp are:`
-    (a premise's two terms, random order) with the same six statements; golds = the trained premise and, for a
-    Some / No premise, its converse (subset = the premise's quantifier); counterbalanced, a seeded subset with
-    premise quantifiers All : Some : No = 2 : 1 : 1 (each "always Q" then scores chance).
-    """
+    (terms in random order, major premise first). `syllogism` item: `The relationships between yomp and troff
+    are:` (end terms in random order), the six conclusion_options; "valid" = every valid option, "golds" = the
+    strongest, "gold" = the first of them; subset = the form. `premise` item (the learning check): a premise's
+    two terms, the same six statements, golds = the premise (and its converse for Some / No); subset = its
+    quantifier; counterbalanced, a seeded subset with All : Some : No = 2 : 1 : 1."""
     forms = syllogistic_forms(existential_import=cfg.existential_import)
     rng = _rng("syllogisms", seed)
     rng.shuffle(forms)
@@ -351,12 +269,12 @@ def make_syllogisms(cfg, seed: int):
         ids = [f"syl{i:03d}-major", f"syl{i:03d}-minor"]
         train.append({"id": f"syl{i:03d}", "text": " ".join([header, *premises]),
                       "sentences": [header, *premises], "facts": ids})
-        # the learning check: recall a premise
         for k, (premise, fact) in enumerate(zip(form["premises"], ids)):
             a, b = rng.sample(list(premise[1:]), 2)
             opts = conclusion_options(a, b)
-            gold_set = sorted(j for j, o in enumerate(opts) if _equivalent(o, premise))
-            test.append({"id": f"syl{i:03d}-p{k}", "split": "premise", "subset": premise[0],
+            q = premise[0]  # golds: the premise, and its converse when Some / No (symmetric)
+            gold_set = [j for j, o in enumerate(opts) if o[0] == q and (o == premise or q != "All")]
+            test.append({"id": f"syl{i:03d}-p{k}", "split": "premise", "subset": q,
                          "prompt": f"The relationships between {names[a]} and {names[b]} are:",
                          "options": [_sentence(o, names) for o in opts], "gold": gold_set[0],
                          "golds": gold_set, "support": [fact], "cluster": f"syl{i:03d}"})
@@ -382,7 +300,6 @@ RC_GROUPS = ("p2d", "d2p", "both")
 RC_TRAIN = {"p2d": "p2d_prompts_train.jsonl", "d2p": "d2p_prompts_train.jsonl",
             "both": "both_prompts_train.jsonl"}
 RC_TEST = {"forward": "p2d_prompts_test.jsonl", "reversal": "p2d_reverse_prompts_test.jsonl"}
-RC_TEMPLATES = 10  # test templates per person, in the same order for every person
 
 
 def _read_source(name: str) -> list[dict]:
@@ -396,15 +313,11 @@ def _read_source(name: str) -> list[dict]:
 def reversal_curse_people() -> dict[str, list[str]]:
     """The 30 names of each group, in file order, read from the test files (P2D: reverse-test completions;
     D2P: test completions; Both: the name in the first p2d-style test template)."""
-    def ordered(xs):
-        return list(dict.fromkeys(xs))
-
-    p2d = ordered(x["completion"].strip() for x in _read_source(RC_TEST["reversal"]))
-    d2p = ordered(x["completion"].strip() for x in _read_source("d2p_prompts_test.jsonl"))
     pat = re.compile(r"^The trailblazer known as (.+) was once$")
-    both = ordered(m.group(1) for x in _read_source("both_prompts_test.jsonl")
-                   if (m := pat.match(x["prompt"])))
-    return {"p2d": p2d, "d2p": d2p, "both": both}
+    p2d = [x["completion"].strip() for x in _read_source(RC_TEST["reversal"])]
+    d2p = [x["completion"].strip() for x in _read_source("d2p_prompts_test.jsonl")]
+    both = [m.group(1) for x in _read_source("both_prompts_test.jsonl") if (m := pat.match(x["prompt"]))]
+    return {g: list(dict.fromkeys(xs)) for g, xs in (("p2d", p2d), ("d2p", d2p), ("both", both))}
 
 
 def _person_of(row: dict, names: list[str]) -> str:
@@ -416,19 +329,15 @@ def _person_of(row: dict, names: list[str]) -> str:
 
 
 def make_reversal_curse(cfg, seed: int):
-    """Train: the examples of the kept people (people_per_group of each group; all 30 and every paraphrase ->
-    3,600 examples; `examples_per_person` keeps the first paraphrases of each person, in the source's order).
-    Test (P2D people only, the first `templates_per_person` of the 10 held-out templates each):
-    - `reversal`: description -> name; distractors drawn from `distractor_pool`: "targets" = names that were
-      completion targets in training (kept D2P and Both people), "p2d" = the other kept P2D names;
-    - `forward`: name -> description; distractors = the same template's descriptions of other kept P2D people.
-    Options are completions without their leading space; subset = the template ("t0".."t9")."""
+    """Train: the examples of people_per_group people of each group (all 30 and every paraphrase: 3,600;
+    `examples_per_person`: the first paraphrases of each, in the source's order). Test, on the kept P2D
+    people, the first `templates_per_person` of the 10 held-out templates: `forward` (name -> description;
+    distractors: the same template's descriptions of other kept P2D people) and `reversal` (description ->
+    name; distractors from `distractor_pool`: "targets" = the kept D2P and Both names, completion targets in
+    training; "p2d" = the other kept P2D names), with `both_pools` also `reversal_<other pool>`. Options are
+    completions without their leading space; subset = the template ("t0".."t9"), cluster = the person."""
     k, nd = cfg.people_per_group, cfg.n_distractors
-    people = reversal_curse_people()
-    for g in RC_GROUPS:
-        if len(people[g]) < k:
-            raise DatasetError(f"reversal_curse: people_per_group={k} but the {g} group has "
-                               f"{len(people[g])} people")
+    people = reversal_curse_people()  # 30 a group, 10 test templates a person (the params' upper bounds)
     rng = _rng("reversal_curse", seed)
     kept = {g: sorted(rng.sample(people[g], k), key=people[g].index) for g in RC_GROUPS}
     if k - 1 < nd:
@@ -436,19 +345,11 @@ def make_reversal_curse(cfg, seed: int):
                            f"(people_per_group={k}); the forward split draws distractors from other P2D "
                            "people")
     pools = {"targets": kept["d2p"] + kept["both"], "p2d": kept["p2d"]}
-    # both pools: `reversal` takes distractors from the params' pool, `reversal_<other>` from the other one
-    # (the paper's `targets` pool gives `reversal` and `reversal_p2d`)
     other = "p2d" if cfg.distractor_pool == "targets" else "targets"
     rev_splits = [("reversal", pools[cfg.distractor_pool])] + ([(f"reversal_{other}", pools[other])]
                                                                if cfg.both_pools else [])
-    pool_names = pools["targets"]
-    if len(pool_names) < nd:
-        raise DatasetError(f"reversal_curse: distractor pool 'targets' has {len(pool_names)} names, "
-                           f"fewer than n_distractors={nd}")
     all_names = [n for g in RC_GROUPS for n in people[g]]
-    # the first `examples_per_person` paraphrases of each person (Both people: that many in each direction)
-    cap = cfg.examples_per_person or 10 ** 9
-    per_person = {"p2d": cap, "d2p": cap, "both": 2 * cap}
+    cap = cfg.examples_per_person or 10 ** 9  # paraphrases per person (Both people: that many each way)
     train = []
     for g in RC_GROUPS:
         counter = {}
@@ -457,21 +358,17 @@ def make_reversal_curse(cfg, seed: int):
             if name not in kept[g]:
                 continue
             j = counter[name] = counter.get(name, -1) + 1
-            if j >= per_person[g]:
+            if j >= (2 * cap if g == "both" else cap):
                 continue
             text = row["prompt"] + row["completion"]
             train.append({"id": f"{g}-{name.replace(' ', '_')}-{j:02d}", "text": text, "sentences": [text],
                           "facts": [f"{g}:{name}"], "prompt": row["prompt"], "completion": row["completion"]})
     rng.shuffle(train)
 
-    def by_person(rows):
+    def by_person(rows):  # the templates in the same order for every person
         out = {}
         for row in rows:
             out.setdefault(_person_of(row, people["p2d"]), []).append(row)
-        for name, xs in out.items():
-            if len(xs) != RC_TEMPLATES:
-                raise DatasetError(f"reversal_curse: {name} has {len(xs)} test prompts, "
-                                   f"expected {RC_TEMPLATES}")
         return out
 
     fwd, rev = by_person(_read_source(RC_TEST["forward"])), by_person(_read_source(RC_TEST["reversal"]))
@@ -493,31 +390,14 @@ def make_reversal_curse(cfg, seed: int):
     return train, test
 
 
-# ========================================================================================= from files
-# A dataset of your own (lib.file_datasets reads, checks and normalises its files) is written to the run's
-# data folder like a generated set.
-def is_file_dataset(params, name: str) -> bool:
-    """Whether `name` is a dataset from files in these params."""
-    return name in params.datasets.files
-
-
-def read_file_dataset(params, name: str) -> tuple[list[dict], list[dict]]:
-    """The normalised (train rows, test items) of a dataset from files; DatasetError listing every problem
-    (lib.file_datasets.file_problems) when there is one."""
-    train, test, problems = file_datasets.file_rows(name, params.datasets.files[name])
-    if problems:
-        raise DatasetError(f"{name}: {len(problems)} problem(s) in its files:\n  " + "\n  ".join(problems))
-    return train, test
-
-
+# ============================================================================================ building
 def learning_check_split(name: str, manifest_or_params, splits=()) -> str | None:
-    """The learning-check split of a dataset (the trained material asked as trained: was it learned?), for
-    built-in datasets and datasets from files alike. `manifest_or_params`: the dataset's manifest (a dict:
-    its `learning_check`, written since datasets from files exist) or the Params (a file dataset's
-    `learning_check`). A built-in dataset's is its one split in LEARNING_CHECK_SPLITS; for another dataset
-    that names none (hand-made in a test), the first of `splits` (its items' splits) in LEARNING_CHECK_SPLITS,
-    or None when `splits` are given and none is. Without `splits`, raises DatasetError for a dataset that has
-    none."""
+    """The learning-check split of a dataset (the trained material asked as trained: was it learned?).
+
+    `manifest_or_params`: the dataset's manifest (its `learning_check`) or the Params (a file dataset's
+    `learning_check`). Otherwise a built-in dataset's one split in LEARNING_CHECK_SPLITS, else the first of
+    `splits` (its items' splits) in LEARNING_CHECK_SPLITS, or None when `splits` are given and none is;
+    without `splits`, DatasetError."""
     src = manifest_or_params
     if isinstance(src, dict) and src.get("learning_check"):
         return src["learning_check"]
@@ -531,10 +411,8 @@ def learning_check_split(name: str, manifest_or_params, splits=()) -> str | None
     return split
 
 
-# ============================================================================================ building
 def _generator(name: str):
-    if name not in GENERATORS:
-        raise DatasetError(f"unknown dataset {name!r} (known: {', '.join(GENERATORS)})")
+    """(module, make function) of a known dataset (dataset_params has named an unknown one)."""
     spec = GENERATORS[name]
     module_name, func = spec.split(":")
     try:
@@ -555,9 +433,8 @@ def _file_sha(path) -> str:
 
 
 def dataset_params(params, name: str):
-    """The params entry of a dataset: a built-in generator's, or a dataset from files' {path,
-    learning_check}."""
-    if is_file_dataset(params, name):
+    """The params entry of a dataset: its generator's, or a dataset from files' {path, learning_check}."""
+    if name in params.datasets.files:  # a dataset from files (lib.file_datasets)
         return params.datasets.files[name]
     cfg = getattr(params.datasets, name, None) if name in DATASETS else None
     if name not in GENERATORS:
@@ -572,7 +449,7 @@ def dataset_params(params, name: str):
 def cache_key(params, name: str) -> dict:
     """What a built dataset depends on: generator (version + source hashes), seed, that dataset's params."""
     cfg = dataset_params(params, name)
-    if is_file_dataset(params, name):
+    if name in params.datasets.files:
         folder = cfg.folder()
         return {"dataset": name, "generator": file_datasets.FILE_GENERATOR,
                 "generator_version": file_datasets.FILE_VERSION,
@@ -599,10 +476,9 @@ def validate(name: str, train: list[dict], test: list[dict]) -> None:
     def fail(msg):
         raise DatasetError(f"{name}: {msg}")
 
-    if not train:
-        fail("empty dataset: no training documents")
-    if not test:
-        fail("empty dataset: no test items")
+    for rows, what in ((train, "training documents"), (test, "test items")):
+        if not rows:
+            fail(f"empty dataset: no {what}")
     for r in train:
         for key, typ in (("id", str), ("text", str), ("sentences", list), ("facts", list)):
             if not isinstance(r.get(key), typ):
@@ -639,14 +515,13 @@ def validate(name: str, train: list[dict], test: list[dict]) -> None:
         fail("duplicate test ids")
 
 
-def _manifest(name, key, train, test, paths, learning_check: str | None = None) -> dict:
+def _manifest(name, key, train, test, paths, learning_check: str) -> dict:
     splits = [s for s in SPLITS.get(name, []) if any(x["split"] == s for x in test)]
     splits += sorted({x["split"] for x in test} - set(splits))
     per = {s: [x for x in test if x["split"] == s] for s in splits}
     return {"dataset": name, "generator": key["generator"], "generator_version": key["generator_version"],
             "seed": key["seed"], "params": key["params"], "learning_check": learning_check,
-            "n_train": len(train),
-            "counts": {s: len(xs) for s, xs in per.items()},
+            "n_train": len(train), "counts": {s: len(xs) for s, xs in per.items()},
             "chance": {s: sum(map(chance, xs)) / len(xs) for s, xs in per.items()},
             "n_options": {s: [min(len(x["options"]) for x in xs), max(len(x["options"]) for x in xs)]
                           for s, xs in per.items()},
@@ -668,36 +543,30 @@ def build(params, name: str, *, force: bool = False) -> Path:
         warnings.warn(f"dataset {name!r} in {out}: {reason}; rebuilding it")
     t0 = time.time()
     cfg = dataset_params(params, name)
-    if is_file_dataset(params, name):
-        train, test = read_file_dataset(params, name)  # every problem at once, before anything is touched
+    if name in params.datasets.files:  # every problem of the files at once, before anything is touched
+        train, test, problems = file_datasets.file_rows(name, cfg)
+        if problems:
+            raise DatasetError(f"{name}: {len(problems)} problem(s) in its files:\n  "
+                               + "\n  ".join(problems))
         runs.invalidate(out)  # from here on, a killed build leaves no stamp
     else:
         _, make = _generator(name)
         runs.invalidate(out)
         train, test = make(cfg, params.seed)
     validate(name, train, test)
-    _check_option_count(name, cfg, test)
+    # params' n_options the generator cannot reach: an error naming the most it can, never a smaller test
+    asked, most = getattr(cfg, "n_options", None), max(len(x["options"]) for x in test)
+    if asked is not None and most < asked:
+        raise DatasetError(f"{name}: datasets.{name}.n_options: {asked} asked, but the generator finds at "
+                           f"most {most} options per item for these params; give n_options <= {most}")
     paths = {f: out / f for f in FILES}
     runs.write_jsonl(paths["train.jsonl"], train)
     runs.write_jsonl(paths["test.jsonl"], test)
     manifest = _manifest(name, key, train, test, paths, learning_check_split(name, params))
     runs.write_json(paths["manifest.json"], manifest)
-    # the card shows chance and the shortcut baselines beside each split
     card = cards.write_card(out, manifest, train, test, baselines.table(train, test, name))
     runs.mark_fresh(out, key, outputs=[*paths.values(), card], seconds=round(time.time() - t0, 2))
     return out
-
-
-def _check_option_count(name: str, cfg, test: list[dict]) -> None:
-    """A params file's `n_options` must be what the items got: a generator that cannot find that many
-    distractors is an error naming the most it could give, never a silent change of the test."""
-    asked = getattr(cfg, "n_options", None)
-    if asked is None or not test:
-        return
-    most = max(len(x["options"]) for x in test)
-    if most < asked:
-        raise DatasetError(f"{name}: datasets.{name}.n_options: {asked} asked, but the generator finds at "
-                           f"most {most} options per item for these params; give n_options <= {most}")
 
 
 def build_all(params) -> dict[str, Path]:
@@ -727,20 +596,15 @@ def load(params, name: str) -> tuple[list[dict], list[dict], dict]:
             runs.read_json(out / "manifest.json"))
 
 
-def counts_table(params_or_manifests):
-    """Counts, options and chance per dataset x split, from the manifests (params: every built dataset)."""
+def counts_table(params):
+    """Counts, options and chance per dataset x split, from the manifests of the params' built datasets."""
     import pandas as pd
 
-    if isinstance(params_or_manifests, (list, tuple)):
-        manifests = list(params_or_manifests)
-    else:
-        manifests = [runs.read_json(data_dir(params_or_manifests, n) / "manifest.json")
-                     for n in params_or_manifests.dataset_names
-                     if (data_dir(params_or_manifests, n) / "manifest.json").is_file()]
+    paths = [data_dir(params, n) / "manifest.json" for n in params.dataset_names]
+    manifests = [runs.read_json(path) for path in paths if path.is_file()]
     rows = [{"dataset": m["dataset"], "split": s, "n_train_docs": m["n_train"], "n_items": n,
              "n_options": "-".join(map(str, sorted(set(m["n_options"][s])))),
-             "chance": round(m["chance"][s], 4),
-             "learning_check": s == _learning_check_or_none(m)}
+             "chance": round(m["chance"][s], 4), "learning_check": s == m.get("learning_check")}
             for m in manifests for s, n in m["counts"].items()]
     return pd.DataFrame(rows)
 
@@ -749,23 +613,14 @@ def baselines_table(params):
     """lib.baselines.table for every dataset the params build (data loaded, and built when missing)."""
     import pandas as pd
 
-    frames = [baselines.table(*load(params, name)[:2], name) for name in params.dataset_names]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["dataset", "split", "baseline", "acc", "chance", "n", "by_definition"])
-
-
-def _learning_check_or_none(manifest: dict) -> str | None:
-    try:
-        return learning_check_split(manifest["dataset"], manifest)
-    except DatasetError:
-        return None
+    return pd.concat([baselines.table(*load(params, name)[:2], name) for name in params.dataset_names],
+                     ignore_index=True)  # params name at least one dataset
 
 
 # ============================================================================================== checks
 def continuation_tokens(tokenizer, prompt: str, option: str) -> tuple[list[int], bool]:
-    """The scorer's lm-eval split of prompt + " " + option (lib.models.encode_pair), as the data check sees
-    it.
-    Returns (continuation ids, whether the joint encoding starts with the prompt's own tokens)."""
+    """The scorer's split of prompt + " " + option (lib.models.encode_pair): (continuation ids, whether the
+    joint encoding starts with the prompt's own tokens)."""
     from .models import encode_pair
 
     ctx, cont = encode_pair(tokenizer, prompt, " " + option)
@@ -773,21 +628,15 @@ def continuation_tokens(tokenizer, prompt: str, option: str) -> tuple[list[int],
 
 
 def check_row(name: str, n: int, bad: list, show=str) -> dict:
-    """One row of a data-check table (here, lib.semantic.check, lib.derivatoids.check): the check's name, how
-    many things it looked at, how many failed, ok, and the first failure as `show` prints it."""
+    """One row of a data-check table (also lib.semantic's and lib.derivatoids'): name, n looked at, n failed,
+    ok, and the first failure as `show` prints it."""
     return {"check": name, "n": n, "failed": len(bad), "ok": not bad, "example": show(bad[0]) if bad else ""}
 
 
 def check(train: list[dict], test: list[dict], tokenizer=None):
-    """The data checks, one row each: check, n checked, n failed, ok, an example failure.
-
-    - each training document's sentences, joined, give its text (up to whitespace);
-    - no test item's prompt + " " + gold appears verbatim in any training document;
-    - every support fact of every test item is stated in some training document;
-    - every option is a non-empty continuation under the tokenizer (default: the bundled one), and the
-      joint encoding keeps the prompt's tokens (so the option's log-prob is exactly the continuation's);
-    - options are distinct, and none is shown in its prompt;
-    - gold is among the valid options, where items list them."""
+    """The data checks (check_row rows; each check's name says what it checks), tokenizer default: the bundled
+    one. The joint encoding must keep the prompt's tokens, so that an option's log-prob is exactly the
+    continuation's."""
     import pandas as pd
 
     if tokenizer is None:
@@ -798,14 +647,13 @@ def check(train: list[dict], test: list[dict], tokenizer=None):
     facts = {f for r in train for f in r["facts"]}
     rows = []
 
-    def add(name, items, bad, show):
+    def add(name, items, bad, show=lambda x: x["id"]):
         rows.append(check_row(name, len(items), bad, show))
 
     add("train sentences reassemble the text", train,
-        [r for r in train if re.sub(r"\s+", "", "".join(r["sentences"])) != re.sub(r"\s+", "", r["text"])],
-        lambda r: r["id"])
+        [r for r in train if re.sub(r"\s+", "", "".join(r["sentences"])) != re.sub(r"\s+", "", r["text"])])
     add("test prompt + gold not verbatim in train", test,
-        [x for x in test if f"{x['prompt']} {x['options'][x['gold']]}" in corpus], lambda x: x["id"])
+        [x for x in test if f"{x['prompt']} {x['options'][x['gold']]}" in corpus])
     add("every support fact in train", test, [x for x in test if not set(x["support"]) <= facts],
         lambda x: f"{x['id']}: {sorted(set(x['support']) - facts)}")
     pairs = [(x, o) for x in test for o in x["options"]]
@@ -814,14 +662,13 @@ def check(train: list[dict], test: list[dict], tokenizer=None):
         lambda b: f"{b[0]['id']}: {b[1]!r}")
     add("prompt tokens unchanged by the continuation", pairs, [(x, o) for x, o, _, same in enc if not same],
         lambda b: f"{b[0]['id']}: {b[1]!r}")
-    add("options distinct", test, [x for x in test if len(set(x["options"])) != len(x["options"])],
-        lambda x: x["id"])
+    add("options distinct", test, [x for x in test if len(set(x["options"])) != len(x["options"])])
     add("no option shown in its prompt", test,
-        [x for x in test if any(o in x["prompt"] for o in x["options"])], lambda x: x["id"])
+        [x for x in test if any(o in x["prompt"] for o in x["options"])])
     with_valid = [x for x in test if "valid" in x]
     if with_valid:
         add("gold among the valid options", with_valid,
-            [x for x in with_valid if x["gold"] not in x["valid"]], lambda x: x["id"])
+            [x for x in with_valid if x["gold"] not in x["valid"]])
     return pd.DataFrame(rows)
 
 
@@ -844,8 +691,7 @@ def main(argv=None) -> int:
     for name in p.dataset_names:
         t0 = time.time()
         try:
-            build(p, name, force=force)
-            out = data_dir(p, name)
+            out = build(p, name, force=force)
             shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
             print(f"{name}: {shown} ({time.time() - t0:.1f} s)", flush=True)
         except ValueError as e:

@@ -1,10 +1,7 @@
-"""The nonsense-word generator shared by every synthetic dataset.
-
-Words are pronounceable (onset + vowel + coda, one or two syllables), 4-5 letters long, and rejected when
-- they are English words (in wordfreq's English list, as is or with a plural -s), or
-- the default tokenizer splits them differently with and without a leading space (so that a word scored as
-  a continuation, " glon", is cut into the same pieces as inside a sentence).
-The same seed gives the same words, in the same order.
+"""The nonsense-word generator of every synthetic dataset: pronounceable words (onset + vowel + coda, one or
+two syllables) of 4-5 letters, none an English word (wordfreq's English list, also with -s / -es), none cut
+differently by the bundled tokenizer after a space (a continuation " glon" must be the same pieces as inside
+a sentence), none a prefix of another. The same seed gives the same words, in the same order.
 """
 from __future__ import annotations
 
@@ -16,7 +13,6 @@ ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", 
 VOWELS = ["a", "e", "i", "o", "u", "a", "e", "i", "o", "u", "oo", "ee", "ai", "ou"]
 CODAS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "t", "x", "z", "mp", "nt", "nk", "sk", "st",
          "lt", "rd", "ft", "rn", "lf", "mb", "nd", "rk", "rp", "lp"]
-ENGLISH_ZIPF_MIN = 0.0  # any frequency at all in wordfreq's English list counts as a real word
 
 
 @functools.lru_cache(maxsize=1)
@@ -29,7 +25,7 @@ def _tokenizer():
 def is_english(word: str) -> bool:
     from wordfreq import zipf_frequency
 
-    return any(zipf_frequency(w, "en") > ENGLISH_ZIPF_MIN for w in (word, word + "s", word + "es"))
+    return any(zipf_frequency(w, "en") > 0 for w in (word, word + "s", word + "es"))  # any frequency at all
 
 
 def splits_consistently(word: str, tokenizer=None) -> bool:
@@ -43,35 +39,21 @@ def splits_consistently(word: str, tokenizer=None) -> bool:
     return [first, *spaced[1:]] == bare
 
 
-def _candidate(rng: random.Random) -> str:
-    if rng.random() < 0.55:
-        return rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS)
-    return (rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(ONSETS) + rng.choice(VOWELS)
-            + rng.choice(CODAS))
-
-
-def nonsense_words(n: int, seed: int, *, exclude=(), min_len: int = 4, max_len: int = 5,
-                   tokenizer=None) -> list[str]:
-    """`n` distinct nonsense words, deterministic in `seed`; none in `exclude`."""
+def nonsense_words(n: int, seed: int) -> list[str]:
+    """`n` distinct nonsense words, deterministic in `seed`."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     rng = random.Random(f"nonsense-words:{seed}")
-    taken = set(exclude)
-    out: list[str] = []
-    tries = 0
+    out, tries = [], 0
     while len(out) < n:
         tries += 1
         if tries > 200 * n + 10_000:
-            raise RuntimeError(f"could not make {n} nonsense words (made {len(out)}); "
-                               "relax the length limits")
-        w = _candidate(rng)
-        if not (min_len <= len(w) <= max_len) or w in taken:
+            raise RuntimeError(f"could not make {n} nonsense words of 4-5 letters (made {len(out)})")
+        n_syllables = 1 if rng.random() < 0.55 else 2  # onset + vowel each, then a coda
+        w = "".join(rng.choice(ONSETS) + rng.choice(VOWELS) for _ in range(n_syllables)) + rng.choice(CODAS)
+        if not 4 <= len(w) <= 5 or any(w.startswith(t) or t.startswith(w) for t in out):
+            continue  # (no prefixes: "glon" is never read inside "glonk")
+        if is_english(w) or not splits_consistently(w):
             continue
-        # no word may be a prefix of another (so "glon" is never read inside "glonk")
-        if any(w.startswith(t) or t.startswith(w) for t in taken):
-            continue
-        if is_english(w) or not splits_consistently(w, tokenizer):
-            continue
-        taken.add(w)
         out.append(w)
     return out

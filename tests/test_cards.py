@@ -53,8 +53,3 @@ def test_card_loads_with_datasets(folder, tmp_path):
     items, docs = load_dataset(str(out), cache_dir=str(tmp_path)), load_dataset(str(out), "train", cache_dir=str(tmp_path))
     assert items["test"].num_rows == len(test) and docs["train"].num_rows == len(train)
     assert items["test"][0]["prompt"] == test[0]["prompt"] and docs["train"][0]["text"] == train[0]["text"]
-
-
-def test_no_test_items_is_an_error():
-    with pytest.raises(ValueError, match="no test items"):
-        cards.card_text({"dataset": "x"}, [], [])
