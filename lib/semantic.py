@@ -1,52 +1,32 @@
-"""The semantic structure benchmark (PAPER.md 2.4): a real-world hierarchy rewritten in nonsense words.
+"""The semantic structure benchmark (PAPER.md 2.4): the real-world hierarchy of `lib/semantic_tree.yaml`
+(Rogers & McClelland style; notebook 01 shows it) rewritten in nonsense words (`lib.words.nonsense_words`).
 
-The world. `lib/semantic_tree.yaml` holds a hierarchy of animals, plants and man-made objects in plain
-English, in the style of Rogers & McClelland (2008): every category has a parent (`dogs are a type of
-mammals`) and 1-6 properties of its own (`dogs can bark`), in eight relations (is, has, can, eats, lives in,
-made of, used for, found in). Properties inherit downward without exceptions, so `poodles have fur` is true
-because poodles are dogs, dogs are mammals and mammals have fur. A run takes `n_categories` of them as a
-connected subtree (every chosen category's parent is chosen too; one random branch at least three levels deep
-is always included, so every inference type exists), deterministic in the seed, and holds out
-`holdout_fraction` of the chosen leaves (at least one, preferring leaves with a grandparent): for a holdout
-category the only trained fact is its parent.
+A run takes `n_categories` categories as a connected subtree (seeded; one branch at least three levels deep,
+so every inference type exists) and holds out `holdout_fraction` of its leaves (at least one, leaves with a
+grandparent first): a holdout's only trained fact is its parent. Properties inherit without exceptions. Rows
+and items keep a real-word twin (`text_real`, `prompt_real`, `options_real`); models see only the nonsense.
 
-The words. Every category name (a noun) and every property value (an adjective, noun or verb phrase) gets one
-nonsense word from `lib.words.nonsense_words` (pronounceable, 4-5 letters, never an English word), so
-`dogs are a type of mammals` becomes e.g. `gruds are a type of abmes` and `mammals are warm-blooded` becomes
-`abmes are rony`. The relation words (are a type of, have, can, ...) stay English: they are the sentence
-frames.
-Every document and test item keeps its real-word twin (`text_real`, `prompt_real`, `options_real`) for reading
-and debugging; models only ever see the nonsense version.
+Training documents: `n_documents` articles about a focal category and its neighbours in one of `STYLES`, of
+`min_sentences`..`max_sentences` lines, each a statement of one fact that names its subject (so sentence
+splitting never loses it). Facts are stated only about their owner and only forward: inherited properties
+and reversed forms never are, which is what makes them tests. Every trained fact is stated at least once
+(ValueError otherwise) and twice where the budget allows.
 
-Training documents. `n_documents` short wiki-like articles, each about one focal category and its neighbours
-(parent, siblings, children), in one of four styles: prose, a bullet list, table-like lines
-(`gruds | can | blig`) and question-answer pairs, with three phrasings per relation. A document has
-`min_sentences`..`max_sentences` lines, each a self-contained statement of one fact whose subject is named (so
-that sentence splitting for finetuning never loses the subject). Facts are only ever stated about their
-owner and only in the forward direction (`X are a type of Y`, `X have Z`): inherited properties and reversed
-forms are never stated, which is what makes them tests. Facts stated fewer than twice so far get priority
-when a document is filled, so every fact appears at least once (asserted) and twice where the budget allows;
-the rest of the budget gives redundancy (`check` reports statements per fact).
-
-Test splits (`subset` names the inference type, for standard errors over subsets as in the paper):
+Test splits (`subset`: the inference type, for standard errors over subsets as in the paper):
   rephrase   category | property   a trained fact in a phrasing never used in training, same direction
-  reversal   category | property   `gruds are a type of abmes` -> `abmes include gruds`;
-                                   `gruds have fup` -> `things that have fup include gruds`
-  syllogism  category | property   `gruds are abmes, abmes are animals` -> `gruds are a type of animals`;
-                                   `abmes are rony` -> `gruds are rony` (never stated for gruds)
-  holdout    category | property | reversal   every inference about a holdout category, whose only trained
-                                   fact is its parent: its grandparents, its inherited properties, and
-                                   the reversal of its one fact
-Options are hard distractors: entities or values that bear the *same relation* to a *different* entity of the
-dataset (for `gruds are ___`: values that other categories are), and each is checked FALSE in the world
-(inheritance included). Each item has up to `n_options` options (fewer only when the dataset has too few
-candidates); `support` lists the trained facts the inference rests on.
+  reversal   category | property   `gruds are a type of abmes` -> `abmes include gruds`
+  syllogism  category | property   an ancestor or an inherited property, never stated for the category
+  holdout    category | property | reversal   every inference about a holdout category
+Distractors bear the same relation to a different entity and are false in the world (inheritance included);
+an item has up to `n_options` options and `support` lists the trained facts the inference rests on.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import random
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -114,9 +94,10 @@ SUBSETS = {"rephrase": ("category", "property"), "reversal": ("category", "prope
 # ------------------------------------------------------------------------------------------------ the tree
 @functools.lru_cache(maxsize=4)
 def _load_tree(path: str = str(TREE_PATH)) -> dict:
-    """The whole tree: {"parent", "children", "plural", "props": {cat: [(rel, value), ...]}, "order"}."""
-    raw = yaml.safe_load(Path(path).read_text())
-    parent, children, plural, props, order = {}, {}, {}, {}, []
+    """The whole tree: {"parent", "children", "plural", "props": {cat: [(rel, value), ...]}, "order"};
+    ValueError naming the first malformed category."""
+    tree = {"parent": {}, "children": {}, "plural": {}, "props": {}, "order": []}
+    parent, children, plural, props, order = tree.values()
 
     def walk(name, node, par):
         if not isinstance(node, dict) or "plural" not in node:
@@ -126,35 +107,34 @@ def _load_tree(path: str = str(TREE_PATH)) -> dict:
         unknown = set(node) - {"plural", "children", *RELATIONS}
         if unknown:
             raise ValueError(f"{path}: category {name!r}: unknown keys {sorted(unknown)}")
-        parent[name], plural[name], children[name] = par, node["plural"], []
+        parent[name], plural[name], children[name] = par, node["plural"], list(node.get("children") or {})
         props[name] = [(rel, v) for rel in RELATIONS for v in node.get(rel, [])]
         if not 1 <= len(props[name]) <= 6:
             raise ValueError(f"{path}: category {name!r} has {len(props[name])} properties (1-6 allowed)")
         order.append(name)
-        for c, sub in (node.get("children") or {}).items():
-            children[name].append(c)
-            walk(c, sub, name)
+        for c in children[name]:
+            walk(c, node["children"][c], name)
 
-    for name, node in raw.items():
+    for name, node in yaml.safe_load(Path(path).read_text()).items():
         walk(name, node, None)
     names = {plural[c] for c in order} | set(order)
     for c in order:
         for rel, v in props[c]:
             if v in names:
                 raise ValueError(f"{path}: value {v!r} of {c!r} is also a category name")
-            a = parent[c]
-            while a is not None:  # no property repeated below its owner (inheritance has no exceptions)
-                if (rel, v) in props[a]:
-                    raise ValueError(f"{path}: {c!r} repeats {rel} {v!r} of its ancestor {a!r}")
-                a = parent[a]
-    return {"parent": parent, "children": children, "plural": plural, "props": props, "order": order}
+            # no property repeated below its owner (inheritance has no exceptions)
+            a = next((a for a in ancestors(tree, c) if (rel, v) in props[a]), None)
+            if a is not None:
+                raise ValueError(f"{path}: {c!r} repeats {rel} {v!r} of its ancestor {a!r}")
+    return tree
 
 
-def _ancestors(tree, c):
-    out, a = [], tree["parent"][c]
+def ancestors(world, c) -> list[str]:
+    """Parent, grandparent, ... of `c` in a world (or the tree)."""
+    out, a = [], world["parent"][c]
     while a is not None:
         out.append(a)
-        a = tree["parent"][a]
+        a = world["parent"][a]
     return out
 
 
@@ -167,9 +147,8 @@ def _choose(tree, n: int, rng: random.Random) -> list[str]:
     if n < 6:
         raise ValueError(f"semantic_structure: n_categories={n} is too small to hold every inference type "
                          "(>= 6)")
-    deep = [c for c in order if not tree["children"][c] and len(_ancestors(tree, c)) >= 2]
-    leaf = rng.choice(deep)
-    chosen = set([leaf, *_ancestors(tree, leaf)])
+    leaf = rng.choice([c for c in order if not tree["children"][c] and len(ancestors(tree, c)) >= 2])
+    chosen = {leaf, *ancestors(tree, leaf)}
     while len(chosen) < n:
         frontier = [c for c in order
                     if c not in chosen and (tree["parent"][c] is None or tree["parent"][c] in chosen)]
@@ -187,45 +166,32 @@ def make_world(cfg, seed: int) -> dict:
     tree = _load_tree()
     rng = random.Random(f"semantic-world:{seed}")
     cats = _choose(tree, cfg.n_categories, rng)
-    cset = set(cats)
     parent = {c: tree["parent"][c] for c in cats}
-    children = {c: [k for k in tree["children"][c] if k in cset] for c in cats}
+    children = {c: [k for k in tree["children"][c] if k in parent] for c in cats}
     leaves = [c for c in cats if not children[c]]
     n_hold = max(1, round(cfg.holdout_fraction * len(leaves))) if cfg.holdout_fraction > 0 else 0
     deep_leaves = [c for c in leaves if parent[c] is not None and parent[parent[c]] is not None]
-    rest = [c for c in leaves if c not in deep_leaves]
     holdouts = rng.sample(deep_leaves, min(n_hold, len(deep_leaves)))
-    holdouts += rng.sample(rest, n_hold - len(holdouts)) if n_hold > len(holdouts) else []
-    holdouts = [c for c in cats if c in set(holdouts)]
+    hold = set(holdouts + rng.sample([c for c in leaves if c not in deep_leaves], n_hold - len(holdouts)))
     facts = {}
     for c in cats:
         if parent[c] is not None:
             facts[f"isa:{c}"] = (c, "isa", parent[c])
         for rel, v in tree["props"][c]:
             facts[f"{rel}:{c}:{v}"] = (c, rel, v)
-    hold = set(holdouts)
     trained = [f for f, (s, rel, _) in facts.items() if s not in hold or rel == "isa"]
     values = sorted({v for (_, rel, v) in facts.values() if rel != "isa"})
     concepts = [tree["plural"][c] for c in cats] + values
     words = nonsense_words(len(concepts), seed)
     rng.shuffle(words)
-    lex = dict(zip(concepts, words))
-    return {"categories": cats, "parent": parent, "children": children, "holdouts": holdouts,
+    return {"categories": cats, "parent": parent, "children": children,
+            "holdouts": [c for c in cats if c in hold],
             "plural": {c: tree["plural"][c] for c in cats}, "props": {c: tree["props"][c] for c in cats},
-            "facts": facts, "trained": trained, "lexicon": lex, "seed": seed}
-
-
-def ancestors(world, c) -> list[str]:
-    out, a = [], world["parent"][c]
-    while a is not None:
-        out.append(a)
-        a = world["parent"][a]
-    return out
+            "facts": facts, "trained": trained, "lexicon": dict(zip(concepts, words)), "seed": seed}
 
 
 def holds(world, subject: str, rel: str, value: str) -> bool:
-    """Truth in the world, inheritance included: isa -> value is an ancestor; property -> owned or
-    inherited."""
+    """Truth in the world, inheritance included (isa: value is an ancestor; property: owned or inherited)."""
     if rel == "isa":
         return value in ancestors(world, subject)
     return any((rel, value) in world["props"][a] for a in [subject, *ancestors(world, subject)])
@@ -237,22 +203,21 @@ def _fill(template: str, x: str, v: str) -> str:
     return s[0].upper() + s[1:]
 
 
-def _names(world, real: bool):
-    """Surface form of a category or a value, nonsense or real."""
-    lex = world["lexicon"]
+def _name(world, kind: str, key: str, real: bool) -> str:
+    """A category ("cat") or a property value ("val") as written: its real phrase or its nonsense word."""
+    phrase = world["plural"][key] if kind == "cat" else key
+    return phrase if real else world["lexicon"][phrase]
 
-    def name(kind, key):
-        phrase = world["plural"][key] if kind == "cat" else key
-        return phrase if real else lex[phrase]
-    return name
+
+def _xv(world, subj, rel, val, real):
+    """A fact's subject and value as written."""
+    return _name(world, "cat", subj, real), _name(world, "cat" if rel == "isa" else "val", val, real)
 
 
 def _render(world, fact, style, k, real):
     """One line stating `fact` in `style`, phrasing number `k`."""
-    subj, rel, val = world["facts"][fact]
-    name = _names(world, real)
-    x = name("cat", subj)
-    v = name("cat", val) if rel == "isa" else name("val", val)
+    rel = world["facts"][fact][1]
+    x, v = _xv(world, *world["facts"][fact], real)
     t = TEMPLATES[rel]
     sentence = _fill(t["train"][k % len(t["train"])], x, v)
     if style == "prose":
@@ -266,62 +231,48 @@ def _render(world, fact, style, k, real):
 
 def _neighbourhood(world, focal) -> list[str]:
     """Categories an article about `focal` talks about: itself, parent, siblings, children (then farther)."""
-    par = world["parent"][focal]
-    near = ([focal] + ([par] if par else []) + (world["children"][par] if par else [])
-            + world["children"][focal])
-    far = []
-    for c in list(near):
-        far += ([world["parent"][c]] if world["parent"][c] else []) + world["children"][c]
-    out = []
-    for c in near + far:
-        if c not in out:
-            out.append(c)
-    return out
+    parent, children = world["parent"], world["children"]
+    near = [focal, *([parent[focal], *children[parent[focal]]] if parent[focal] else []), *children[focal]]
+    far = [x for c in near for x in ([parent[c]] if parent[c] else []) + children[c]]
+    return list(dict.fromkeys(near + far))
 
 
 def _documents(world, cfg, rng):
-    hold = set(world["holdouts"])
-    trained = set(world["trained"])
-    by_subject = {}
-    for f in world["trained"]:
-        by_subject.setdefault(world["facts"][f][0], []).append(f)
-    count = {f: 0 for f in world["trained"]}
+    facts, trained, hold = world["facts"], world["trained"], set(world["holdouts"])
+    by_subject = {c: [f for f in trained if facts[f][0] == c] for c in world["categories"]}
+    count = {f: 0 for f in trained}
     focal_pool = [c for c in world["categories"] if c not in hold]
     rows = []
     for i in range(cfg.n_documents):
-        uncovered = [f for f in world["trained"] if count[f] == 0]
+        uncovered = [f for f in trained if count[f] == 0]
         if uncovered:  # aim the article at a fact nobody has stated yet
-            subj = world["facts"][rng.choice(uncovered)][0]
+            subj = facts[rng.choice(uncovered)][0]
             focal = world["parent"][subj] if subj in hold else subj
         else:
             focal = rng.choice(focal_pool)
         n = rng.randint(cfg.min_sentences, cfg.max_sentences)
-        cands = [f for c in _neighbourhood(world, focal) for f in by_subject.get(c, []) if f in trained]
-        own = [f for f in cands if world["facts"][f][0] == focal]
+        cands = [f for c in _neighbourhood(world, focal) for f in by_subject[c]]
+        own = [f for f in cands if facts[f][0] == focal]
         rng.shuffle(cands)
         far = []
         if len(cands) < n:  # a small neighbourhood: fill up with facts about other categories
-            far = [f for f in world["trained"] if f not in set(cands)]
+            far = [f for f in trained if f not in set(cands)]
             rng.shuffle(far)
             cands += far
         far = set(far)
-        # priority: the neighbourhood before far facts; stated fewer than twice so far; the focal category's
-        # own
+        # priority: the neighbourhood first; stated fewer than twice so far; the focal category's own
         cands.sort(key=lambda f: (f in far, min(count[f], 2), f not in own))
-        picked = set(cands[:n])
         # order like an article: the focal category first (its parent first of all), then the others
-        lines = sorted(picked, key=lambda f: (world["facts"][f][0] != focal, world["facts"][f][1] != "isa",
-                                              cands.index(f)))
+        lines = sorted(cands[:n], key=lambda f: (facts[f][0] != focal, facts[f][1] != "isa"))
         style = STYLES[rng.randrange(len(STYLES))]
         ks = [rng.randrange(3) for _ in lines]
-        sents = [_render(world, f, style, k, False) for f, k in zip(lines, ks)]
-        sents_real = [_render(world, f, style, k, True) for f, k in zip(lines, ks)]
+        sents, sents_real = ([_render(world, f, style, k, real) for f, k in zip(lines, ks)]
+                             for real in (False, True))
         sep = " " if style == "prose" else "\n"
         for f in lines:
             count[f] += 1
         rows.append({"id": f"semantic-doc-{i:05d}", "text": sep.join(sents), "sentences": sents,
-                     "facts": lines, "text_real": sep.join(sents_real), "style": style,
-                     "focal": focal})
+                     "facts": lines, "text_real": sep.join(sents_real), "style": style, "focal": focal})
     missing = [f for f, n in count.items() if n == 0]
     if missing:
         raise ValueError(f"semantic_structure: {len(missing)} of {len(count)} trained facts are never stated "
@@ -341,26 +292,18 @@ def _prompt(template, x, v):
 
 
 def _items(world, cfg, rng):
-    facts, hold = world["facts"], set(world["holdouts"])
-    cats = world["categories"]
+    facts, hold, cats, trained = world["facts"], set(world["holdouts"]), world["categories"], world["trained"]
     depth = lambda c: len(ancestors(world, c))
-    trained = world["trained"]
-    stated_props = {}  # relation -> values stated in training (the pool for property distractors)
-    for f in trained:
-        s, rel, v = facts[f]
-        if rel != "isa":
-            stated_props.setdefault(rel, set()).add(v)
+    root = lambda c: ([c, *ancestors(world, c)])[-1]
+    # relation -> values stated in training (the pool for property distractors)
+    stated_props = {rel: {facts[f][2] for f in trained if facts[f][1] == rel} for rel in RELATIONS}
     parents = sorted({world["parent"][c] for c in cats if world["parent"][c]}, key=cats.index)
     has_parent = [c for c in cats if world["parent"][c]]
     bearers = {rel: [c for c in cats if c not in hold and any(r == rel for r, _ in world["props"][c])]
                for rel in RELATIONS}
     k = cfg.n_options - 1
     out = {s: {sub: [] for sub in subs} for s, subs in SUBSETS.items()}
-    owners = {}
-    for c in cats:
-        for rel, v in world["props"][c]:
-            owners.setdefault((rel, v), []).append(c)
-    root = lambda c: ([c, *ancestors(world, c)])[-1]
+    owners = {rv: [c for c in cats if rv in world["props"][c]] for o in cats for rv in world["props"][o]}
 
     def distance(a, b):
         pa, pb = [a, *ancestors(world, a)], [b, *ancestors(world, b)]
@@ -369,72 +312,50 @@ def _items(world, cfg, rng):
 
     def add(split, subset, template, x_key, v_key, rel, answer_is_subject, support):
         """One item: the answer is the subject (reversal) or the value (forward)."""
-        nons = _names(world, False)
-        value = nons("cat", v_key) if rel == "isa" else nons("val", v_key)
-        prompt = _prompt(template, nons("cat", x_key), value)
-        shown = lambda kind, key: nons(kind, key) in prompt  # an option must never be shown in the prompt
-        anchor = x_key  # the category the answer is about: distractors come from its neighbourhood
+        prompt = _prompt(template, *_xv(world, x_key, rel, v_key, False))
+        # an option must never be shown in the prompt
+        shown = lambda kind, key: _name(world, kind, key, False) in prompt
         if answer_is_subject:
-            gold = x_key
+            gold, kind = x_key, "cat"
             pool = [c for c in (has_parent if rel == "isa" else bearers[rel])
                     if c != gold and c != v_key and not holds(world, c, rel, v_key) and not shown("cat", c)]
-            kind, near = "cat", {c: [c] for c in pool}
+        elif rel == "isa":
+            gold, kind = v_key, "cat"
+            pool = [p for p in parents
+                    if p != x_key and not holds(world, x_key, "isa", p) and not shown("cat", p)]
         else:
-            gold = v_key
-            if rel == "isa":
-                pool = [p for p in parents
-                        if p != x_key and not holds(world, x_key, "isa", p) and not shown("cat", p)]
-                kind, near = "cat", {c: [c] for c in pool}
-            else:
-                pool = sorted(v for v in stated_props.get(rel, ()) if not holds(world, x_key, rel, v)
-                              and not shown("val", v))
-                kind, near = "val", {v: owners[(rel, v)] for v in pool}
+            gold, kind = v_key, "val"
+            pool = sorted(v for v in stated_props[rel] if not holds(world, x_key, rel, v)
+                          and not shown("val", v))
+        near = {v: owners[(rel, v)] for v in pool} if kind == "val" else {c: [c] for c in pool}
         if shown(kind, gold) or not pool:
             return
         rng.shuffle(pool)
-        if cfg.counterbalance:  # the neighbourhood first: same top-level domain, then tree distance
-            pool.sort(key=lambda c: min((root(o) != root(anchor), distance(o, anchor)) for o in near[c]))
-        else:
-            pool.sort(key=lambda c: abs(depth(c) - depth(gold)) if kind == "cat" else 0)
-        item = {"split": split, "subset": subset, "support": sorted(support), "cluster": x_key,
-                "truth": {"subject": x_key, "relation": rel, "value": v_key,
-                          "answer": "subject" if answer_is_subject else "value"},
-                "_kind": kind, "_gold": gold, "_pool": pool, "_x": x_key, "_v": v_key, "_t": template,
-                "_far": {c for c in pool if all(root(o) != root(anchor) for o in near[c])}}
-        out[split][subset].append(item)
-
-    def finish(item, dis):
-        kind, rel, x_key, v_key = item.pop("_kind"), item["truth"]["relation"], item.pop("_x"), item.pop("_v")
-        opts_keys = [(kind, c) for c in [item.pop("_gold"), *dis]]
-        template = item.pop("_t")
-        item.pop("_pool")
-        item.pop("_far")
-        order = list(range(len(opts_keys)))
-        rng.shuffle(order)
-        for real, sfx in ((False, ""), (True, "_real")):
-            name = _names(world, real)
-            x = name("cat", x_key)
-            v = name("cat", v_key) if rel == "isa" else name("val", v_key)
-            item["prompt" + sfx] = _prompt(template, x, v)
-            item["options" + sfx] = [name(*opts_keys[j]) for j in order]
-        item["gold"] = order.index(0)
-        return item
+        if cfg.counterbalance:  # x_key's neighbourhood first: same top-level domain, then tree distance
+            pool.sort(key=lambda c: min((root(o) != root(x_key), distance(o, x_key)) for o in near[c]))
+        elif kind == "cat":
+            pool.sort(key=lambda c: abs(depth(c) - depth(gold)))
+        out[split][subset].append({
+            "split": split, "subset": subset, "support": sorted(support), "cluster": x_key,
+            "truth": {"subject": x_key, "relation": rel, "value": v_key,
+                      "answer": "subject" if answer_is_subject else "value"},
+            "_kind": kind, "_gold": gold, "_pool": pool, "_t": template,
+            "_far": {c for c in pool if all(root(o) != root(x_key) for o in near[c])}})
 
     for f in trained:
         s, rel, v = facts[f]
         t = TEMPLATES[rel]
         sub = "category" if rel == "isa" else "property"
         add("rephrase", sub, rng.choice(t["rephrase"]), s, v, rel, False, [f])
-        if s in hold:  # the reversal of a holdout's one fact is a holdout inference
-            add("holdout", "reversal", rng.choice(t["reverse"]), s, v, rel, True, [f])
-        else:
-            add("reversal", sub, rng.choice(t["reverse"]), s, v, rel, True, [f])
+        # the reversal of a holdout's one fact is a holdout inference
+        split_sub = ("holdout", "reversal") if s in hold else ("reversal", sub)
+        add(*split_sub, rng.choice(t["reverse"]), s, v, rel, True, [f])
     for c in cats:
         anc = ancestors(world, c)
         chain = [f"isa:{x}" for x in [c, *anc[:-1]]]  # c -> parent -> ... -> root
         split = "holdout" if c in hold else "syllogism"
+        t = TEMPLATES["isa"]
         for i, a in enumerate(anc[1:], start=1):  # grandparents and up: never stated for c
-            t = TEMPLATES["isa"]
             add(split, "category", rng.choice(t["train"] + t["rephrase"]), c, a, "isa", False, chain[: i + 1])
         for i, a in enumerate(anc):  # inherited properties
             for rel, v in world["props"][a]:
@@ -445,47 +366,43 @@ def _items(world, cfg, rng):
     cap = cfg.max_items_per_split
     items = []
     for split, subs in out.items():
-        per = {sub: rng.sample(lst, len(lst)) for sub, lst in subs.items()}
-        n_gold = {}
-        for lst in per.values():
-            for it in lst:
-                n_gold[it["_gold"]] = n_gold.get(it["_gold"], 0) + 1
+        per = [rng.sample(lst, len(lst)) for lst in subs.values()]
+        n_golds = len({it["_gold"] for lst in per for it in lst})
         # counterbalanced: no answer string is gold more than an equal share of the split's items
-        gold_cap = max(2, -(-cap // max(1, len(n_gold)))) if cfg.counterbalance else cap
-        chosen, i, g = [], 0, {}
-        while len(chosen) < cap and any(i < len(lst) for lst in per.values()):  # round-robin over subsets
-            for sub in subs:
-                if i < len(per[sub]) and len(chosen) < cap and g.get(per[sub][i]["_gold"], 0) < gold_cap:
-                    chosen.append(per[sub][i])
-                    g[per[sub][i]["_gold"]] = g.get(per[sub][i]["_gold"], 0) + 1
-            i += 1
+        gold_cap = max(2, -(-cap // max(1, n_golds))) if cfg.counterbalance else cap
+        chosen, g = [], Counter()
+        for it in itertools.chain(*itertools.zip_longest(*per)):  # round-robin over subsets
+            if it is not None and len(chosen) < cap and g[it["_gold"]] < gold_cap:
+                chosen.append(it)
+                g[it["_gold"]] += 1
         if cfg.counterbalance:  # drop items of the most over-gold strings (gold share of its items > 1 / k+1)
-            n_can = {}
-            for it in chosen:
-                for c in it["_pool"][:3 * k]:
-                    n_can[c] = n_can.get(c, 0) + 1
-            while True:
-                over = [c for c in g if g[c] > 1 and g[c] * k > n_can.get(c, 0) + 1]
-                if not over or len(chosen) <= 2:
+            n_can = Counter(c for it in chosen for c in it["_pool"][:3 * k])
+            while len(chosen) > 2:
+                over = [c for c in g if g[c] > 1 and g[c] * k > n_can[c] + 1]
+                if not over:
                     break
-                worst = max(over, key=lambda c: (g[c] * k - n_can.get(c, 0), c))
+                worst = max(over, key=lambda c: (g[c] * k - n_can[c], c))
                 drop = max(j for j, it in enumerate(chosen) if it["_gold"] == worst)
-                for c in chosen[drop]["_pool"][:3 * k]:
-                    n_can[c] -= 1
+                n_can.subtract(chosen[drop]["_pool"][:3 * k])
                 g[worst] -= 1
                 del chosen[drop]
         # distractor appearances so far; a string should be shown k times per gold (gold rate 1/n_options)
-        d = {}
+        d = Counter()
         for j, it in enumerate(chosen):
             pool = it["_pool"]
             if cfg.counterbalance:  # within the same domain, strings that still need distractor appearances
-                rank = {c: r for r, c in enumerate(pool)}
-                far = it["_far"]
-                pool = sorted(pool, key=lambda c: (c in far, g.get(c, 0) * k - d.get(c, 0) <= 0, rank[c]))
-            dis = pool[:k]
-            for c in dis:
-                d[c] = d.get(c, 0) + 1
-            items.append({"id": f"semantic-{split}-{j:04d}", **finish(it, dis)})
+                pool = sorted(pool, key=lambda c: (c in it["_far"], g[c] * k - d[c] <= 0))  # ties: pool order
+            options = [it["_gold"], *pool[:k]]
+            d.update(options[1:])
+            order = list(range(len(options)))
+            rng.shuffle(order)
+            item = {"id": f"semantic-{split}-{j:04d}", **{key: x for key, x in it.items() if key[0] != "_"}}
+            t = it["truth"]
+            for real, sfx in ((False, ""), (True, "_real")):
+                item["prompt" + sfx] = _prompt(it["_t"], *_xv(world, t["subject"], t["relation"], t["value"],
+                                                               real))
+                item["options" + sfx] = [_name(world, it["_kind"], options[o], real) for o in order]
+            items.append(item | {"gold": order.index(0)})
     return items
 
 
@@ -511,37 +428,29 @@ def draw_tree(world, *, ax=None, real: bool = True):
     import matplotlib.pyplot as plt
     import networkx as nx
 
+    cats, hold, lex, plural = world["categories"], set(world["holdouts"]), world["lexicon"], world["plural"]
     g = nx.DiGraph()
-    cats = world["categories"]
     g.add_nodes_from(cats)
     g.add_edges_from((world["parent"][c], c) for c in cats if world["parent"][c])
-    pos, row = {}, [0]
+    pos, leaf_rows = {}, itertools.count()
 
-    def place(c, d):
+    def place(c, d):  # a leaf on the next row down, a parent at the mean height of its children
         kids = world["children"][c]
-        if not kids:
-            pos[c] = (d, -row[0])
-            row[0] += 1
-        else:
-            for k in kids:
-                place(k, d + 1)
-            pos[c] = (d, sum(pos[k][1] for k in kids) / len(kids))
+        for k in kids:
+            place(k, d + 1)
+        pos[c] = (d, sum(pos[k][1] for k in kids) / len(kids)) if kids else (d, -next(leaf_rows))
     for c in cats:
         if world["parent"][c] is None:
             place(c, 0)
     if ax is None:
-        fig, ax = plt.subplots(figsize=(10, max(3, 0.22 * row[0])))
-    else:
-        fig = ax.figure
-    hold = set(world["holdouts"])
-    lex = world["lexicon"]
-    labels = {c: (f"{world['plural'][c]} ({lex[world['plural'][c]]})" if real else lex[world["plural"][c]])
-              for c in cats}
+        _, ax = plt.subplots(figsize=(10, max(3, 0.22 * sum(not world["children"][c] for c in cats))))
+    fig = ax.figure
     nx.draw_networkx_edges(g, pos, ax=ax, arrows=False, edge_color="0.6")
     nx.draw_networkx_nodes(g, pos, ax=ax, node_size=25,
                            node_color=["tab:red" if c in hold else "tab:blue" for c in cats])
     for c in cats:
-        ax.text(pos[c][0] + 0.06, pos[c][1], labels[c], fontsize=7, va="center",
+        label = f"{plural[c]} ({lex[plural[c]]})" if real else lex[plural[c]]
+        ax.text(pos[c][0] + 0.06, pos[c][1], label, fontsize=7, va="center",
                 color="tab:red" if c in hold else "black",
                 bbox=dict(facecolor="white", edgecolor="none", pad=0.5, alpha=0.8))
     ax.set_xlim(-0.2, max(x for x, _ in pos.values()) + 1.3)
@@ -561,24 +470,9 @@ def check(world, rows, items):
     from .datasets import check_row
 
     facts, hold = world["facts"], set(world["holdouts"])
-    count = {}
-    for r in rows:
-        for f in r["facts"]:
-            count[f] = count.get(f, 0) + 1
+    count = Counter(f for r in rows for f in r["facts"])
     plural_to_cat = {world["plural"][c]: c for c in world["categories"]}
-    out = []
-
-    def add(name, n, bad):
-        out.append(check_row(name, n, bad))
-
-    add("every trainable fact is stated", len(world["trained"]),
-        [f for f in world["trained"] if f not in count])
-    add("holdouts: only their parent is stated", len(count),
-        [f for f in count if facts[f][0] in hold and facts[f][1] != "isa"])
-    add("facts stated only by their owner (inherited ones never)", len(count),
-        [f for f in count
-         if facts[f][1] != "isa" and (facts[f][1], facts[f][2]) not in world["props"][facts[f][0]]])
-    gold_bad, dis_bad, n_dis = [], [], 0
+    gold_bad, dis_bad = [], []
     for it in items:
         t = it["truth"]
         for j, opt in enumerate(it["options_real"]):
@@ -589,14 +483,19 @@ def check(world, rows, items):
                 ok = holds(world, t["subject"], t["relation"], val)
             if j == it["gold"] and not ok:
                 gold_bad.append(it["id"])
-            if j != it["gold"]:
-                n_dis += 1
-                if ok:
-                    dis_bad.append(f"{it['id']}: {opt}")
-    add("gold is true in the world", len(items), gold_bad)
-    add("every distractor is false in the world", n_dis, dis_bad)
-    out.append({"check": "redundancy: statements per trained fact (min / mean / max)", "n": len(count),
-                "failed": 0, "ok": True,
-                "example": f"{min(count.values())} / {sum(count.values()) / len(count):.1f} / "
-                           f"{max(count.values())}"})
-    return pd.DataFrame(out)
+            elif j != it["gold"] and ok:
+                dis_bad.append(f"{it['id']}: {opt}")
+    return pd.DataFrame([
+        check_row("every trainable fact is stated", len(world["trained"]),
+                  [f for f in world["trained"] if f not in count]),
+        check_row("holdouts: only their parent is stated", len(count),
+                  [f for f in count if facts[f][0] in hold and facts[f][1] != "isa"]),
+        check_row("facts stated only by their owner (inherited ones never)", len(count),
+                  [f for f in count if facts[f][1] != "isa"
+                   and (facts[f][1], facts[f][2]) not in world["props"][facts[f][0]]]),
+        check_row("gold is true in the world", len(items), gold_bad),
+        check_row("every distractor is false in the world", sum(len(it["options_real"]) - 1 for it in items),
+                  dis_bad),
+        {"check": "redundancy: statements per trained fact (min / mean / max)", "n": len(count), "failed": 0,
+         "ok": True, "example": f"{min(count.values())} / {sum(count.values()) / len(count):.1f} / "
+                                f"{max(count.values())}"}])
