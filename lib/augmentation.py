@@ -1,40 +1,13 @@
-"""Augmented finetuning (the paper's Section 6): spend train-time compute on in-context inference.
+"""Augmented finetuning (the paper's Section 6, explained in notebook 04): the model writes new training
+sentences (local: restatements of each training sentence; global: inferences linking a document to the
+training set in context), parsed and filtered (filter_sentences), then finetuned on with the original rows
+(run_augmented); the control `ft_repeat` adds plain repetitions instead, as many FT examples as the largest
+augmentation adds.
 
-The model (by default the same model that is then finetuned) writes new training sentences:
-  - local:  each distinct training sentence is shown after a few worked examples of rephrasings and
-            reversals (lib/prompts/local.txt, written with made-up words of our own so that the examples
-            teach no fact of any dataset), and the model writes several restatements of it, including the
-            reverse direction of every relation;
-  - global: the training set is in context (subsampled to fit the window, as for ICL), then one document,
-            and the model writes the inferences that link it to the rest (lib/prompts/global.txt):
-            reversals, syllogistic conclusions, inherited properties.
-Augmented FT trains on the original rows plus the augmentations (local, global or both) with the same FT
-recipe and the paper's default sentence splitting (independent). The control `ft_repeat` adds plain
-repetitions of original documents instead, as many FT examples as the largest augmentation adds, so a gain
-cannot be explained by more (or longer) data alone; all runs take the same number of steps (finetune.steps).
-
-Generation (`sample`): the part of the prompt shared by every item (the worked examples; for global also
-the whole training-set context) is run once and its key/value cache is reused for every batch, expanded to
-the batch as views (the model's cache update concatenates, so the shared tensors are never copied in place
-or modified). Items are left-padded after the shared prefix, generation is batched with the KV cache, and
-each row draws its random numbers from its own generator seeded by (augment.seed, its prompt, its sample
-index), so a row's sample does not depend on which batch it falls in. A generation stops at the end-of-turn
-token, at a blank line (the end of the list), or after augment.max_new_tokens.
-
-Parsing and filtering (`parse_generation`, `filter_sentences`): list markers are stripped, lines cut into
-sentences, and a sentence is dropped (and counted, by reason) when it is unfinished (no final punctuation,
-e.g. cut by the token limit), too short (< 3 words) or too long (> 60 words), holds markup (chat tokens or
-turns, table cells, headings), copies the prompt verbatim (the source sentence, a worked example or a
-context document), uses a made-up word of the worked examples that the item does not contain (a leak from
-the prompt), shares no content word with the item (off topic: no word of 3+ letters other than very
-common English words), or repeats a sentence already kept. A generation with no sentence at all counts as
-empty.
-
-Caching: every generation is appended to runs/<p>/augment/<dataset>/generations_<kind>.jsonl under a key
-hashing its model (name, dtype, quantization), full prompt text, sampling params and sample index; a rerun
-or a resumed run reads it and generates nothing twice (a line cut by a killed run is ignored). Each record
-keeps its tokens and seconds, so the compute spent is known even when everything came from the cache. The
-parsed rows go to <kind>.jsonl with <kind>.stats.json (kept / dropped by reason, tokens, seconds, tokens/s).
+Caching: every generation is appended to runs/<p>/augment/<dataset>/generations_<kind>.jsonl under
+generation_key, with its tokens and seconds (the compute spent is known even when all came from the cache);
+a rerun generates nothing twice and a line cut by a killed run is ignored. The parsed rows go to
+<kind>.jsonl, their counts (kept, dropped by reason, tokens, seconds) to <kind>.stats.json.
 """
 from __future__ import annotations
 
@@ -42,13 +15,16 @@ import functools
 import json
 import random
 import re
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import torch
+from tqdm import tqdm
 
-from . import runs, scoring
+from . import datasets, icl, models, runs, scoring, training
 
 PROMPTS = Path(__file__).resolve().parent / "prompts"
 KINDS = ("local", "global")
@@ -156,13 +132,11 @@ def content_words(text: str) -> set[str]:
 def example_only_words(template: str) -> set[str]:
     """The made-up words of a prompt's worked examples: words of the template (placeholders aside) that
     are not English (absent from wordfreq's English list)."""
-    from wordfreq import zipf_frequency
-
     body = re.sub(r"\{[a-z]+\}", " ", template)
     out = set()
     for w in _WORD.findall(body):
         w = w.lower()
-        if len(w) > 2 and zipf_frequency(w, "en") == 0.0:
+        if len(w) > 2 and _zipf(w) == 0.0:
             out |= {_stem(w)} | ({w[:-2]} if w.endswith("es") else set())
     return out
 
@@ -214,20 +188,10 @@ def filter_sentences(candidates: list[str], *, prompt: str, item_text: str, exam
 
 
 # ----------------------------------------------------------------------------------------- generation
-@functools.lru_cache(maxsize=None)
-def _takes_logits_to_keep(model_type) -> bool:
-    """Whether a model class's forward has `logits_to_keep`, read once per class."""
-    import inspect
-
-    return "logits_to_keep" in inspect.signature(model_type.forward).parameters
-
-
 def _forward(model, ids, mask, pos, cache):
-    """One forward through a causal LM with a KV cache; returns (last-position logits, cache)."""
-    kw = {"cache": cache, "use_cache": True}
-    if _takes_logits_to_keep(type(model)):
-        kw["logits_to_keep"] = 1
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, **kw)
+    """One forward with a KV cache; returns (last-position logits, cache)."""
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
+                logits_to_keep=1)
     return out.logits[:, -1, :].float(), out.cache
 
 
@@ -235,7 +199,7 @@ def stop_token_ids(tok) -> set[int]:
     ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
     for t in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>"):
         i = tok.convert_tokens_to_ids(t)
-        if isinstance(i, int) and i != tok.unk_token_id and i is not None and i >= 0:
+        if isinstance(i, int) and i != tok.unk_token_id and i >= 0:
             ids.add(i)
     return ids
 
@@ -243,32 +207,25 @@ def stop_token_ids(tok) -> set[int]:
 def sample(model, tok, prefix: str, suffixes: list[str], seeds: list[int], *, temperature: float,
            max_new_tokens: int, batch_size: int, progress: bool = False,
            on_batch=None) -> tuple[list[dict], dict]:
-    """Generate one continuation of prefix + suffix for each suffix, batched with the KV cache.
+    """One continuation of prefix + suffix for each suffix: the prefix's KV cache is computed once and
+    expanded to every batch (items left-padded after it); a row stops at a stop token, at a blank line
+    (STOP) or after max_new_tokens. temperature 0 = greedy, else Gumbel-max over logits / temperature with
+    the row's own torch.Generator seeded by `seeds[i]`. Returns per suffix {"text", "n_tokens", "seconds"
+    (its share of its batch's time), "stopped"} and {"prefix_tokens", "prefix_seconds"}; `on_batch(indices,
+    results)` is called after each batch.
 
-    Returns per suffix {"text", "n_tokens", "seconds" (its share of its batch's time), "stopped"} and
-    {"prefix_tokens", "prefix_seconds"}. temperature 0 = greedy; else each row samples with its own
-    torch.Generator (Gumbel-max over logits / temperature), seeded by `seeds[i]`. `on_batch(indices,
-    results)` is called after each batch (the caller caches them as they come).
-
-    Kept instead of `model.generate` (issue "Engines"): each row draws from its own seeded torch.Generator, so
-    a sample depends on its seed alone, not on which rows share its batch or on the batch size; `generate`
-    draws every row from one global generator. `make bench` measures it against `generate` without prefix
-    reuse: 3.21x on an idle 2-core CPU (bundled model); `generate` over a reused prefix cache is not
-    compared."""
-    from tqdm import tqdm
-
+    Not `model.generate`, which draws every row from one global generator: here a sample depends on its
+    seed alone, not on its batch (`make bench`: 3.21x generate without prefix reuse, idle 2-core CPU)."""
     if len(seeds) != len(suffixes):
         raise ValueError("one seed per suffix")
     dev = next(model.parameters()).device
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     stops = stop_token_ids(tok)
-    from .models import context_window
-
     pre = tok(prefix, add_special_tokens=True).input_ids if prefix else []
     P = len(pre)
     enc = [tok(s, add_special_tokens=not pre).input_ids for s in suffixes]
     longest = max((len(e) for e in enc), default=0)
-    window = context_window(model)
+    window = models.context_window(model)
     if P + longest + max_new_tokens > window:
         raise ValueError(f"augmentation prompt too long: shared prefix {P} + item {longest} + "
                          f"max_new_tokens {max_new_tokens} tokens > the model's window of {window}")
@@ -282,48 +239,32 @@ def sample(model, tok, prefix: str, suffixes: list[str], seeds: list[int], *, te
     for batch in tqdm(batches, desc="generate", disable=not progress, mininterval=2.0):
         t1 = time.perf_counter()
         B, S = len(batch), max(len(enc[i]) for i in batch)
-        ids = torch.full((B, S), pad, dtype=torch.long)
-        mask = torch.zeros(B, P + S, dtype=torch.long)
-        mask[:, :P] = 1
-        for r, i in enumerate(batch):
-            n = len(enc[i])
-            ids[r, S - n:] = torch.tensor(enc[i])
-            mask[r, P + S - n:] = 1
+        ids = torch.tensor([[pad] * (S - len(enc[i])) + enc[i] for i in batch], dtype=torch.long)
+        mask = torch.tensor([[1] * P + [0] * (S - len(enc[i])) + [1] * len(enc[i]) for i in batch],
+                            dtype=torch.long)
         pos = (P + mask[:, P:].cumsum(-1) - 1).clamp(min=P)
         gens = [torch.Generator().manual_seed(seeds[i] % (2 ** 63)) for i in batch]
         cache = scoring.expand_cache(shared, B) if shared is not None else None
         ids, mask, pos = ids.to(dev), mask.to(dev), pos.to(dev)
         new = [[] for _ in batch]
-        done = [False] * B
-        stopped = [False] * B
+        done = [False] * B  # stopped
         with torch.inference_mode():
             logits, cache = _forward(model, ids, mask, pos, cache)
             for _ in range(max_new_tokens):
                 live = [r for r in range(B) if not done[r]]
                 rows = logits[live].cpu()
                 if temperature > 0:  # each row's noise from its own generator; the arithmetic for all at once
-                    u = torch.empty(rows.shape)
-                    for k, r in enumerate(live):
-                        torch.rand(rows.shape[1], generator=gens[r], out=u[k])
-                    u.clamp_(1e-10, 1 - 1e-7)
-                    picks = torch.argmax(rows / temperature - torch.log(-torch.log(u)), dim=-1).tolist()
-                else:
-                    picks = torch.argmax(rows, dim=-1).tolist()
-                chosen = dict(zip(live, picks))
-                nxt = []
-                for r in range(B):
-                    if done[r]:
-                        nxt.append(pad)
-                        continue
-                    t = chosen[r]
+                    u = torch.stack([torch.rand(rows.shape[1], generator=gens[r]) for r in live])
+                    rows = rows / temperature - torch.log(-torch.log(u.clamp_(1e-10, 1 - 1e-7)))
+                picks = torch.argmax(rows, dim=-1).tolist()
+                nxt = [pad] * B
+                for r, t in zip(live, picks):
                     if t in stops:
-                        done[r] = stopped[r] = True
-                        nxt.append(pad)
+                        done[r] = True
                         continue
                     new[r].append(t)
-                    nxt.append(t)
-                    if "\n" in tok.decode([t]) and STOP in tok.decode(new[r]):
-                        done[r] = stopped[r] = True
+                    nxt[r] = t
+                    done[r] = "\n" in tok.decode([t]) and STOP in tok.decode(new[r])
                 if all(done):
                     break
                 step = torch.tensor(nxt, device=dev)[:, None]
@@ -334,7 +275,7 @@ def sample(model, tok, prefix: str, suffixes: list[str], seeds: list[int], *, te
         total = sum(len(x) for x in new) or 1
         for r, i in enumerate(batch):
             out[i] = {"text": tok.decode(new[r], skip_special_tokens=False), "n_tokens": len(new[r]),
-                      "seconds": dt * len(new[r]) / total, "stopped": stopped[r]}
+                      "seconds": dt * len(new[r]) / total, "stopped": done[r]}
         if on_batch is not None:
             on_batch(batch, [out[i] for i in batch])
     return out, info
@@ -423,8 +364,6 @@ def global_context(tok, rows: list[dict], max_tokens: int, seed: int) -> tuple[s
     """The training set as context for global augmentation, subsampled to fit `max_tokens` as for ICL
     (lib.icl.build_context, plain format, without ICL's closing instruction). Augmentation never looks at
     test items, so no document is kept for being tested: the subset is a seeded random one."""
-    from . import icl
-
     text, info = icl.build_context(tok, rows, [], fmt="plain", max_tokens=max_tokens, seed=seed)
     tail = icl.DOC_SEP + icl.INSTRUCTION + "\n"
     if not text.endswith(tail):
@@ -433,17 +372,14 @@ def global_context(tok, rows: list[dict], max_tokens: int, seed: int) -> tuple[s
 
 
 # ------------------------------------------------------------------------------------------- generate
-def generate(params, dataset: str, rows: list[dict], kind: str, *, model=None, tok=None,
-             progress: bool = True) -> list[dict]:
-    """Augmentation rows of one kind ("local", "global" or "both" = local + global) for a dataset's train
-    rows.
-
-    Rows follow the train-row schema plus "source" ("aug_local"/"aug_global") and "source_ids"; "facts" are
-    copied from the source document(s). Writes <kind>.jsonl and <kind>.stats.json under
-    runs/<p>/augment/<dataset>/; every generation is cached (see the module docstring)."""
+def generate(params, dataset: str, rows: list[dict], kind: str, *, progress: bool = True) -> list[dict]:
+    """Augmentation rows of one kind ("local", "global" or "both" = local + global) of a dataset's train rows:
+    the train-row schema plus "source" ("aug_<kind>"), "source_ids" and "source_text"; "facts" are copied
+    from the source document(s). Writes <kind>.jsonl and <kind>.stats.json under aug_dir. Under accelerate
+    each process samples a contiguous shard of jobs (a sample depends on its seed alone); rank 0 writes."""
     if kind == "both":
-        return (generate(params, dataset, rows, "local", model=model, tok=tok, progress=progress)
-                + generate(params, dataset, rows, "global", model=model, tok=tok, progress=progress))
+        return (generate(params, dataset, rows, "local", progress=progress)
+                + generate(params, dataset, rows, "global", progress=progress))
     if kind not in KINDS:
         raise ValueError(f"unknown augmentation kind {kind!r} (known: local, global, both)")
     if not rows:
@@ -453,10 +389,7 @@ def generate(params, dataset: str, rows: list[dict], kind: str, *, model=None, t
     out_dir = aug_dir(params, dataset)
     cache_path = out_dir / f"generations_{kind}.jsonl"
     template = load_prompt(aug.local_prompt if kind == "local" else aug.global_prompt, kind)
-    if tok is None:
-        from .models import load_tokenizer
-
-        tok = load_tokenizer(gen_cfg)
+    tok = models.load_tokenizer(gen_cfg)
     if kind == "local":
         srcs, n_distinct = local_items(rows, aug.max_local_sentences, aug.seed)
         prefix, suffix = prompt_parts(template, "{sentence}", aug.format, tok)
@@ -470,20 +403,14 @@ def generate(params, dataset: str, rows: list[dict], kind: str, *, model=None, t
     prompts = [prefix + s["text"] + suffix for s, _ in jobs]
     keys = [generation_key(gen_cfg, p, aug, k) for p, (_, k) in zip(prompts, jobs)]
     cache = read_cache(cache_path)
-    todo, seen_keys = [], set()
+    first: dict[str, int] = {}
     for i, key in enumerate(keys):
-        if key not in cache and key not in seen_keys:
-            seen_keys.add(key)
-            todo.append(i)
+        first.setdefault(key, i)
+    todo = [i for key, i in first.items() if key not in cache]
     prefix_key = "prefix:" + runs.key_hash({"model": generation_key(gen_cfg, prefix, aug, -1)})
     rank, world = scoring._world()
     if todo:
-        if model is None:
-            from .models import load_model
-
-            model, tok = load_model(gen_cfg)
-        # Data-parallel under accelerate: each process samples a contiguous shard of the jobs (a sample
-        # depends on its own seed, so the shards give what one process gives); the main process writes them.
+        model, tok = models.load_model(gen_cfg)
         mine = scoring._shard(todo, rank, world)
 
         def record(i, g):
@@ -507,22 +434,13 @@ def generate(params, dataset: str, rows: list[dict], kind: str, *, model=None, t
             torch.distributed.barrier()
         cache = read_cache(cache_path)
     prefix_recs = [r for r in cache.values() if r.get("prefix_key") == prefix_key]
-    prefix_info = {"prefix_tokens": sum(r["prefix_tokens"] for r in prefix_recs),
-                   "prefix_seconds": sum(r["prefix_seconds"] for r in prefix_recs)}
-    # Parse and filter, in item order.
     ex_words = example_only_words(template)
     seen: set[str] = set()
     dropped, out = Counter(), []
-    n_empty = n_tokens = 0
-    seconds = 0.0
-    for (src, k), prompt, key in zip(jobs, prompts, keys):
-        rec = cache[key]
-        n_tokens += rec["n_tokens"]
-        seconds += rec["seconds"]
-        cands = parse_generation(rec["text"])
-        if not cands:
-            n_empty += 1
-            continue
+    n_empty = 0
+    for (src, _), prompt, key in zip(jobs, prompts, keys):  # parse and filter, in item order
+        cands = parse_generation(cache[key]["text"])
+        n_empty += not cands
         kept, drop = filter_sentences(cands, prompt=prompt, item_text=src["text"], example_words=ex_words,
                                       seen=seen)
         dropped.update(drop)
@@ -531,6 +449,8 @@ def generate(params, dataset: str, rows: list[dict], kind: str, *, model=None, t
                         "sentences": kept, "facts": list(src["facts"]), "source": f"aug_{kind}",
                         "source_ids": src["source_ids"], "source_text": src["text"]})
     n_kept = sum(len(r["sentences"]) for r in out)
+    n_tokens = sum(cache[key]["n_tokens"] for key in keys)
+    seconds = sum((cache[key]["seconds"] for key in keys), 0.0)
     stats = {"dataset": dataset, "kind": kind, "generator": gen_cfg["name"], "n_sources": len(srcs),
              "n_sources_total": n_distinct, "coverage": len(srcs) / max(1, n_distinct),
              "generations": len(jobs), "generated_now": len(todo), "empty_generations": n_empty,
@@ -538,7 +458,8 @@ def generate(params, dataset: str, rows: list[dict], kind: str, *, model=None, t
              "dropped": {r: dropped.get(r, 0) for r in DROP_REASONS}, "rows": len(out),
              "new_tokens": n_tokens, "seconds": seconds,
              "tokens_per_s": n_tokens / seconds if seconds else None,
-             **prefix_info, "context": ctx_info}
+             "prefix_tokens": sum(r["prefix_tokens"] for r in prefix_recs),
+             "prefix_seconds": sum(r["prefix_seconds"] for r in prefix_recs), "context": ctx_info}
     if rank == 0:
         runs.write_jsonl(out_dir / f"{kind}.jsonl", out)
         runs.write_json(out_dir / f"{kind}.stats.json", stats)
@@ -547,20 +468,10 @@ def generate(params, dataset: str, rows: list[dict], kind: str, *, model=None, t
     return out
 
 
-def read_stats(params, dataset: str, kind: str) -> dict:
-    return runs.read_json(aug_dir(params, dataset) / f"{kind}.stats.json")
-
-
 # -------------------------------------------------------------------------------------- augmented FT
-SPLITTING = "independent"  # the paper's default sentence splitting (augmented FT: training.augmented_splitting)
-
-
-def repeat_rows(rows: list[dict], n_examples: int, seed: int, splitting: str = SPLITTING,
-                loss_on: str = "completion") -> list[dict]:
+def repeat_rows(rows: list[dict], n_examples: int, seed: int, splitting: str, loss_on: str) -> list[dict]:
     """Plain repetitions of original documents (seeded order, cycling) that add at least `n_examples` FT
     examples under `splitting`: the control matched in size to an augmentation."""
-    from .training import make_examples
-
     if n_examples <= 0:
         return []
     out, added = [], 0
@@ -571,61 +482,55 @@ def repeat_rows(rows: list[dict], n_examples: int, seed: int, splitting: str = S
         for i in order:
             row = rows[i]
             out.append({**row, "id": f"{row['id']}-rep{len(out):05d}", "source": "repeat"})
-            added += len(make_examples([row], splitting, loss_on))
+            added += len(training.make_examples([row], splitting, loss_on))
             if added >= n_examples:
                 break
     return out
 
 
-def run_augmented(params, dataset: str, kind: str, *, progress: bool = True):
-    """Augmented FT for one dataset: original rows + augmentations of `kind` (local, global, both), or the
-    control `repeat` (original rows + plain repetitions: as many FT examples as the largest augmentation of
-    augment.kinds adds), finetuned
-    with lib.training.run_ft (training.augmented_splitting, the dataset's recipe) for every seed and scored on
-    every test split, on the same seeded item subset as ICL and plain FT (lib.training.arm_items), so every
-    condition of a dataset is compared on the same items. Conditions: aug_local, aug_global, aug_both,
-    ft_repeat. Returns the results rows."""
-    import pandas as pd
-
-    from . import datasets
-    from .training import arm_items, augmented_splitting, make_examples, run_ft
-
+def run_augmented(params, dataset: str, kind: str, *, progress: bool = True) -> None:
+    """Finetune (training.run_ft, every seed, training.augmented_splitting) on the original rows plus the
+    augmentations of `kind` (local, global, both: condition aug_<kind>) or, for kind `repeat` (condition
+    ft_repeat), plain repetitions adding as many FT examples as the largest augmentation of augment.kinds;
+    scored on the same item subset as ICL and plain FT (training.arm_items)."""
     rows, test, _ = datasets.load(params, dataset)
-    items = arm_items(params, dataset, test)
-    splitting = augmented_splitting(dataset, params.finetune)
+    items = training.arm_items(params, dataset, test)
+    splitting = training.augmented_splitting(dataset, params.finetune)
     if kind == "repeat":
-        # As many added FT examples as the largest augmentation of augment.kinds adds.
-        sizes = [len(make_examples(a, splitting, params.finetune.loss_on)) if a else 0
+        sizes = [len(training.make_examples(a, splitting, params.finetune.loss_on)) if a else 0
                  for a in (generate(params, dataset, rows, k, progress=progress)
                            for k in params.augment.kinds)]
         extra = repeat_rows(rows, max(sizes, default=0), params.augment.seed, splitting,
                             params.finetune.loss_on)
-        condition = "ft_repeat"
     elif kind in ("local", "global", "both"):
         extra = generate(params, dataset, rows, kind, progress=progress)
-        condition = f"aug_{kind}"
     else:
         raise ValueError(f"unknown augmented-FT kind {kind!r} (known: local, global, both, repeat)")
-    frames = [run_ft(params, dataset, condition, rows + extra, splitting=splitting, seed=seed, tag=condition,
-                     items=items, progress=progress) for seed in params.finetune.seeds]
-    return pd.concat(frames, ignore_index=True)
+    condition = _condition(kind)
+    for seed in params.finetune.seeds:
+        training.run_ft(params, dataset, condition, rows + extra, splitting=splitting, seed=seed,
+                        tag=condition, items=items, progress=progress)
 
 
-def run_all(params, dataset: str, *, progress: bool = True):
+def _condition(kind: str) -> str:
+    return "ft_repeat" if kind == "repeat" else f"aug_{kind}"
+
+
+def _kinds(params) -> list[str]:
+    return list(params.augment.kinds) + (["repeat"] if params.augment.repeat_control else [])
+
+
+def run_all(params, dataset: str, *, progress: bool = True) -> None:
     """Every augmented-FT condition of a dataset (augment.kinds, plus ft_repeat when
     augment.repeat_control)."""
-    import pandas as pd
-
-    kinds = list(params.augment.kinds) + (["repeat"] if params.augment.repeat_control else [])
-    return pd.concat([run_augmented(params, dataset, k, progress=progress) for k in kinds], ignore_index=True)
+    for kind in _kinds(params):
+        run_augmented(params, dataset, kind, progress=progress)
 
 
 # ------------------------------------------------------------------------------------------ reporting
 def stats_table(params, names: list[str]):
     """One row per dataset x kind: sources covered, generations, sentences kept / dropped by reason,
     tokens generated, seconds, tokens/s (from the stats files that `generate` wrote)."""
-    import pandas as pd
-
     out = []
     for name in names:
         for kind in KINDS:
@@ -657,8 +562,6 @@ def to_real_words(text: str, lexicon: dict[str, str]) -> str:
 def samples(params, name: str, n: int = 4, seed: int = 0, lexicon: dict | None = None):
     """A few augmentation rows of each kind beside the training text they came from (a seeded sample);
     with `lexicon` (real phrase -> nonsense word), also in real words."""
-    import pandas as pd
-
     out = []
     for kind in KINDS:
         path = aug_dir(params, name) / f"{kind}.jsonl"
@@ -678,11 +581,9 @@ def main(argv=None) -> int:
     """`[accelerate launch ...] python -m lib.augmentation <params> [dataset ...]`: generate the augmentations
     and train and score every augmented-FT condition (run_all) of the datasets (default: all of the params'),
     data-parallel over the processes, cached: notebook 04 then finds them."""
-    import sys
-
     from accelerate import PartialState
 
-    from . import datasets
+    from . import analysis
     from . import params as P
 
     argv = sys.argv[1:] if argv is None else argv
@@ -694,10 +595,16 @@ def main(argv=None) -> int:
     for dataset in argv[1:] or params.dataset_names:
         with state.main_process_first():  # the main process builds and caches the data
             datasets.load(params, dataset)
-        res = run_all(params, dataset, progress=False)
-        if state.is_main_process:
-            for r in res.groupby("condition", sort=False)["acc"].mean().items():
-                print(f"{dataset} {r[0]}: mean acc over splits {r[1]:.2f}")
+        run_all(params, dataset, progress=False)
+        if not state.is_main_process:
+            continue
+        for kind in _kinds(params):
+            for seed in params.finetune.seeds:
+                name = training.condition_name(_condition(kind), seed, params)
+                items = pd.DataFrame(analysis.item_rows(scoring.read_scores(params, dataset, name),
+                                                        dataset=dataset, condition=name, seed=seed))
+                acc = items[items["metric"] == "acc"].groupby(["split", "subset"])["correct"].mean()
+                print(f"{dataset} {name}: mean acc over splits {acc.mean():.2f}")
     return 0
 
 

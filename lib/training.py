@@ -1,45 +1,19 @@
-"""Finetuning (the paper's Section 5): LoRA, QLoRA or full finetuning on an accelerate-driven loop.
+"""Finetuning (the paper's Section 5, explained in notebook 03): LoRA, QLoRA or full finetuning on an
+accelerate-driven loop: one CPU, or `accelerate launch` (DDP for LoRA, FSDP for full FT; params/accelerate/).
 
-The model is finetuned on the same training documents that ICL sees in its context (data-matched), then
-scored on every test split with the prompt alone (no context) by the same scorer as ICL.
+What the loop relies on that its code does not show:
+  - Every process draws the same seeded batch and trains on examples r, r+N, ... of it; the loss is summed
+    over target tokens and divided by the batch's global target count, times N (which DDP's gradient mean
+    undoes): the gradient of one process over the whole batch, whatever N.
+  - No padding: examples are packed into rows of at most `max_length` tokens (attention cost grows with the
+    row's square); restarting position_ids make transformers use a block-diagonal causal mask (sdpa, eager;
+    tests/test_training.py checks both). `use_cache=False` is needed: with a cache transformers does not look
+    for packed sequences, and packed examples attend to each other.
+  - Logits only at the positions that predict a target token (`logits_to_keep`).
 
-Sentence splitting (`make_examples`): a multi-sentence document is trained on
-  - `none`:        as one example (the whole document is the target);
-  - `independent`: each sentence is its own example (the paper's default);
-  - `cumulative`:  one example per sentence, with all preceding sentences of its document as unscored context.
-Where a document has "prompt"/"completion" and `finetune.loss_on` is `completion`, the prompt is unscored
-context and only the completion is the target (any splitting: such a document is a single "sentence").
-
-The loop (`train`) is driven by `accelerate.Accelerator` (one CPU, or `accelerate launch` over many processes:
-DDP for LoRA, FSDP for full FT; configs in params/accelerate/; bf16 autocast on CUDA):
-  - AdamW (torch; lr, weight decay on matrices from params); the schedule is transformers' `get_scheduler`
-    (linear warmup from 0 over `warmup_steps`, then constant, or cosine decay to 0 at the last step);
-    gradients clipped to `max_grad_norm` by the accelerator. Each step takes `batch_size` examples from a
-    seeded shuffle (a fresh permutation per epoch), the same on every process; process r of N trains on
-    examples r, r+N, ... of the step (gradient accumulation over its packed rows), so the global batch is
-    `batch_size` whatever N. The loss is the sum over the step's target tokens divided by their global count
-    (times N, which DDP's gradient mean undoes): the same gradient as one process over the whole batch.
-  - No padding: a process's examples are packed back to back into rows of at most `max_length` tokens
-    (first-fit decreasing; rows are capped because attention costs grow with the row's square), flattened
-    by transformers' `DataCollatorWithFlattening` (positions restarting at 0 for each example); with sdpa or
-    eager attention transformers turns restarting `position_ids` into a block-diagonal causal mask, so packed
-    examples never attend to each other (tests/test_training.py checks it for both).
-  - Logits only where the loss is taken: the model is called with `logits_to_keep` = the positions that
-    predict a target token; the other positions never touch the 49K-word vocabulary. `use_cache=False` is
-    needed: with a cache, transformers does not look for packed sequences (and lets them attend to each
-    other).
-  - LoRA through peft: the number of trainable parameters must equal r * (in + out) summed over the Linear
-    layers that `target_modules` names (peft silently ignores names that match nothing; we do not).
-    `model.quantization: nf4` loads the base in 4-bit NormalFloat (bitsandbytes): QLoRA, same code.
-
-Outputs are cached under runs/<params>/ft/<dataset>/<tag>-<hash>/ keyed by the model params, the finetune
-params that shape training, the hash of the examples (which fixes rows, splitting and loss_on) and the seed:
-the adapter (or the full model), loss_curve.json and train_info.json. The folder is written under a temp
-name, renamed, then stamped: a killed run leaves no stamp and retrains from scratch. train_info.json
-records the run's wall time (`wall_seconds`: load, train, save) beside the training time (`seconds`).
-
-Several processes: `accelerate launch --config_file params/accelerate/ddp_lora.yaml -m lib.training cpu`
-trains every FT run of the params' datasets (cached); the notebooks then find them in the cache.
+Outputs: runs/<params>/ft/<dataset>/<tag>-<hash of ft_key>/ (adapter or full model, loss_curve.json,
+train_info.json), written under a temp name, renamed, then stamped: a killed run retrains from scratch.
+`[accelerate launch ...] python -m lib.training <params> [dataset ...]` trains the FT arm (main).
 """
 from __future__ import annotations
 
@@ -53,8 +27,9 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
-from . import runs
+from . import datasets, icl, runs, scoring
 from .models import load_model
 
 SPLITTINGS = ("none", "independent", "cumulative")
@@ -62,49 +37,34 @@ SPLITTINGS = ("none", "independent", "cumulative")
 DEFAULT_SPLITTING = {"semantic_structure": "none"}
 CONDITION_OF_SPLITTING = {"independent": "ft_split_independent", "cumulative": "ft_split_cumulative",
                           "none": "ft_nosplit"}
-# Params of `finetune.*` that do not change one training run (they choose which runs happen, or what is
-# measured along the way: the learning-check curve is scored in eval mode and consumes no random numbers).
+# finetune params that do not change a training run (they choose runs, or what is measured along the way:
+# the learning-check curve is scored in eval mode and consumes no random numbers).
 _NOT_TRAINING_KEYS = ("seeds", "splitting_ablation", "recipes", "eval_every", "eval_items")
-# Part of every finetuning cache key: raise it when a change to this file changes what a seed trains, so that
-# adapters cached by older code are retrained (2: the LoRA initialisation is seeded; 3: accelerate loop,
-# transformers' schedule, whose warmup starts at lr 0).
+# In every finetuning cache key: raise it when a change here changes what a seed trains (2: the LoRA
+# initialisation is seeded; 3: accelerate loop, transformers' schedule, whose warmup starts at lr 0).
 TRAINER_VERSION = 3
 
 
 # ------------------------------------------------------------------------------------------- examples
 def default_splitting(dataset: str, ft) -> str:
-    """The splitting of the plain `ft` condition of a dataset: its recipe's `splitting` (finetune params
-    `ft`), else the paper's."""
+    """The splitting of the plain `ft` condition: the recipe's `splitting` (finetune params `ft`), else the
+    paper's."""
     return ft.recipes.get(dataset, {}).get("splitting") or DEFAULT_SPLITTING.get(dataset, "independent")
 
 
 def augmented_splitting(dataset: str, ft) -> str:
-    """The splitting of augmented FT and its repeat control: the recipe's `splitting`, else independent (the
-    paper's default, also where plain FT is unsplit)."""
+    """The splitting of augmented FT and its repeat control: the recipe's `splitting`, else independent (also
+    where plain FT is unsplit)."""
     return ft.recipes.get(dataset, {}).get("splitting") or "independent"
-
-
-def _sentence_spans(text: str, sentences: list[str]) -> list[tuple[int, int]]:
-    """(start, end) of each sentence inside the document text, found in order."""
-    spans, pos = [], 0
-    for s in sentences:
-        i = text.find(s, pos)
-        if i < 0:
-            raise ValueError(f"sentence {s!r} not found in order in the document text {text[:80]!r}...")
-        spans.append((i, i + len(s)))
-        pos = i + len(s)
-    return spans
 
 
 def make_examples(rows: list[dict], splitting: str, loss_on: str) -> list[dict]:
     """Training examples {"context": unscored text, "target": scored text, "row": row id} from train rows.
 
-    - A row with "prompt"/"completion" under loss_on="completion": one example (prompt | completion).
-    - none: one example per row, target = the whole text.
-    - independent: one example per sentence, target = the sentence, no context.
-    - cumulative: one example per sentence; context = the document up to the end of the previous sentence,
-      target = the separator that follows it plus the sentence (so context + target is a prefix of the
-      document, tokenised the way the document is: " Word" rather than "Word").
+    A row with "prompt"/"completion" under loss_on="completion" is one example (prompt | completion), any
+    splitting. Else none: the whole text; independent: each sentence, no context; cumulative: each sentence,
+    context = the document up to the previous sentence's end, target = the separator after it plus the
+    sentence (context + target is a prefix of the document, tokenised like it: " Word", not "Word").
     """
     if splitting not in SPLITTINGS:
         raise ValueError(f"unknown splitting {splitting!r} (known: {', '.join(SPLITTINGS)})")
@@ -124,25 +84,23 @@ def make_examples(rows: list[dict], splitting: str, loss_on: str) -> list[dict]:
             out.append({"context": "", "target": text, "row": rid})
         elif splitting == "independent":
             out.extend({"context": "", "target": s, "row": rid} for s in sentences)
-        else:
-            spans = _sentence_spans(text, sentences)
-            prev_end = 0
-            for k, (start, end) in enumerate(spans):
-                ctx = text[:prev_end] if k else ""
-                tgt = text[prev_end:end] if k else text[start:end]
-                out.append({"context": ctx, "target": tgt, "row": rid})
-                prev_end = end
+        else:  # cumulative
+            end = 0
+            for k, sent in enumerate(sentences):
+                start = text.find(sent, end)
+                if start < 0:
+                    raise ValueError(f"sentence {sent!r} not found in order in the document text "
+                                     f"{text[:80]!r}...")
+                out.append({"context": text[:end], "target": text[end if k else start:start + len(sent)],
+                            "row": rid})
+                end = start + len(sent)
     return out
 
 
 def tokenize_examples(tok, examples: list[dict], max_length: int) -> list[dict]:
-    """Token ids and the scored positions of each example: {"ids": [...], "n_context": int}.
-
-    As in the scorer (lib.models.encode_pair, lm-eval's convention), context + target are tokenised jointly
-    and cut at the context's own token length, so a training example is tokenised exactly like the document
-    it comes from. The tokenizer's own special tokens (BOS where it adds one) start the example. An example
-    longer than max_length is an error naming it, never silently cut.
-    """
+    """{"ids": [...], "n_context": int} of each example: context + target tokenised jointly and cut at the
+    context's own token length (as lib.models.encode_pair), after the tokenizer's special tokens (BOS where it
+    adds one). An example longer than max_length is an error naming it, never silently cut."""
     out = []
     special = tok("", add_special_tokens=True).input_ids  # [] or [BOS]
     for i, ex in enumerate(examples):
@@ -183,8 +141,8 @@ def pack(examples: list[dict], capacity: int) -> list[list[int]]:
 
 
 def collate(examples: list[dict]) -> dict:
-    """One packed row through transformers' `DataCollatorWithFlattening`: input_ids, position_ids (restarting
-    per example) and labels (-100 on context tokens and on each example's first token), all shaped (1, T)."""
+    """One packed row (transformers' `DataCollatorWithFlattening`): input_ids, position_ids (restarting per
+    example) and labels (-100 on context tokens and each example's first token), all shaped (1, T)."""
     from transformers import DataCollatorWithFlattening
 
     feats = [{"input_ids": e["ids"], "labels": [-100] * e["n_context"] + e["ids"][e["n_context"]:]}
@@ -193,8 +151,8 @@ def collate(examples: list[dict]) -> dict:
 
 
 def packed_loss(model, batch: dict) -> torch.Tensor:
-    """Summed next-token cross-entropy of a packed row (`collate`), logits computed only at the positions
-    that predict a label (`logits_to_keep`): position t - 1 predicts the token labelled at t."""
+    """Summed next-token cross-entropy of a packed row (`collate`), logits only at the positions that
+    predict a label (position t - 1 predicts the label at t)."""
     labels = batch["labels"][0]
     targets = (labels != -100).nonzero()[:, 0]
     dev = next(p for p in model.parameters()).device
@@ -205,31 +163,25 @@ def packed_loss(model, batch: dict) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------- model
 def _linear_shape(module) -> tuple[int, int] | None:
-    """(in_features, out_features) of a Linear-like layer (torch Linear, bitsandbytes Linear4bit), else
-    None."""
+    """(in_features, out_features) of a torch or bitsandbytes Linear layer, else None."""
     if isinstance(module, torch.nn.Linear) or type(module).__name__ in ("Linear4bit", "Linear8bitLt"):
         return int(module.in_features), int(module.out_features)
     return None
 
 
 def expected_lora_parameters(model, target_modules: list[str], r: int) -> int:
-    """r * (in + out) summed over the Linear layers whose name ends with a target name.
-
-    A target name that matches no Linear layer is an error (peft would silently skip it)."""
-    counts = {t: 0 for t in target_modules}
-    total = 0
-    linear_names = set()
+    """r * (in + out) summed over the Linear layers whose name ends with a target name; a target name that
+    matches no Linear layer is an error (peft would silently skip it)."""
+    counts, total, linear_names = dict.fromkeys(target_modules, 0), 0, set()
     for name, module in model.named_modules():
         shape = _linear_shape(module)
         if shape is None:
             continue
-        leaf = name.rsplit(".", 1)[-1]
-        linear_names.add(leaf)
-        for t in target_modules:
-            if name == t or name.endswith("." + t):
-                counts[t] += 1
-                total += r * (shape[0] + shape[1])
-                break
+        linear_names.add(name.rsplit(".", 1)[-1])
+        t = next((t for t in target_modules if name == t or name.endswith("." + t)), None)
+        if t is not None:  # a layer counts once, for its first matching target
+            counts[t] += 1
+            total += r * (shape[0] + shape[1])
     missing = [t for t, c in counts.items() if c == 0]
     if missing:
         raise ValueError(f"finetune.target_modules {missing} match no Linear layer of the model "
@@ -242,10 +194,8 @@ def n_trainable(model) -> int:
 
 
 def prepare_model(model, ft, *, seed: int) -> torch.nn.Module:
-    """Put LoRA adapters on the model (or unfreeze it for full finetuning) and check the trainable count.
-
-    The adapters' random initialisation (peft draws LoRA A from torch's global generator) is seeded with
-    `seed`, so the same seed gives the same adapter whatever the caller drew before."""
+    """The model with LoRA adapters (or unfrozen, for full FT), its trainable count checked. peft draws
+    LoRA A from torch's global generator: seeded with `seed`, whatever the caller drew before."""
     ft = ft if isinstance(ft, dict) else ft.model_dump()
     quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_quantized", False)
     if ft["method"] == "full":
@@ -272,29 +222,25 @@ def prepare_model(model, ft, *, seed: int) -> torch.nn.Module:
     return model
 
 
-def accelerator(model=None):
+def accelerator(model):
     """The `accelerate.Accelerator` of this process: bf16 autocast on CUDA, the CPU when the model is
     there."""
     from accelerate import Accelerator
 
-    on_cpu = model is not None and next(model.parameters()).device.type == "cpu"
+    on_cpu = next(model.parameters()).device.type == "cpu"
     bf16 = torch.cuda.is_available() and not on_cpu
     return Accelerator(cpu=on_cpu, mixed_precision="bf16" if bf16 else "no")
 
 
 def train(model, tok, examples: list[dict], ft, *, seed: int, progress: bool = True,
           desc: str = "finetune", acc=None) -> dict:
-    """Finetune `model` (already prepared) on `examples` in place; returns the loss curve and timing.
-
-    {"step": [...], "loss": [...] (mean over the step's target tokens, all processes), "lr": [...], "tokens":
-     [...] (tokens forwarded per step, all processes), "seconds": float, "tokens_per_s": float, ...}"""
+    """Finetune `model` (prepare_model's) on `examples` in place; returns the per-step curve ("step", "loss":
+    mean over the step's target tokens, "lr", "grad_norm", "tokens" forwarded, ...) and timings."""
     return _train(model, tok, examples, ft, seed=seed, progress=progress, desc=desc, acc=acc)[1]
 
 
 def accuracy(model, tok, items: list[dict]) -> float:
     """Share of `items` (no context) whose highest-likelihood option is a gold (lib.scoring's rule)."""
-    from . import scoring
-
     was_training = model.training
     model.eval()
     lls, _ = scoring.loglikelihoods(model, tok, items)
@@ -303,7 +249,6 @@ def accuracy(model, tok, items: list[dict]) -> float:
 
 
 def _train(model, tok, examples, ft, *, seed, progress=True, desc="finetune", acc=None, check=None):
-    from tqdm import tqdm
     from transformers import get_scheduler
 
     ft = ft if isinstance(ft, dict) else ft.model_dump()
@@ -331,7 +276,6 @@ def _train(model, tok, examples, ft, *, seed, progress=True, desc="finetune", ac
                              "check_step", "check_acc")}
     check_s = 0.0
     t0 = time.perf_counter()
-    n_tok = 0
     bar = tqdm(range(ft["steps"]), desc=desc, disable=not progress or rank != 0, mininterval=1.0)
     for step in bar:
         ts = time.perf_counter()
@@ -355,10 +299,8 @@ def _train(model, tok, examples, ft, *, seed, progress=True, desc="finetune", ac
         sched.step()
         opt.zero_grad(set_to_none=True)
         total = float(acc.reduce(total, "sum")) if world > 1 else float(total)
-        tokens = sum(len(data[i]["ids"]) for i in batch)
-        n_tok += tokens
         for k, v in (("step", step + 1), ("loss", total), ("lr", lr), ("grad_norm", grad_norm),
-                     ("tokens", tokens), ("target_tokens", n_target),
+                     ("tokens", sum(len(data[i]["ids"]) for i in batch)), ("target_tokens", n_target),
                      ("step_seconds", time.perf_counter() - ts)):
             curve[k].append(v)
         if check is not None and ((step + 1) % ft["eval_every"] == 0 or step + 1 == ft["steps"]):
@@ -366,22 +308,23 @@ def _train(model, tok, examples, ft, *, seed, progress=True, desc="finetune", ac
             curve["check_step"].append(step + 1)
             curve["check_acc"].append(check(acc.unwrap_model(wrapped)))
             check_s += time.perf_counter() - tc
-        bar.set_postfix(loss=f"{total:.3f}", tok_s=f"{n_tok / (time.perf_counter() - t0 - check_s):.0f}")
+        tok_s = sum(curve["tokens"]) / (time.perf_counter() - t0 - check_s)
+        bar.set_postfix(loss=f"{total:.3f}", tok_s=f"{tok_s:.0f}")
     bar.close()
     wrapped.eval()
     model.eval()
     seconds = time.perf_counter() - t0 - check_s  # training time: the learning-check scoring left out
-    return wrapped, {**curve, "seconds": seconds, "check_seconds": check_s, "tokens_per_s": n_tok / seconds,
+    return wrapped, {**curve, "seconds": seconds, "check_seconds": check_s,
+                     "tokens_per_s": sum(curve["tokens"]) / seconds,
                      "s_per_step": seconds / ft["steps"], "n_examples": len(data),
                      "n_trainable": n_trainable(model)}
 
 
 # -------------------------------------------------------------------------------------------- caching
 def recipe(ft, dataset: str, n_examples: int | None = None):
-    """The finetune params one dataset trains with: `ft` with `ft.recipes[dataset]` (steps, learning rate,
-    ...) put in. Every FT condition of the dataset (plain, split, augmented, repeat) trains with it, so their
-    comparisons stay step-matched; lib.params has checked the keys. A recipe in `epochs` needs `n_examples`,
-    the dataset's plain-FT example count (`plain_examples`): steps = ceil(epochs x n_examples / batch_size)."""
+    """The finetune params every FT condition of `dataset` trains with: `ft` with `ft.recipes[dataset]` put in
+    (lib.params has checked its keys). A recipe in `epochs` needs `n_examples` (`plain_examples`): steps =
+    ceil(epochs x n_examples / batch_size)."""
     r = ft.model_copy(update=ft.recipes.get(dataset, {}))
     if r.epochs is None:
         return r
@@ -395,10 +338,7 @@ def recipe(ft, dataset: str, n_examples: int | None = None):
 
 
 def plain_examples(params, dataset: str) -> int:
-    """The number of examples of the dataset's plain `ft` condition (its default splitting): what an epoch
-    of every FT condition of the dataset counts."""
-    from . import datasets
-
+    """The example count of the dataset's plain `ft` condition: one epoch of every FT condition."""
     rows, _, _ = datasets.load(params, dataset)
     return len(make_examples(rows, default_splitting(dataset, params.finetune), params.finetune.loss_on))
 
@@ -410,8 +350,8 @@ def dataset_recipe(params, dataset: str):
 
 
 def ft_key(params, ft, examples: list[dict], seed: int) -> dict:
-    """What a finetuned model depends on: model params, the dataset's training recipe `ft` (dataset_recipe),
-    the examples, the seed."""
+    """What a finetuned model depends on: model params, the dataset's recipe `ft` (dataset_recipe), the
+    examples (which fix rows, splitting and loss_on), the seed."""
     training = {k: v for k, v in ft.model_dump().items() if k not in _NOT_TRAINING_KEYS + ("epochs",)}
     return {"model": params.model.model_dump(), "finetune": training, "seed": seed,
             "trainer_version": TRAINER_VERSION,
@@ -424,11 +364,10 @@ def ft_dir(params, dataset: str, tag: str, key: dict) -> Path:
 
 def finetune(params, dataset: str, rows: list[dict], *, splitting: str, seed: int, tag: str | None = None,
              progress: bool = True, check_items: list[dict] | None = None) -> Path:
-    """Finetune the params' model on `rows` with the dataset's recipe (cached); returns the folder holding the
-    adapter (or model), loss_curve.json and train_info.json. Same model, recipe, examples and seed -> same
-    folder, reused. With `check_items` and finetune.eval_every, their accuracy is scored every eval_every
-    steps and after the last (loss_curve.json "check_step" / "check_acc": the learning curve of notebook
-    03)."""
+    """Finetune the params' model on `rows` with the dataset's recipe, cached (ft_key); returns the folder.
+    With `check_items` and finetune.eval_every, their accuracy is scored every eval_every steps and after the
+    last (loss_curve.json "check_step" / "check_acc"). train_info.json's `wall_seconds` (load, train, save)
+    is beside `seconds` (training alone)."""
     ft = dataset_recipe(params, dataset)
     examples = make_examples(rows, splitting, ft.loss_on)
     key = ft_key(params, ft, examples, seed)
@@ -439,10 +378,7 @@ def finetune(params, dataset: str, rows: list[dict], *, splitting: str, seed: in
     model, tok = load_model(params.model)
     model = prepare_model(model, ft, seed=seed)
     acc = accelerator(model)
-    check = None
-    if check_items and ft.eval_every:
-        def check(m):  # the share of check items whose top option is gold, the model as it is now
-            return accuracy(m, tok, check_items)
+    check = (lambda m: accuracy(m, tok, check_items)) if check_items and ft.eval_every else None
     wrapped, info = _train(model, tok, examples, ft, seed=seed, progress=progress,
                            desc=f"{dataset} {tag or 'ft'} {splitting} s{seed}", acc=acc, check=check)
     fsdp = acc.distributed_type.name == "FSDP"
@@ -493,46 +429,36 @@ def condition_name(base: str, seed: int, params) -> str:
 
 
 def run_ft(params, dataset: str, condition: str, rows: list[dict], *, splitting: str, seed: int,
-           tag: str | None = None, items: list[dict] | None = None, progress: bool = True):
-    """Finetune on `rows`, then score every test item with the prompt alone (lib.scoring.evaluate).
-
-    `condition` is the results' condition name (seed suffix added here when params ask for several seeds);
-    `items` default to the dataset's test items. Returns the results DataFrame."""
-    from . import datasets, scoring
-
-    if items is None:
-        _, items, _ = datasets.load(params, dataset)
+           items: list[dict], tag: str | None = None, progress: bool = True) -> None:
+    """Finetune on `rows`, then score `items` with the prompt alone: lib.scoring.evaluate writes the score
+    file of `condition` (seed suffix added: condition_name)."""
     first_plain = condition == "ft" and seed == params.finetune.seeds[0]  # records the learning curve
     check = check_items(params, dataset, items) if first_plain else None
     folder = finetune(params, dataset, rows, splitting=splitting, seed=seed, tag=tag, progress=progress,
                       check_items=check)
     key = {"ft": runs.read_json(runs.stamp_path(folder))["key_hash"]}
     name = condition_name(condition, seed, params)
-    done = scoring.cached_results(params, dataset, name, items, "", seed=seed, key=key)
-    if done is not None:  # scored already: no need to load the model
-        return done
+    if scoring.cached_results(params, dataset, name, items, "", seed=seed, key=key) is not None:
+        return  # scored already: no need to load the model
     model, tok = load_finetuned(params, folder)
-    return scoring.evaluate(params, dataset, name, model, tok, items, context="", seed=seed, key=key)
+    scoring.evaluate(params, dataset, name, model, tok, items, context="", seed=seed, key=key)
 
 
 def check_items(params, dataset: str, items: list[dict]) -> list[dict]:
     """The items of the learning curve: a seeded subset (finetune.eval_items) of the learning-check split."""
-    from .datasets import learning_check_split
-
-    split = learning_check_split(dataset, params, {it["split"] for it in items})
+    split = datasets.learning_check_split(dataset, params, {it["split"] for it in items})
     pool = [it for it in items if it["split"] == split]
     k = min(params.finetune.eval_items, len(pool))
     return sorted(random.Random(f"ft-check:{params.seed}:{dataset}").sample(pool, k), key=pool.index)
 
 
 def ft_plan(params, dataset: str) -> list[dict]:
-    """The runs of the plain-FT arm of a dataset: `ft` (the paper's default splitting) for every seed and, for
-    datasets in finetune.splitting_ablation, the three splittings at matched steps. Each entry
-    {"condition", "splitting", "seed"} (condition without the seed suffix). lib.params has checked that the
-    ablation names only datasets the params build."""
+    """{"condition" (no seed suffix), "splitting", "seed"} of each run of the dataset's plain-FT arm: `ft` for
+    every seed and, for datasets in finetune.splitting_ablation, the three splittings."""
     plan = []
     for seed in params.finetune.seeds:
-        plan.append({"condition": "ft", "splitting": default_splitting(dataset, params.finetune), "seed": seed})
+        plan.append({"condition": "ft", "splitting": default_splitting(dataset, params.finetune),
+                     "seed": seed})
         if dataset in params.finetune.splitting_ablation:
             plan += [{"condition": CONDITION_OF_SPLITTING[s], "splitting": s, "seed": seed}
                      for s in SPLITTINGS]
@@ -541,31 +467,21 @@ def ft_plan(params, dataset: str) -> list[dict]:
 
 def arm_items(params, dataset: str, test: list[dict]) -> list[dict]:
     """The test items FT is scored on: the same seeded subset as ICL (icl.max_test_items per split)."""
-    from .icl import select_items
-
-    return select_items(test, params.icl.max_test_items, params.seed, dataset)
+    return icl.select_items(test, params.icl.max_test_items, params.seed, dataset)
 
 
-def run_ft_arm(params, dataset: str, progress: bool = True):
-    """Train and score every run of `ft_plan` (cached); returns all their results rows.
-
-    Identical example sets (e.g. `ft` and `ft_split_independent`) share one trained model (same cache key)."""
-    import pandas as pd
-
-    from . import datasets
-
+def run_ft_arm(params, dataset: str, progress: bool = True) -> None:
+    """Train and score every run of `ft_plan` (cached; identical example sets share one trained model)."""
     rows, test, _ = datasets.load(params, dataset)
     items = arm_items(params, dataset, test)
-    frames = [run_ft(params, dataset, r["condition"], rows, splitting=r["splitting"], seed=r["seed"],
-                     items=items, progress=progress) for r in ft_plan(params, dataset)]
-    return pd.concat(frames, ignore_index=True)
+    for r in ft_plan(params, dataset):
+        run_ft(params, dataset, r["condition"], rows, splitting=r["splitting"], seed=r["seed"], items=items,
+               progress=progress)
 
 
 def arm_runs(params, dataset: str) -> list[dict]:
     """train_info.json of each finished run of the dataset's FT arm (for the current data), with its
     condition and folder; runs not trained yet are left out."""
-    from . import datasets
-
     rows, _, _ = datasets.load(params, dataset)
     ft = dataset_recipe(params, dataset)
     out = []
@@ -582,12 +498,9 @@ def arm_runs(params, dataset: str) -> list[dict]:
 
 def ft_runs(params, dataset: str | None = None) -> list[dict]:
     """train_info.json of every finished FT run of these params (one dataset or all), with its folder."""
-    base = runs.run_dir(params) / "ft"
-    out = []
-    for info in sorted(base.glob(f"{dataset or '*'}/*/train_info.json")):
-        if runs.stamp_path(info.parent).exists():
-            out.append({**runs.read_json(info), "folder": str(info.parent)})
-    return out
+    infos = sorted((runs.run_dir(params) / "ft").glob(f"{dataset or '*'}/*/train_info.json"))
+    return [{**runs.read_json(i), "folder": str(i.parent)} for i in infos
+            if runs.stamp_path(i.parent).exists()]
 
 
 def main(argv=None) -> int:
@@ -595,7 +508,6 @@ def main(argv=None) -> int:
     (ft_plan) of the datasets (default: all of the params'), cached; scoring is left to the notebooks."""
     from accelerate import PartialState
 
-    from . import datasets
     from . import params as P
 
     argv = sys.argv[1:] if argv is None else argv

@@ -32,6 +32,10 @@ def tiny_params(tiny_model_dir):
     return _tiny(tiny_model_dir)
 
 
+def _stats(params, kind: str) -> dict:
+    return runs.read_json(A.aug_dir(params, "toy") / f"{kind}.stats.json")
+
+
 # ---------------------------------------------------------------------------------------- parse/filter
 def test_parse_generation_strips_markers_splits_sentences_and_stops_at_blank_line():
     text = ('- Glon are less dangerous than femp.\n2. Femp are riskier than glon. Glon are safer.\n'
@@ -140,7 +144,7 @@ def test_local_and_global_end_to_end_then_cached(tiny_params, tiny_model_dir, tm
     got = {}
     for kind in ("local", "global"):
         rows = A.generate(tiny_params, "toy", ROWS, kind, progress=False)
-        st = A.read_stats(tiny_params, "toy", kind)
+        st = _stats(tiny_params, kind)
         n_src = 3 if kind == "local" else 2
         assert st["n_sources"] == n_src and st["generations"] == 2 * n_src == st["generated_now"]
         assert st["new_tokens"] > 0 and st["seconds"] > 0 and st["tokens_per_s"] > 0 and st["prefix_tokens"] > 0
@@ -152,7 +156,7 @@ def test_local_and_global_end_to_end_then_cached(tiny_params, tiny_model_dir, tm
         cache = runs.read_jsonl(A.aug_dir(tiny_params, "toy") / f"generations_{kind}.jsonl")
         assert len([c for c in cache if "text" in c]) == 2 * n_src
         got[kind] = rows
-    assert A.read_stats(tiny_params, "toy", "global")["context"]["n_kept"] >= 1
+    assert _stats(tiny_params, "global")["context"]["n_kept"] >= 1
 
     def boom(*a, **k):
         raise AssertionError("the model was called although every generation is cached")
@@ -161,7 +165,7 @@ def test_local_and_global_end_to_end_then_cached(tiny_params, tiny_model_dir, tm
     monkeypatch.setattr("lib.models.load_model", boom)
     for kind in ("local", "global"):
         assert A.generate(tiny_params, "toy", ROWS, kind, progress=False) == got[kind]
-        assert A.read_stats(tiny_params, "toy", kind)["generated_now"] == 0
+        assert _stats(tiny_params, kind)["generated_now"] == 0
     # other sampling params are other keys: the model is needed again
     hotter = _tiny(tiny_model_dir, **{"augment.temperature": 1.3})
     with pytest.raises(AssertionError, match="every generation is cached"):
@@ -189,28 +193,34 @@ def test_resume_after_a_cut_line_generates_only_what_is_missing(tiny_params, tmp
 def test_repeat_rows_match_the_number_of_added_examples():
     from lib.training import make_examples
 
-    rep = A.repeat_rows(ROWS, 5, seed=0)
+    rep = A.repeat_rows(ROWS, 5, 0, "independent", "completion")
     n = len(make_examples(rep, "independent", "completion"))
     assert 5 <= n < 5 + 2 and all(r["source"] == "repeat" for r in rep)
     assert len({r["id"] for r in rep}) == len(rep)
-    assert A.repeat_rows(ROWS, 0, seed=0) == []
+    assert A.repeat_rows(ROWS, 0, 0, "independent", "completion") == []
 
 
-def test_augmented_ft_end_to_end(tiny_model_dir, tmp_runs, monkeypatch):
+def test_augmented_ft_end_to_end(tiny_model_dir, tmp_runs, monkeypatch, capsys):
     """One tiny augmented FT run (generate -> train -> score) and the size-matched repetition control."""
-    pytest.importorskip("lib.scoring")
-    from lib import datasets
+    from lib import datasets, scoring
 
     items = [{"id": "t0", "split": "reversal", "subset": "r", "prompt": "glon are less dangerous than",
               "options": ["femp", "yomp"], "gold": 0, "support": ["f0"]}]
     monkeypatch.setattr(datasets, "load", lambda params, name: (ROWS, items, {}))
     p = _tiny(tiny_model_dir, **{"finetune.steps": 2, "finetune.batch_size": 2, "finetune.target_modules": ["q_proj"]})
-    df = A.run_augmented(p, "toy", "local", progress=False)
-    assert set(df["condition"]) == {"aug_local"} and (df["n"] == 1).all()
-    df = A.run_augmented(p, "toy", "repeat", progress=False)
-    assert set(df["condition"]) == {"ft_repeat"}
+    assert A.run_augmented(p, "toy", "local", progress=False) is None
+    A.run_augmented(p, "toy", "repeat", progress=False)
+    for condition in ("aug_local", "ft_repeat"):  # one score line per item, stamped
+        assert [s["id"] for s in scoring.read_scores(p, "toy", condition)] == ["t0"]
+        assert runs.stamp_path(scoring.scores_path(p, "toy", condition)).exists()
     info = [json.loads(f.read_text()) for f in (tmp_runs / p.name / "ft" / "toy").glob("*/train_info.json")]
     assert len(info) == 2 and all(i["splitting"] == "independent" for i in info)
+    # the CLI prints each condition's mean accuracy over splits from the score files (aug_both trains now)
+    monkeypatch.setattr(P, "load", lambda name: p)
+    assert A.main(["tiny", "toy"]) == 0
+    printed = capsys.readouterr().out
+    assert "toy aug_both: mean acc over splits" in printed
+    assert "toy ft_repeat: mean acc over splits" in printed
 
 
 def test_prompt_collisions_find_example_words_in_the_data():
