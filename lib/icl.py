@@ -152,13 +152,10 @@ def retrieve_oracle(train_rows: list[dict], items: list[dict], k: int, seed: int
     for it in items:
         rng = random.Random(f"icl-oracle:{seed}:{it['id']}")
         support = sorted({i for f in it.get("support", []) for i in by_fact.get(f, [])})
-        if len(support) > k:
-            chosen = sorted(required_documents(train_rows, [it], rng, by_fact))
-            rest = [i for i in support if i not in chosen]
-            rng.shuffle(rest)
-            chosen += rest[:max(0, k - len(chosen))]
-        else:
-            chosen = list(support)
+        chosen = sorted(required_documents(train_rows, [it], rng, by_fact)) if len(support) > k else support
+        rest = [i for i in support if i not in chosen]  # empty when all fit: shuffling it draws nothing
+        rng.shuffle(rest)
+        chosen += rest[:max(0, k - len(chosen))]
         others = [i for i in range(len(train_rows)) if i not in set(chosen)]
         rng.shuffle(others)
         chosen += others[:max(0, k - len(chosen))]

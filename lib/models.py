@@ -150,11 +150,10 @@ def tiny_random_dir(name: str = "tiny-random") -> Path:
 
 
 def resolve(name: str) -> str:
-    """Hub id or local path to load for a model name (the bundled name maps to its converted copy).
-
-    A name that looks like a path (starts with / . or ~, or names an existing folder) must be a folder with a
-    config.json; a relative path is taken from the repository root (not from notebooks/, where papermill
-    runs); anything else is a Hugging Face hub id. Raises ModelNotFoundError naming the problem."""
+    """Hub id or local path to load for a model name (the bundled and tiny-random names: their folders). A
+    name that looks like a path (starts with / . or ~, or names an existing folder; relative to the repository
+    root, not notebooks/ where papermill runs) must be a folder with a config.json, else ModelNotFoundError;
+    anything else is a Hugging Face hub id."""
     if name == BUNDLED:
         return str(bundled_model_dir())
     if TINY_RANDOM.fullmatch(name):
@@ -171,9 +170,9 @@ def resolve(name: str) -> str:
 
 
 def check_available(name: str, *, timeout: float = 10.0) -> None:
-    """Fail at once, before any notebook runs, when model `name` cannot be had: a local path without a
-    config.json, or a hub id that is neither in the local Hugging Face cache nor (HF_HUB_OFFLINE unset)
-    answered by the hub within `timeout` seconds. Raises ModelNotFoundError naming the problem."""
+    """ModelNotFoundError at once, before any notebook runs, when model `name` cannot be had: a local path
+    without a config.json, or a hub id neither in the local Hugging Face cache nor (HF_HUB_OFFLINE unset)
+    answered by the hub within `timeout` seconds."""
     local = resolve(name)
     if local != name or Path(local).is_dir():
         return

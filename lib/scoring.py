@@ -167,11 +167,10 @@ def _score_packed(model, rows: list[dict], cache, n_prefix: int) -> list[float]:
                         owner.append(i)
                     b += m
                 a = b
-            mask = (allowed if sdpa
-                    else torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min))
-            mask = mask[None, None].to(dev)
-            if not sdpa:
-                mask = mask.to(head.weight.dtype)
+            if not sdpa:  # eager adds the mask to the attention scores
+                allowed = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+                allowed = allowed.to(head.weight.dtype)
+            mask = allowed[None, None].to(dev)
             hidden = _call_decoder(decoder, torch.tensor([inp], device=dev), n_prefix,
                                    None if cache is None else expand_cache(cache, 1),
                                    position_ids=torch.tensor([pos], device=dev), attention_mask=mask)[0]
