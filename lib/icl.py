@@ -1,23 +1,10 @@
 """In-context learning (paper section 4): the training documents in the prompt, then the test item.
 
-The context is the training documents, one after another, followed by a short instruction ("Use the
-information above to answer."), either inside one user turn of the instruct model's chat template (the item's
-prompt then opens the assistant's reply) or as plain text (`icl.format`). When the documents do not fit
-`icl.max_context_tokens` (the paper subsampled 8x on its largest sets), a seeded random subset is kept, always
-including at least one document for each fact that a scored item rests on ("support"); the fraction kept and
-the context's length in tokens are recorded.
-
-Beyond the paper, the context-size curve: `icl_n{size}` puts `size` documents in each context (curve_contexts:
-items of one cluster share a context holding their support facts and a mention of every option, filled with
-random documents), on at most `icl.curve_items` items per split; `icl_fit` scores every item at the largest
-size whose learning-check accuracy reaches `analysis.learned_threshold` (choose_fit). Optionally two retrieval
-conditions put only k = `icl.retrieval_k` documents in context per item:
-`icl_bm25` (the k documents most similar to the item's prompt under BM25; the options are never used) and
-`icl_oracle` (the documents stating the item's support facts, plus random others up to k, as the authors'
-follow-up work 2509.16189 did). The pretrained control scores the prompt alone.
-
+The conditions (run_icl; notebook 02 describes them): pretrained (the prompt alone), icl (build_context),
+the context-size curve icl_n{size} (curve_contexts), icl_fit (choose_fit) and the optional retrieval
+conditions icl_bm25 and icl_oracle (retrieved_contexts; the oracle as in the authors' follow-up 2509.16189).
 Fairness: a context holding only the tested facts lets a model pick "the one candidate it saw";
-`option_occurrence` counts how often each option string occurs in the context an item is scored with.
+`option_occurrence` counts how often each option occurs in the context an item is scored with.
 """
 from __future__ import annotations
 
@@ -71,8 +58,7 @@ def docs_by_fact(train_rows: list[dict]) -> dict[str, list[int]]:
 def required_documents(train_rows: list[dict], items: list[dict], rng: random.Random,
                        by_fact: dict[str, list[int]] | None = None) -> set[int]:
     """Indices of documents covering every support fact of the items: one random covering document per
-    fact not already covered (facts in sorted order, so the choice is reproducible). `by_fact`:
-    docs_by_fact(train_rows), when the caller has it already."""
+    fact not already covered (facts in sorted order). Raises ValueError for a fact no document states."""
     by_fact = docs_by_fact(train_rows) if by_fact is None else by_fact
     needed = sorted({f for it in items for f in it.get("support", [])})
     missing = [f for f in needed if f not in by_fact]
@@ -85,12 +71,43 @@ def required_documents(train_rows: list[dict], items: list[dict], rng: random.Ra
     return chosen
 
 
+def _costs(tok, texts: list[str], fmt: str) -> tuple[list[int], int]:
+    """(estimated tokens of each document in a context, with its separator; tokens of the empty context)."""
+    cost = [c + 2 for c in map(len, tok(texts, add_special_tokens=False)["input_ids"])]
+    return cost, _n_tokens(tok, format_context(tok, [], fmt))
+
+
+def _fill(tok, texts, costs, need: set[int], rng, *, fmt, max_tokens, n_docs=None, need_last=False):
+    """(context, its tokens, documents kept): `need` plus other documents in a random order (rng) while
+    their estimated `costs` fit `max_tokens` (at most `n_docs` in all), the last added dropped until the exact
+    context fits; in training-set order (`need_last`: `need` after the others)."""
+    cost, overhead = costs
+    kept, added = set(need), []
+    others = [i for i in range(len(texts)) if i not in kept]
+    rng.shuffle(others)
+    total = overhead + sum(cost[i] for i in kept)
+    for i in others:
+        if n_docs is not None and len(kept) >= n_docs:
+            break
+        if total + cost[i] <= max_tokens:
+            kept.add(i)
+            added.append(i)
+            total += cost[i]
+    while True:  # the estimate is close; make it exact
+        order = sorted(kept - need) + sorted(need) if need_last else sorted(kept)
+        context = format_context(tok, [texts[i] for i in order], fmt)
+        n = _n_tokens(tok, context)
+        if n <= max_tokens or not added:
+            return context, n, kept
+        kept.discard(added.pop())
+
+
 def build_context(tok, train_rows: list[dict], items: list[dict], *, fmt: str, max_tokens: int,
                   seed: int) -> tuple[str, dict]:
-    """The ICL context for `items`: every training document when they fit in `max_tokens`, else a seeded
-    random subset that keeps a document for each support fact. Documents keep their order in the training set.
-
-    Returns (context, info) with info: n_docs, n_kept, frac_kept, n_tokens, n_required, max_tokens, format."""
+    """(context, info: n_docs, n_kept, frac_kept, n_tokens, n_required, max_tokens, format) for `items`:
+    every training document when they fit in `max_tokens`, else a seeded random subset keeping a document
+    per support fact (required_documents), in training-set order. Raises ValueError when those alone do not
+    fit."""
     if not train_rows:
         raise ValueError("no training documents to put in context")
     texts = [r["text"] for r in train_rows]
@@ -101,30 +118,14 @@ def build_context(tok, train_rows: list[dict], items: list[dict], *, fmt: str, m
         return context, {**info, "n_kept": len(texts), "frac_kept": 1.0, "n_tokens": n, "n_required": 0}
     rng = random.Random(f"icl-context:{seed}")
     required = required_documents(train_rows, items, rng)
-    overhead = _n_tokens(tok, format_context(tok, [], fmt))
-    cost = [c + 2 for c in map(len, tok(texts, add_special_tokens=False)["input_ids"])]  # + the separator
-    kept = set(required)
-    n = _n_tokens(tok, format_context(tok, [texts[i] for i in sorted(kept)], fmt))
+    n = _n_tokens(tok, format_context(tok, [texts[i] for i in sorted(required)], fmt))
     if n > max_tokens:
         raise ValueError(f"the {len(required)} documents holding the tested facts alone make a context of "
                          f"{n} tokens, more than the {max_tokens} allowed (icl.max_context_tokens or the "
                          f"model's window): score fewer items (icl.max_test_items) or use a model with a "
                          f"longer window")
-    others = [i for i in range(len(texts)) if i not in kept]
-    rng.shuffle(others)
-    total = overhead + sum(cost[i] for i in kept)
-    added = []
-    for i in others:
-        if total + cost[i] <= max_tokens:
-            kept.add(i)
-            added.append(i)
-            total += cost[i]
-    while True:  # the estimate is close; make it exact
-        context = format_context(tok, [texts[i] for i in sorted(kept)], fmt)
-        n = _n_tokens(tok, context)
-        if n <= max_tokens or not added:
-            break
-        kept.discard(added.pop())
+    context, n, kept = _fill(tok, texts, _costs(tok, texts, fmt), required, rng, fmt=fmt,
+                             max_tokens=max_tokens)
     return context, {**info, "n_kept": len(kept), "frac_kept": len(kept) / len(texts), "n_tokens": n,
                      "n_required": len(required)}
 
@@ -151,13 +152,10 @@ def retrieve_oracle(train_rows: list[dict], items: list[dict], k: int, seed: int
     for it in items:
         rng = random.Random(f"icl-oracle:{seed}:{it['id']}")
         support = sorted({i for f in it.get("support", []) for i in by_fact.get(f, [])})
-        if len(support) > k:
-            chosen = sorted(required_documents(train_rows, [it], rng, by_fact))
-            rest = [i for i in support if i not in chosen]
-            rng.shuffle(rest)
-            chosen += rest[:max(0, k - len(chosen))]
-        else:
-            chosen = list(support)
+        chosen = sorted(required_documents(train_rows, [it], rng, by_fact)) if len(support) > k else support
+        rest = [i for i in support if i not in chosen]  # empty when all fit: shuffling it draws nothing
+        rng.shuffle(rest)
+        chosen += rest[:max(0, k - len(chosen))]
         others = [i for i in range(len(train_rows)) if i not in set(chosen)]
         rng.shuffle(others)
         chosen += others[:max(0, k - len(chosen))]
@@ -165,53 +163,32 @@ def retrieve_oracle(train_rows: list[dict], items: list[dict], k: int, seed: int
     return out
 
 
-def cover_options(train_rows, items, picks, seed: int) -> list[list[int]]:
-    """Per item, the picked documents plus, for each option none of whose distinctive words occurs in them,
-    one training document (seeded) that mentions one of its words, so that the gold is not the only candidate
-    present wherever the training set mentions the others."""
-    texts = [r["text"] for r in train_rows]
-    index = _word_index(texts)
-    out = []
-    for it, pick in zip(items, picks):
-        rng = random.Random(f"icl-cover:{seed}:{it['id']}")
-        chosen = list(pick)
-        for ws in distinctive_words(it):
-            if not ws or _word_present("\n".join(texts[i] for i in chosen), ws):
-                continue
-            cands = _mentioning(texts, index, ws)  # none is chosen already: they would mention ws
-            if cands:
-                chosen.append(rng.choice(cands))
-        out.append(chosen)
-    return out
-
-
 def retrieved_contexts(tok, train_rows, items, *, mode: str, k: int, fmt: str, seed: int,
-                       max_tokens: int | None = None, cover: bool = True) -> list[str]:
-    """One context per item from its retrieved documents (kept in training-set order); with `cover`, plus
-    documents mentioning the options absent from them (cover_options). With `max_tokens`, the lowest-ranked
-    retrieved documents are dropped until the context fits (the option-covering ones and, for the oracle, the
-    support ones last)."""
+                       max_tokens: int | None = None) -> list[str]:
+    """One context per item: its k retrieved documents (`mode` bm25 or oracle) and a seeded mention of each
+    option absent from them (_mention_options), in training-set order. With `max_tokens`, documents are
+    dropped until it fits: retrieved ones from the lowest rank, then mentions, the oracle's support last."""
     if mode == "bm25":
         picks = retrieve_bm25(train_rows, items, k)
     elif mode == "oracle":
         picks = retrieve_oracle(train_rows, items, k, seed)
     else:
         raise ValueError(f"unknown retrieval mode {mode!r} (bm25 or oracle)")
-    full = cover_options(train_rows, items, picks, seed) if cover else picks
-    by_fact = docs_by_fact(train_rows)
+    texts = [r["text"] for r in train_rows]
+    by_fact, index = docs_by_fact(train_rows), _word_index(texts)
     out = []
-    for it, pick, docs in zip(items, picks, full):
+    for it, pick in zip(items, picks):
+        docs = _mention_options(texts, index, [it], list(pick), random.Random(f"icl-cover:{seed}:{it['id']}"))
         extra = docs[len(pick):]
         support = ({i for f in it.get("support", []) for i in by_fact.get(f, [])} if mode == "oracle"
                    else set())
-        # drop order: retrieved non-support documents from the lowest rank, then covering ones, then support
         drop = [i for i in reversed(pick) if i not in support] + list(reversed(extra)) + \
             [i for i in reversed(pick) if i in support]
         kept = list(docs)
-        ctx = format_context(tok, [train_rows[i]["text"] for i in sorted(kept)], fmt)
+        ctx = format_context(tok, [texts[i] for i in sorted(kept)], fmt)
         while max_tokens is not None and _n_tokens(tok, ctx) > max_tokens and len(kept) > 1:
             kept.remove(drop.pop(0))
-            ctx = format_context(tok, [train_rows[i]["text"] for i in sorted(kept)], fmt)
+            ctx = format_context(tok, [texts[i] for i in sorted(kept)], fmt)
         out.append(ctx)
     return out
 
@@ -225,43 +202,29 @@ def _word_index(texts: list[str]) -> dict[str, list[int]]:
     return idx
 
 
-def _mentioning(texts, index, ws: set[str]) -> list[int]:
-    """Indices of the documents in which one of the words `ws` occurs (as _word_present decides)."""
-    cands = sorted({i for w in ws for i in index.get(w, [])})
-    return [i for i in cands if _word_present(texts[i], ws)]
-
-
-def cluster_need(train_rows, items, rng: random.Random, *, by_fact=None, index=None) -> list[int]:
-    """The documents one group of items needs: one covering document per support fact (required_documents),
-    then, for each option of each item whose distinctive words occur in none of them, one random training
-    document mentioning it, when one exists (as cover_options). Sorted indices."""
-    texts = [r["text"] for r in train_rows]
-    index = _word_index(texts) if index is None else index
-    chosen = set(required_documents(train_rows, items, rng, by_fact))
+def _mention_options(texts, index, items, chosen: list[int], rng: random.Random) -> list[int]:
+    """`chosen` with, for each option of `items` none of whose distinctive words occurs in the chosen
+    documents, one random document (rng) that mentions one of them appended, when one exists."""
     for it in items:
         for ws in distinctive_words(it):
             if not ws or any(_word_present(texts[i], ws) for i in chosen):
                 continue
-            cands = _mentioning(texts, index, ws)
+            cands = sorted({i for w in ws for i in index.get(w, [])})
+            cands = [i for i in cands if _word_present(texts[i], ws)]
             if cands:
-                chosen.add(rng.choice(cands))
-    return sorted(chosen)
+                chosen.append(rng.choice(cands))
+    return chosen
 
 
 def curve_contexts(tok, train_rows: list[dict], items: list[dict], n_docs: int | None, *, fmt: str,
                    max_tokens: int, seed: int, support_last: bool = False) -> tuple[list[str], dict]:
-    """One context per item for a context of `n_docs` documents (None: the whole subsampled set,
-    build_context).
-
-    Items sharing a `cluster` (default: the id) share one context. Each cluster needs cluster_need's documents
-    (its support and a mention of every option); clusters are packed first-fit, in a seeded order, into
-    contexts of at most `n_docs` documents and `max_tokens` tokens (a cluster whose need alone exceeds
-    `n_docs` gets a context of its own holding its need), then each context is filled with random other
-    documents up to `n_docs` while it fits. Documents keep their training-set order; with `support_last` the
-    filler comes first and the documents the context's clusters need last (nearest the question). Identical
-    contexts are scored with one KV cache (lib.scoring groups items by context string).
-
-    Returns (contexts, info): n_docs, n_contexts, n_tokens_mean, n_tokens_max, n_docs_mean, format."""
+    """(one context per item, info: n_docs, n_contexts, n_tokens_mean, n_tokens_max, n_docs_mean, format) for
+    contexts of `n_docs` documents (None: build_context's). Items sharing a `cluster` (default: the id) share
+    a context. A cluster needs a document per support fact and a mention of every option (_mention_options);
+    clusters are packed first-fit, in a seeded order, into contexts of at most `n_docs` documents and
+    `max_tokens` tokens (a need above `n_docs` gets a context of its own), each then filled with random
+    documents up to `n_docs` (_fill; `support_last`: the needed documents last, nearest the question).
+    Raises ValueError when a cluster's need alone exceeds `max_tokens`."""
     if not train_rows:
         raise ValueError("no training documents to put in context")
     if n_docs is None:
@@ -273,19 +236,22 @@ def curve_contexts(tok, train_rows: list[dict], items: list[dict], n_docs: int |
         raise ValueError(f"a context size must be at least 1 document, got {n_docs}")
     texts = [r["text"] for r in train_rows]
     by_fact, index = docs_by_fact(train_rows), _word_index(texts)
-    cost = [c + 2 for c in map(len, tok(texts, add_special_tokens=False)["input_ids"])]  # + the separator
-    overhead = _n_tokens(tok, format_context(tok, [], fmt))
+    costs = _costs(tok, texts, fmt)
+    cost, overhead = costs
     clusters: dict[str, list[int]] = {}
     for j, it in enumerate(items):
         clusters.setdefault(str(it.get("cluster", it["id"])), []).append(j)
-    needs = {c: cluster_need(train_rows, [items[j] for j in js], random.Random(f"icl-curve-need:{seed}:{c}"),
-                             by_fact=by_fact, index=index) for c, js in clusters.items()}
+    needs = {}
+    for c, js in clusters.items():
+        its, rng = [items[j] for j in js], random.Random(f"icl-curve-need:{seed}:{c}")
+        required = required_documents(train_rows, its, rng, by_fact)
+        needs[c] = set(_mention_options(texts, index, its, list(required), rng))
     rng = random.Random(f"icl-curve:{seed}:{n_docs}")
     order = sorted(clusters)
     rng.shuffle(order)
     groups: list[tuple[set[int], list[str]]] = []  # (documents, clusters)
     for c in order:
-        need = set(needs[c])
+        need = needs[c]
         if overhead + sum(cost[i] for i in need) > max_tokens:
             raise ValueError(f"cluster {c!r} needs {len(need)} documents, more than the {max_tokens} tokens "
                              f"allowed (icl.max_context_tokens or the model's window)")
@@ -296,28 +262,12 @@ def curve_contexts(tok, train_rows: list[dict], items: list[dict], n_docs: int |
                 members.append(c)
                 break
         else:
-            groups.append((need, [c]))
+            groups.append((set(need), [c]))
     contexts: list[str | None] = [None] * len(items)
     lens, sizes = [], []
     for docs, members in groups:
-        kept, added = set(docs), []
-        others = [i for i in range(len(texts)) if i not in kept]
-        rng.shuffle(others)
-        total = overhead + sum(cost[i] for i in kept)
-        for i in others:
-            if len(kept) >= n_docs:
-                break
-            if total + cost[i] <= max_tokens:
-                kept.add(i)
-                added.append(i)
-                total += cost[i]
-        while True:  # the estimate is close; make it exact, dropping filler first
-            order = sorted(kept - docs) + sorted(docs) if support_last else sorted(kept)
-            ctx = format_context(tok, [texts[i] for i in order], fmt)
-            n = _n_tokens(tok, ctx)
-            if n <= max_tokens or not added:
-                break
-            kept.discard(added.pop())
+        ctx, n, kept = _fill(tok, texts, costs, docs, rng, fmt=fmt, max_tokens=max_tokens, n_docs=n_docs,
+                             need_last=support_last)
         for c in members:
             for j in clusters[c]:
                 contexts[j] = ctx
@@ -390,18 +340,17 @@ def _runs(text: str) -> frozenset[str]:
 
 
 def _word_present(text: str, ws: set[str]) -> bool:
-    """Whether one of the words `ws` (each a run of word characters, as `words` gives) occurs in `text`
-    standing alone, i.e. between non-word characters: exactly when it is one of the text's maximal runs of
-    word characters (one set per text, cached, instead of a regex search per word)."""
+    """Whether one of the words `ws` (runs of word characters, as `words` gives) occurs in `text` between
+    non-word characters, i.e. is one of its maximal runs (one cached set per text, not a regex per word)."""
     return not _runs(text).isdisjoint(ws)
 
 
 def option_occurrence(items: list[dict], context: str | list[str]) -> pd.DataFrame:
     """Per item: how often the gold and each distractor occur in the item's context (whole option strings,
-    trailing punctuation ignored), whether the gold is the only option present, and the same at word level
-    (an option is present when one of its distinctive_words occurs in the context). `upper_bound`: the gold
-    is the only candidate present at word level, so a condition scored on this context is an upper bound
-    (elimination by presence would answer it)."""
+    trailing punctuation ignored), whether the gold is the only option present (a context that gives the
+    answer away by elimination), and the same at word level (an option is present when one of its
+    distinctive_words occurs). `upper_bound`: the gold is the only candidate present at word level, so a
+    condition scored on this context is an upper bound."""
     rows = []
     for i, it in enumerate(items):
         ctx = context if isinstance(context, str) else context[i]
@@ -420,10 +369,7 @@ def option_occurrence(items: list[dict], context: str | list[str]) -> pd.DataFra
 
 
 def occurrence_summary(occ: pd.DataFrame) -> pd.DataFrame:
-    """Per split: share of items whose gold occurs in context, mean options present, share where the gold is
-    the only option present (a context that gives the answer away by elimination), mean counts; the same at
-    word level, and `upper_bound` (share of items where the gold is the only candidate present at word level:
-    the condition is an upper bound on those)."""
+    """Per split of option_occurrence's rows: n and the mean of each column."""
     if occ.empty:
         return occ
     return occ.groupby("split", sort=False).agg(
@@ -466,24 +412,16 @@ def info_path(params, dataset: str):
 
 
 def default_conditions(cfg) -> list[str]:
-    """pretrained, icl, icl_n{size} for every curve size, icl_fit, then icl_<mode> for every retrieval
-    mode."""
+    """pretrained, icl, icl_n{size} per curve size, icl_fit, then icl_<mode> per retrieval mode."""
     return (["pretrained", "icl"] + [curve_name(s) for s in cfg.curve_sizes] + ["icl_fit"]
             + [f"icl_{m}" for m in cfg.retrieval_modes])
 
 
-def _accuracy(scores: list[dict], split: str) -> float | None:
-    hits = [s["pred"] in golds(s) for s in scores if s["split"] == split]
-    return sum(hits) / len(hits) if hits else None
-
-
-def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None,
-            progress: bool = True) -> pd.DataFrame:
-    """Score the pretrained control, ICL, the context-size curve (icl_n{size}, on at most `icl.curve_items`
-    items per split), icl_fit (every item, at the curve size chosen on the learning-check split: choose_fit)
-    and the retrieval conditions on every split of `dataset` (cached per condition through scoring.evaluate),
-    and return their results rows. Context lengths, the fraction of documents kept, the curve's contexts, the
-    icl_fit choice and the option-occurrence tables go to runs/<p>/icl/<dataset>.json."""
+def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None, progress: bool = True) -> None:
+    """Score `conditions` (default_conditions) on at most `icl.max_test_items` test items per split (the curve
+    on at most `icl.curve_items` of them; icl_fit on all, at the size choose_fit picks on the learning-check
+    split), each through scoring.evaluate. Context sizes, the icl_fit choice and the option-occurrence tables
+    go to runs/<p>/icl/<dataset>.json (a partial run keeps what other conditions recorded)."""
     from . import datasets
     from .models import context_window, load_model
 
@@ -495,8 +433,7 @@ def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None,
     cfg = params.icl
     wanted = conditions or default_conditions(cfg)
     budget = context_budget(cfg.max_context_tokens, context_window(model), tok, items, dataset)
-    info, frames = {"dataset": dataset, "n_items": len(items), "n_test": len(test),
-                    "n_curve_items": len(curve_items)}, []
+    info = {"dataset": dataset, "n_items": len(items), "n_test": len(test), "n_curve_items": len(curve_items)}
     key = {"data": manifest.get("sha256")}
     uncond = {}  # option -> log p(option | nothing): one model here, so every condition shares them
 
@@ -504,46 +441,44 @@ def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None,
         if cond != "pretrained":
             info.setdefault("occurrence", {})[cond] = occurrence_summary(
                 option_occurrence(its, ctx)).to_dict(orient="records")
-        return scoring.evaluate(params, dataset, cond, model, tok, its, ctx, seed=params.seed, key=key,
-                                progress=progress, same_as=same_as, uncond=uncond)
+        scoring.evaluate(params, dataset, cond, model, tok, its, ctx, seed=params.seed, key=key,
+                         progress=progress, same_as=same_as, uncond=uncond)
 
     def curve(size, its):
         ctx, inf = curve_contexts(tok, train, its, size, fmt=cfg.format, max_tokens=budget, seed=params.seed,
                                   support_last=cfg.support_last)
         return ctx, {**inf, "options_covered": options_covered(train, its, ctx), "n_items": len(its)}
 
+    def whole():
+        return build_context(tok, train, items, fmt=cfg.format, max_tokens=budget, seed=params.seed)
+
     built = {}  # condition -> its context, so icl_fit's choice does not build the curve's contexts again
     for cond in wanted:
         if cond == "pretrained":
-            frames.append(score(cond, items, ""))
+            score(cond, items, "")
         elif cond == "icl":
-            ctx, info["icl"] = build_context(tok, train, items, fmt=cfg.format, max_tokens=budget,
-                                             seed=params.seed)
-            built[cond] = ctx
-            frames.append(score(cond, items, ctx))
+            built[cond], info["icl"] = whole()
+            score(cond, items, built[cond])
         elif cond.startswith("icl_n"):
-            ctx, info.setdefault("curve", {})[cond] = curve(curve_size(cond), curve_items)
-            built[cond] = ctx
-            frames.append(score(cond, curve_items, ctx))
+            built[cond], info.setdefault("curve", {})[cond] = curve(curve_size(cond), curve_items)
+            score(cond, curve_items, built[cond])
         elif cond == "icl_fit":
             split = datasets.learning_check_split(dataset, manifest, {it["split"] for it in items})
             split = split if any(it["split"] == split for it in curve_items) else None
-            sizes = list(cfg.curve_sizes) + [None]
+            acc = {}
             if split is None:  # no curve item of the learning-check split: the smallest context
-                chosen, acc = min(cfg.curve_sizes, default=None), {}
+                chosen = min(cfg.curve_sizes, default=None)
             else:
-                acc = {}
                 ids = {it["id"] for it in curve_items}
-                for size in sizes:  # each curve point (and icl, the whole set): scored above or here, cached
+                for size in list(cfg.curve_sizes) + [None]:  # each curve point and icl: scored or cached
                     c = curve_name(size)
                     its = items if size is None else curve_items
                     if c not in built:
-                        built[c] = (build_context(tok, train, items, fmt=cfg.format, max_tokens=budget,
-                                                  seed=params.seed) if size is None else curve(size, its))[0]
-                    scoring.evaluate(params, dataset, c, model, tok, its, built[c], seed=params.seed, key=key,
-                                     progress=progress, uncond=uncond)
-                    scored = [s for s in scoring.read_scores(params, dataset, c) if s["id"] in ids]
-                    acc[size] = _accuracy(scored, split)
+                        built[c] = (whole() if size is None else curve(size, its))[0]
+                    hits = [s["pred"] in golds(s) for s in scoring.evaluate(
+                        params, dataset, c, model, tok, its, built[c], seed=params.seed, key=key,
+                        progress=progress, uncond=uncond) if s["id"] in ids and s["split"] == split]
+                    acc[size] = sum(hits) / len(hits)
                 chosen = choose_fit(acc, params.analysis.learned_threshold)
             ctx, inf = curve(chosen, items)
             ctx = ctx[0] if chosen is None else ctx  # the whole set: icl's one context string
@@ -555,14 +490,14 @@ def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None,
                                         else "no learning-check split: the smallest context"), **inf}
             # icl_fit's contexts are its curve point's when the curve scores every item (and the whole set's
             # are icl's): those scores are reused
-            frames.append(score(cond, items, ctx, same_as=curve_name(chosen)))
+            score(cond, items, ctx, same_as=curve_name(chosen))
         elif cond.startswith("icl_"):
             ctx = retrieved_contexts(tok, train, items, mode=cond[4:], k=cfg.retrieval_k, fmt=cfg.format,
                                      seed=params.seed, max_tokens=budget)
             lens = [_n_tokens(tok, c) for c in ctx]
             info[cond] = {"format": cfg.format, "k": cfg.retrieval_k, "n_tokens_mean": sum(lens) / len(lens),
                           "n_tokens_max": max(lens)}
-            frames.append(score(cond, items, ctx))
+            score(cond, items, ctx)
         else:
             raise ValueError(f"unknown ICL condition {cond!r}")
     path = info_path(params, dataset)
@@ -571,20 +506,7 @@ def run_icl(params, dataset: str, *, model=None, tok=None, conditions=None,
         info = {**old, **info, "occurrence": {**old.get("occurrence", {}), **info.get("occurrence", {})},
                 "curve": {**old.get("curve", {}), **info.get("curve", {})}}
     runs.write_json(path, info)
-    return pd.concat(frames, ignore_index=True)
 
 
 def read_info(params, dataset: str) -> dict:
     return runs.read_json(info_path(params, dataset))
-
-
-def by_split(results: pd.DataFrame) -> pd.DataFrame:
-    """Results rows aggregated over subsets (weighted by n): one row per dataset x split x condition."""
-    metrics = [c for c in ("acc", "acc_norm", "acc_mutual_info", "chance", "acc_any_valid") if c in results]
-    df = results.copy()
-    for m in metrics:
-        df[m] = df[m] * df["n"]
-    g = df.groupby(["dataset", "split", "condition"], sort=False)
-    out = g[metrics].sum(min_count=1).div(g["n"].sum(), axis=0)
-    out.insert(0, "n", g["n"].sum())
-    return out.reset_index()

