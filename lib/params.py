@@ -1,13 +1,10 @@
 """The params files (`params/<name>.yaml`) and the one schema that validates them.
 
-Every key is required in every file (no hidden defaults), so a params file is a complete, readable record
-of a run. An unknown key, a wrong type or a missing value raises `ParamsError` naming the file and the key.
-Datasets are optional: a dataset absent from `datasets:` is simply not built. Beside the five built-in
-generators, `datasets.<any name>: {path: <folder>, learning_check: <split>}` reads a dataset of your own from
-`<folder>/train.jsonl` and `<folder>/test.jsonl` (the README's data contract; relative paths from the
-repository root; lib.datasets validates and copies them). Every path a params file names (dataset folders,
-augmentation prompts) must exist when it is loaded; `python -m lib.params` also checks the model and every
-line of the dataset files, so a typo fails before the first notebook.
+Every key is required (no hidden defaults), so a params file is a complete record of a run; an unknown key, a
+wrong type or a missing value raises `ParamsError` naming the file and the key. A dataset absent from
+`datasets:` is not built; beside the built-in generators, `datasets.<any name>: {path: <folder>,
+learning_check: <split>}` is a dataset of your own (lib.file_datasets). Every path the params name must exist
+when they load; `python -m lib.params` also checks the model and every line of the dataset files.
 
     >>> p = load("smoke")                        # params/smoke.yaml
     >>> p = load("cpu", {"model.name": "HuggingFaceTB/SmolLM2-360M-Instruct"})   # with an override
@@ -26,7 +23,9 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .file_datasets import file_problems, folder_problems
 from .runs import ROOT
+
 PARAMS_DIR = ROOT / "params"
 DATASETS = ("simple_reversals", "syllogisms", "reversal_curse", "semantic_structure", "derivatoids")
 # A dataset from files: its name is part of file names (`<dataset>__<condition>.jsonl`) and lm-eval task names
@@ -43,7 +42,6 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-# ---------------------------------------------------------------------------------------------- model
 class ModelParams(_Strict):
     name: str  # "smollm2-135m-instruct" (the bundled GGUF), a Hugging Face hub id, or a local path
     dtype: Literal["float32", "bfloat16", "float16"]  # float32 on CPU
@@ -51,7 +49,6 @@ class ModelParams(_Strict):
     device: Literal["auto", "cpu", "cuda"]  # auto: CUDA when present, else CPU
 
 
-# ------------------------------------------------------------------------------------------- datasets
 class SimpleReversalsParams(_Strict):
     n_facts: int = Field(gt=0)  # paper: 100
     articles_per_fact: int = Field(gt=0)  # paper: 10
@@ -81,8 +78,7 @@ class SemanticStructureParams(_Strict):
     holdout_fraction: float = Field(ge=0, lt=1)  # share of leaf categories held out
     max_items_per_split: int = Field(gt=0)  # cap on test items per split (0 < cap)
     n_options: int = Field(ge=2)  # options per test item: the answer + hard distractors (paper: not stated)
-    # each answer string gold ~1/n_options of the times it is shown; neighbour distractors
-    counterbalance: bool
+    counterbalance: bool  # each answer gold ~1/n_options of the times it is shown; neighbour distractors
 
 
 class DerivatoidsParams(_Strict):
@@ -97,8 +93,10 @@ class FileDatasetParams(_Strict):
     learning_check: str  # the test split that asks the trained material as trained (was it learned at all?)
 
     def folder(self) -> Path:
-        """The dataset's folder, a relative `path` taken from the repository root."""
-        return resolve_path(self.path)
+        """The dataset's folder: `path` as given when absolute, else from the repository root (never the cwd,
+        which is notebooks/ under papermill)."""
+        p = Path(self.path).expanduser()
+        return p if p.is_absolute() else ROOT / p
 
 
 class DatasetsParams(_Strict):
@@ -115,18 +113,16 @@ class DatasetsParams(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _file_dataset_names(cls, raw):
-        # an unknown name without `path` is far more often a misspelt built-in than a dataset from files
         if not isinstance(raw, dict):
             return raw
         # null switches a dataset from files off, as it does a built-in one (e.g. an override)
         raw = {k: v for k, v in raw.items() if k in DATASETS or v is not None}
         for name, entry in raw.items():
-            if name in DATASETS:
-                continue
-            if not FILE_DATASET_NAME.fullmatch(str(name)):
+            if name not in DATASETS and not FILE_DATASET_NAME.fullmatch(str(name)):
                 raise ValueError(f"datasets.{name}: a dataset's name must be lowercase letters, digits and "
                                  "single underscores, starting with a letter (it names files and tasks)")
-            if not isinstance(entry, dict) or "path" not in entry:
+            # an unknown name without `path` is far more often a misspelt built-in than a dataset from files
+            if name not in DATASETS and (not isinstance(entry, dict) or "path" not in entry):
                 raise ValueError(f"datasets.{name}: unknown dataset (built-in: {', '.join(DATASETS)}; a "
                                  "dataset from files is {path: <folder>, learning_check: <split>})")
         return raw
@@ -137,7 +133,6 @@ class DatasetsParams(_Strict):
         return dict(self.model_extra or {})
 
 
-# ------------------------------------------------------------------------------------------------ ICL
 class ICLParams(_Strict):
     format: Literal["chat", "plain"]  # the instruct model's chat template, or plain text
     max_context_tokens: int = Field(gt=0)  # documents are subsampled to fit (always keeping tested facts)
@@ -156,7 +151,6 @@ class ICLParams(_Strict):
         return sorted(v)
 
 
-# ------------------------------------------------------------------------------------------------- FT
 class FinetuneParams(_Strict):
     method: Literal["lora", "full"]
     lora_r: int = Field(gt=0)
@@ -167,11 +161,10 @@ class FinetuneParams(_Strict):
     weight_decay: float = Field(ge=0)
     batch_size: int = Field(gt=0)
     steps: int = Field(gt=0)
-    # passes over the dataset's plain-FT examples; when set it replaces `steps`: steps = ceil(epochs x examples
-    # / batch_size), the same number for every FT condition of the dataset (lib.training.recipe)
+    # passes over the plain-FT examples; when set, steps = ceil(epochs x examples / batch_size) (lib.training)
     epochs: Optional[float] = Field(default=None, gt=0)
-    # the sentence splitting of the dataset's FT on its documents (plain ft, augmented, repeat; the splitting
-    # ablation sets its own); null: the paper's (independent; unsplit for the semantic structure's plain ft)
+    # sentence splitting of FT on the documents (not the splitting ablation's); null: the paper's
+    # (independent; unsplit for the semantic structure's plain ft)
     splitting: Optional[Literal["none", "independent", "cumulative"]] = None
     warmup_steps: int = Field(ge=0)  # linear warmup from 0 to learning_rate over these steps, then `schedule`
     schedule: Literal["constant", "cosine"]  # after warmup: constant, or cosine decay to 0 at `steps`
@@ -180,14 +173,13 @@ class FinetuneParams(_Strict):
     loss_on: Literal["all", "completion"]  # completion: only where the data has prompt/completion
     seeds: list[int] = Field(min_length=1)
     splitting_ablation: list[str]  # datasets on which to run none / independent / cumulative
-    # dataset -> the training keys above that differ for it (steps, learning_rate, ...): one recipe for every
-    # FT condition of the dataset, chosen on its learning-check split only (lib.training.recipe)
+    # dataset -> the training keys above that differ for it: one recipe for every FT condition of the dataset,
+    # chosen on its learning-check split only (lib.training.recipe)
     recipes: dict[str, dict[str, Any]]
     eval_every: Optional[int] = Field(gt=0)  # learning-check accuracy every k steps of plain ft (null: none)
     eval_items: int = Field(gt=0)  # items of the learning-check split in that curve (a seeded subset)
 
 
-# ----------------------------------------------------------------------------------------- augmentation
 class AugmentParams(_Strict):
     kinds: list[Literal["local", "global", "both"]]
     model: Optional[str]  # generating model; null: the same model as the one finetuned
@@ -225,12 +217,8 @@ class Params(_Strict):
 
     @property
     def dataset_names(self) -> list[str]:
-        """The datasets this params file builds: the built-in ones in the paper's order, then the datasets
-        from files in the file's order."""
+        """The datasets built: the built-in ones in the paper's order, then those from files in the file's."""
         return [d for d in DATASETS if getattr(self.datasets, d) is not None] + list(self.datasets.files)
-
-    def to_dict(self) -> dict:
-        return self.model_dump(mode="json")
 
 
 def _format_error(err: ValidationError, source: str) -> str:
@@ -249,20 +237,20 @@ def _format_error(err: ValidationError, source: str) -> str:
 def _apply_overrides(raw: dict, overrides: dict, source: str) -> dict:
     """Overrides use dotted keys: {"model.name": "gpt2", "finetune.steps": 10}. The key must exist."""
     raw = copy.deepcopy(raw)
-    for dotted, value in (overrides or {}).items():
+    for dotted, value in overrides.items():
         *parents, leaf = dotted.split(".")
         node = raw
-        for k in parents:
+        for k in [*parents, leaf]:
             if not isinstance(node, dict) or k not in node:
                 raise ParamsError(f"{source}: override {dotted!r}: unknown key {k!r}")
-            node = node[k]
-        if not isinstance(node, dict) or leaf not in node:
-            raise ParamsError(f"{source}: override {dotted!r}: unknown key {leaf!r}")
-        node[leaf] = value
+            parent, node = node, node[k]
+        parent[leaf] = value
     return raw
 
 
 def validate(raw: dict, name: str, source: str = "<params>", overrides: dict | None = None) -> Params:
+    """The Params of a params file's contents `raw` (with `overrides` applied); ParamsError naming every
+    problem, `source` (the file) first."""
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
     if "name" in raw:
@@ -272,43 +260,22 @@ def validate(raw: dict, name: str, source: str = "<params>", overrides: dict | N
         params = Params.model_validate({"name": name, **raw})
     except ValidationError as e:
         raise ParamsError(_format_error(e, source)) from None
-    problems = cross_field_problems(params)
+    problems = _cross_field_problems(params)
     if problems:
         raise ParamsError(f"{source}: invalid params\n  " + "\n  ".join(problems))
     return params
 
 
-def resolve_path(path: str) -> Path:
-    """A path a params file names: absolute as given, relative from the repository root (never the cwd,
-    which is notebooks/ under papermill)."""
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else ROOT / p
-
-
-def path_problems(p: Params) -> list[str]:
-    """Every file or folder the params name that does not exist, as `key: what is missing`: each dataset
-    folder from files with its train.jsonl and test.jsonl, and the augmentation prompts the kinds use (a name
-    in lib/prompts/ or a path, as lib.augmentation.prompt_path finds them). The model is checked by main()."""
-    out = []
-    for name, cfg in p.datasets.files.items():
-        folder = cfg.folder()
-        if not folder.is_dir():
-            out.append(f"datasets.{name}.path: folder not found: {folder}")
-            continue
-        out += [f"datasets.{name}.path: file not found: {folder / f}"
-                for f in ("train.jsonl", "test.jsonl") if not (folder / f).is_file()]
+def _cross_field_problems(p: Params) -> list[str]:
+    """The rules one key's schema cannot state, each broken one as `key: what is wrong`: every path named
+    exists (dataset folders and files; the prompts the augmentation kinds use), then the rules across keys."""
+    out = [x for name, cfg in p.datasets.files.items() for x in folder_problems(name, cfg)]
     kinds = set(p.augment.kinds)
     for key, needed in (("local_prompt", {"local", "both"}), ("global_prompt", {"global", "both"})):
         name = getattr(p.augment, key)
         # the same lookup as lib.augmentation.prompt_path (which imports torch; this module must stay light)
         if kinds & needed and not (Path(name).is_file() or (PROMPTS_DIR / name).is_file()):
             out.append(f"augment.{key}: prompt not found: {name!r} (neither a file nor in {PROMPTS_DIR})")
-    return out
-
-
-def cross_field_problems(p: Params) -> list[str]:
-    """The rules one key's schema cannot state: each broken rule as `key: what is wrong`."""
-    out = path_problems(p)
     if not p.dataset_names:
         out.append("datasets: no dataset given (name at least one of " + ", ".join(DATASETS)
                    + ", or a dataset from files {path: <folder>, learning_check: <split>})")
@@ -325,10 +292,9 @@ def cross_field_problems(p: Params) -> list[str]:
         out.append(f"finetune.splitting_ablation: repeated datasets {ft.splitting_ablation}")
     fixed = {"seeds", "splitting_ablation", "recipes", "eval_every", "eval_items"}
     for name, over in ft.recipes.items():
-        if name in DATASETS and name not in p.dataset_names:
-            continue  # a built-in dataset switched off (datasets.<name>: null): its recipe waits unused
         if name not in p.dataset_names:
-            out.append(f"finetune.recipes: {name!r} is not among the datasets built ({p.dataset_names})")
+            if name not in DATASETS:  # a built-in dataset switched off (null) keeps its recipe, unused
+                out.append(f"finetune.recipes: {name!r} is not among the datasets built ({p.dataset_names})")
             continue
         bad = sorted(set(over) - (set(FinetuneParams.model_fields) - fixed))
         if bad:
@@ -368,14 +334,11 @@ def run_name(path: Path, overrides: dict | None = None) -> str:
     path = Path(path).resolve()
     name = path.stem
     if path.parent != PARAMS_DIR.resolve():
-        name += "-" + _short_hash(path.read_bytes())
+        name += "-" + hashlib.sha256(path.read_bytes()).hexdigest()[:8]
     if overrides:
-        name += "-" + _short_hash(json.dumps(overrides, sort_keys=True, default=str).encode())
+        text = json.dumps(overrides, sort_keys=True, default=str)
+        name += "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
     return name
-
-
-def _short_hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:8]
 
 
 USAGE = """usage: python -m lib.params <params name or path.yaml> [overrides as a JSON object]
@@ -395,48 +358,37 @@ def cli_overrides(model: str = "", extra: str = "") -> dict:
     return {**out, "model.name": model} if model else out
 
 
-def run_problems(params: Params) -> list[str]:
-    """What `load` does not check, one line a problem: that the model can be had, and every line of every
-    dataset from files (lib.file_datasets.file_problems, which build() applies again). Reads files, writes
-    nothing."""
-    from .file_datasets import file_problems
-    from .models import check_available
-
-    out = []
-    try:
-        check_available(params.model.name)
-    except FileNotFoundError as e:
-        out.append(f"model.name: {e}")
-    return out + [x for name in params.datasets.files for x in file_problems(params, name)]
-
-
 def main(argv: list[str]) -> int:
-    """`python -m lib.params <name> [overrides]`: validate and print the run's name, or one line naming the
-    problem (exit 2). `python -m lib.params --overrides`: the JSON of MODEL and OVERRIDES from the
-    environment. The Makefile calls both before running any notebook."""
-    if argv == ["--overrides"]:
-        try:
-            print(json.dumps(cli_overrides(os.environ.get("MODEL", ""), os.environ.get("OVERRIDES", ""))))
-        except ParamsError as e:
-            print(f"params: {e}", file=sys.stderr)
-            return 2
-        return 0
+    """`python -m lib.params <name> [overrides]`: validate the params, the model (it can be had) and every
+    line of every dataset from files (lib.file_datasets), and print the run's name, or the problems (exit 2).
+    `python -m lib.params --overrides`: the JSON of MODEL and OVERRIDES from the environment. The Makefile
+    calls both before running any notebook. Reads files, writes nothing."""
     if len(argv) not in (1, 2) or argv[0] in ("-h", "--help"):
         print(USAGE, file=sys.stderr)
         return 2
     try:
-        overrides = json.loads(argv[1]) if len(argv) == 2 else None
+        if argv == ["--overrides"]:
+            print(json.dumps(cli_overrides(os.environ.get("MODEL", ""), os.environ.get("OVERRIDES", ""))))
+            return 0
+        try:
+            overrides = json.loads(argv[1]) if len(argv) == 2 else None
+        except json.JSONDecodeError as e:
+            raise ParamsError(f"overrides are not valid JSON ({e.msg}): {argv[1]!r}") from None
         if overrides is not None and not isinstance(overrides, dict):
             raise ParamsError(f"overrides must be a JSON object of dotted keys, got {argv[1]!r}")
         params = load(argv[0], overrides or None)
-        problems = run_problems(params)
+        from .models import check_available  # imports torch
+
+        problems = []
+        try:
+            check_available(params.model.name)
+        except FileNotFoundError as e:
+            problems.append(f"model.name: {e}")
+        problems += [x for name in params.datasets.files for x in file_problems(params, name)]
         if len(problems) == 1:
             raise ParamsError(problems[0])
         if problems:
             raise ParamsError(f"{len(problems)} problems:\n  " + "\n  ".join(problems))
-    except json.JSONDecodeError as e:
-        print(f"params: overrides are not valid JSON ({e.msg}): {argv[1]!r}", file=sys.stderr)
-        return 2
     except (ParamsError, FileNotFoundError) as e:
         print(f"params: {e}", file=sys.stderr)
         return 2

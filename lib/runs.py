@@ -1,16 +1,9 @@
-"""Where every stage writes, atomic writes, and caching keyed by the params a stage depends on.
+"""Where every stage writes (`runs/<params name>/`: data/, scores/, ft/, augment/, notebooks/; the README
+describes them), atomic writes (a temp file renamed), and caching keyed by the params a stage depends on.
 
-Layout (all git-ignored):
-
-    runs/<params name>/data/<dataset>/{train.jsonl,test.jsonl,manifest.json}   notebook 01
-    runs/<params name>/scores/<dataset>__<condition>.jsonl                     per-item log-likelihoods
-    runs/<params name>/ft/..., augment/..., notebooks/...                      later stages
-
-A stage is cached by a *stamp*: a small JSON file written last, holding the hash of the inputs the stage
-depends on and the sha256 of every file it wrote. A stage removes its stamp before it writes (`invalidate`)
-and writes it last (`mark_fresh`); `is_fresh(path, key)` is true only when the stamp parses, its key hash
-matches and every output still has its recorded hash, so a killed run (no stamp), changed params (other hash)
-or a damaged output (other sha256) recompute; every file is written to a temp file and renamed.
+A stage is cached by a *stamp* (`<output>.stamp.json`) holding the hash of its inputs and the sha256 of every
+file it wrote. A stage removes its stamp before it writes (`invalidate`) and writes it last (`mark_fresh`), so
+a killed run, changed params or a damaged output recompute.
 """
 from __future__ import annotations
 
@@ -23,23 +16,19 @@ from pathlib import Path
 from typing import Any, Iterable
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository root
-# COMPENDIUM_RUNS: another runs/ folder (a test's temp folder reaches the processes `accelerate launch` starts)
+# COMPENDIUM_RUNS: another runs/ folder (so a test's temp folder reaches what `accelerate launch` starts)
 RUNS = Path(os.environ.get("COMPENDIUM_RUNS", ROOT / "runs"))
 
 
 def run_dir(params_or_name) -> Path:
     """`runs/<name>/` for a Params object or a params name."""
-    name = params_or_name if isinstance(params_or_name, str) else params_or_name.name
-    return RUNS / name
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return RUNS / (params_or_name if isinstance(params_or_name, str) else params_or_name.name)
 
 
 def key_hash(key: Any, n: int = 64) -> str:
-    """sha256 of the canonical JSON of `key` (first n hex digits)."""
-    return hashlib.sha256(canonical_json(key).encode()).hexdigest()[:n]
+    """sha256 of the canonical JSON of `key` (sorted keys, compact, UTF-8), first n hex digits."""
+    text = json.dumps(key, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 
 def sha256_file(path: Path) -> str:
@@ -50,7 +39,6 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-# ---------------------------------------------------------------------------------------- atomic writes
 @contextlib.contextmanager
 def atomic_path(path: Path):
     """Yield a temp path beside `path`; on success rename it over `path`, on error remove it."""
@@ -73,7 +61,7 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
@@ -98,32 +86,16 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-# --------------------------------------------------------------------------------------------- caching
 def stamp_path(path: Path) -> Path:
     """The stamp of an output file or folder: `<path>.stamp.json` beside it."""
     path = Path(path)
     return path.parent / f"{path.name}.stamp.json"
 
 
-def _output_files(path: Path) -> list[Path]:
-    """The files a stamp vouches for: `path` itself, or every file under the folder `path` (stamps and
-    temp files excluded)."""
-    if path.is_file():
-        return [path]
-    return sorted(f for f in path.rglob("*") if f.is_file() and not f.name.endswith((".stamp.json", ".tmp")))
-
-
-def _hashes(path: Path, outputs) -> dict[str, str]:
-    files = [Path(o) for o in outputs] if outputs is not None else _output_files(path)
-    base = path if path.is_dir() else path.parent
-    return {os.path.relpath(f, base): sha256_file(f) for f in files}
-
-
 def stale_reason(path: Path, key: Any) -> str | None:
-    """None when `path` exists, its stamp is a JSON object with this exact key, and every output file the
-    stamp lists still has the sha256 it had when the stage finished; else why not, in a few words. Anything
-    odd (no stamp, a stamp that does not parse or has the wrong shape, a missing, truncated or edited output)
-    is a reason to recompute, never an exception."""
+    """None when `path` exists, its stamp holds this exact key and every output it lists still has its
+    sha256; else why not, in a few words. Anything odd (no stamp, a stamp that does not parse or has the wrong
+    shape, a missing or edited output) is a reason to recompute, never an exception."""
     path, stamp = Path(path), stamp_path(path)
     if not path.exists():
         return "not built"
@@ -148,17 +120,21 @@ def stale_reason(path: Path, key: Any) -> str | None:
 
 
 def is_fresh(path: Path, key: Any) -> bool:
-    """True when the stage's outputs at `path` are complete and were made with this exact key (see
-    stale_reason)."""
+    """Whether the outputs at `path` are complete and were made with this exact key (see stale_reason)."""
     return stale_reason(path, key) is None
 
 
 def mark_fresh(path: Path, key: Any, *, outputs: Iterable[Path] | None = None, **info) -> None:
-    """Write the stamp last, after `path` is complete: the key's hash and the sha256 of every output (the
-    files in `outputs`, default `path` itself or every file under the folder `path`)."""
+    """Write the stamp last, after `path` is complete: the key, its hash, `info`, and the sha256 of every
+    output (the files in `outputs`; default `path` itself, or every file under the folder `path` but stamps
+    and temp files)."""
     path = Path(path)
-    write_json(stamp_path(path), {"key_hash": key_hash(key), "key": key,
-                                  "outputs": _hashes(path, outputs), **info})
+    base = path if path.is_dir() else path.parent
+    if outputs is None:
+        outputs = [path] if path.is_file() else sorted(
+            f for f in path.rglob("*") if f.is_file() and not f.name.endswith((".stamp.json", ".tmp")))
+    hashes = {os.path.relpath(f, base): sha256_file(Path(f)) for f in outputs}
+    write_json(stamp_path(path), {"key_hash": key_hash(key), "key": key, "outputs": hashes, **info})
 
 
 def invalidate(path: Path) -> None:
