@@ -1,34 +1,11 @@
 """The item-level results layer, the statistics that decide the claims C1-C7, and the files they write.
 
-**One frame.** `read_items(params)` reads the score files (runs/<p>/scores/<dataset>__<condition>.jsonl) of
-exactly the dataset x condition pairs the current params produce (`expected_conditions`; stale files of other
-params are never read) into a tidy frame with one row per dataset x split x subset x cluster x item x
-condition x seed x metric: `correct` (argmax in the item's golds), `margin` (best gold's score minus the best
-wrong option's), `chosen`, `chance` (|golds| / |options|). Metrics: acc (log-likelihood), acc_norm (per
-character), acc_mutual_info (minus the option's unconditional log-likelihood). Every table, figure and verdict
-is computed from this frame.
-
-**Standard errors.** A condition's accuracy is the mean over items of each item's correctness averaged over
-seeds. Its variance is the cluster-robust (CR1) variance of that mean, clustered by the item's `cluster`
-(person, fact, category: items resting on the same fact are not independent), plus the between-seed variance
-of the seed means / number of seeds (the training run is a second source of noise; the items are shared by the
-seeds). We use the analytic CR variance rather than a cluster bootstrap: it is deterministic (no resampling
-seed, the same numbers byte for byte), vectorises for the simulation checks, and with the G/(G-1) correction
-and Student-t quantiles (G-1 degrees of freedom; Welch-Satterthwaite when seed terms enter) it holds its level
-down to ~10 clusters (tests/test_statistics.py). A paired comparison (A vs B, same items) uses the per-item
-difference of correctness, so item difficulty shared by both arms cancels. A sample with zero variance (every
-difference 0, or 0% / 100% correct) gets the variance of one pseudo-observation instead, so "0 of 30" never
-gives a zero-width interval.
-
-**The rule** (verdicts, multiplicity, gating, C1) is written once, in `RULES_MD` below, which notebook 05 prints
-and `write_claims` puts at the head of claims.md; `decide`, `combine` and `gate` implement it.
-
-**Learning checks and gating.** Each arm's accuracy on its dataset's learning-check split (`check_splits`)
-decides which sides of a test may be concluded (`gate`, stated in GATING_MD), and `transfer_table` reports
-how much of what each arm learned carried over.
-
-**Your own datasets** (params `datasets.<name>: {path, learning_check}`) get a claim `own:<name>` of their
-own: per generalization split, ICL beats FT, augmented FT beats FT, augmented FT beats ICL, gated the same way.
+`read_items` reads the current params' score files into one tidy frame (one row per item x condition x seed x
+metric); every table, figure and verdict is computed from it. The rule (SEs, verdicts, multiplicity, gating,
+C1) is stated once, in RULES_MD (notebook 05 prints it, claims.md opens with it). SEs are cluster-robust
+(CR1; items resting on one fact are not independent) and analytic, not a cluster bootstrap: deterministic
+(the same numbers byte for byte), vectorised for the simulation checks, and with G/(G-1) and t(G-1)
+quantiles they hold their level down to ~10 clusters (tests/test_statistics.py).
 """
 from __future__ import annotations
 
@@ -66,17 +43,9 @@ CLAIMS = {
 
 
 # ------------------------------------------------------------------------------------ the item-level frame
-def _seeded(base: str, seed: int, params) -> str:
-    """The score file's condition name of an FT run: as lib.training.condition_name (kept here so that this
-    module imports without torch; tests/test_analysis.py checks that the two agree)."""
-    return f"{base}__s{seed}" if len(params.finetune.seeds) > 1 else base
-
-
 def expected_conditions(params) -> list[tuple[str, str, str, int]]:
-    """(dataset, score-file condition, condition, seed) of every scored run the current params produce:
-    pretrained, icl, icl_n<size> (the context-size curve), icl_fit, icl_<mode> (seed `params.seed`); ft, the
-    splitting ablation on its datasets, aug_<kind>
-    and ft_repeat for every FT seed."""
+    """(dataset, score-file condition, condition, seed) of every scored run the current params produce: the
+    ICL conditions with seed `params.seed`, each FT condition once per FT seed."""
     out = []
     for ds in params.dataset_names:
         icl = ["pretrained", "icl"] + [f"icl_n{s}" for s in params.icl.curve_sizes] + ["icl_fit"]
@@ -85,7 +54,9 @@ def expected_conditions(params) -> list[tuple[str, str, str, int]]:
         ft = ["ft"] + (list(SPLITTING) if ds in params.finetune.splitting_ablation else [])
         ft += [f"aug_{k}" for k in params.augment.kinds]
         ft += ["ft_repeat"] if params.augment.repeat_control else []
-        out += [(ds, _seeded(c, s, params), c, s) for c in ft for s in params.finetune.seeds]
+        # the score file's name: lib.training.condition_name, repeated to import without torch (a test checks)
+        seeded = len(params.finetune.seeds) > 1
+        out += [(ds, f"{c}__s{s}" if seeded else c, c, s) for c in ft for s in params.finetune.seeds]
     return out
 
 
@@ -96,8 +67,10 @@ def _margin(scores: np.ndarray, golds: list[int]) -> float:
 
 def item_rows(scores: list[dict], *, dataset: str, condition: str, seed: int, model: str = "",
               check_split: str | None = None) -> list[dict]:
-    """The item-level rows (one per item x metric) of one score file's lines (lib.scoring.evaluate's);
-    `check` flags the items of the dataset's learning-check split `check_split`."""
+    """The item-level rows (one per item x metric) of one score file's lines (lib.scoring.evaluate's):
+    `correct` (the prediction is a gold), `margin` (best gold's score minus the best wrong option's), `chance`
+    (|golds| / |options|), `check` (the item is in the learning-check split `check_split`). Metrics: acc
+    (log-likelihood), acc_norm (per character), acc_mutual_info (minus the unconditional log-likelihood)."""
     out = []
     for s in scores:
         ll = np.asarray(s["loglikelihoods"], dtype=float)
@@ -117,21 +90,18 @@ def item_rows(scores: list[dict], *, dataset: str, condition: str, seed: int, mo
 
 
 def read_items(params) -> pd.DataFrame:
-    """The item-level frame of the run `params`: every expected (`expected_conditions`) score file that exists
-    and whose stamp exists (a stage removes its stamp before writing, so a missing stamp means an
-    unfinished write). Empty (with the columns) when nothing is scored yet; `attrs["missing"]` lists the
-    expected files that are absent."""
+    """The item-level frame (ITEM_COLUMNS) of every expected (`expected_conditions`) score file that exists
+    with its stamp (a stage removes its stamp before writing: no stamp, unfinished write); `attrs["missing"]`
+    lists the expected files that are absent."""
     folder = runs.run_dir(params)
-    rows, missing, check = [], [], {}
+    rows, missing = [], []
     for ds, file_cond, cond, seed in expected_conditions(params):
         path = folder / "scores" / f"{ds}__{file_cond}.jsonl"
         if not (path.is_file() and runs.stamp_path(path).is_file()):
             missing.append(f"{ds}__{file_cond}")
             continue
-        if ds not in check:
-            check[ds] = datasets.learning_check_split(ds, params)
         rows += item_rows(runs.read_jsonl(path), dataset=ds, condition=cond, seed=seed,
-                          model=params.model.name, check_split=check[ds])
+                          model=params.model.name, check_split=datasets.learning_check_split(ds, params))
     df = pd.DataFrame(rows, columns=ITEM_COLUMNS)
     df.attrs["missing"] = missing
     return df
@@ -158,23 +128,24 @@ def split_order(dataset: str, splits) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------- distributions
-def t_cdf(t, df):
-    """Student-t CDF (scipy.stats.t) for integer df >= 1; the normal beyond df 1000 (as the numbers have
-    always been made)."""
+def _t(df):
+    """scipy's Student t for integer df >= 1; the normal beyond df 1000 (as the numbers were always made)."""
     df = int(df)
     if df < 1:
         raise ValueError(f"degrees of freedom must be >= 1, got {df}")
-    return stats.norm.cdf(t) if df > 1000 else stats.t.cdf(t, df)
+    return stats.norm if df > 1000 else stats.t(df)
+
+
+def t_cdf(t, df):
+    """Student-t CDF (`_t`)."""
+    return _t(df).cdf(t)
 
 
 def t_ppf(p: float, df: int) -> float:
-    """Student-t quantile, the inverse of t_cdf (scipy.stats.t; the normal beyond df 1000)."""
+    """Student-t quantile, the inverse of t_cdf."""
     if not 0 < p < 1:
         raise ValueError(f"probability must lie in (0, 1), got {p}")
-    df = int(df)
-    if df < 1:
-        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
-    return float(stats.norm.ppf(p) if df > 1000 else stats.t.ppf(p, df))
+    return float(_t(df).ppf(p))
 
 
 # ------------------------------------------------------------------------------------------ estimation
@@ -215,33 +186,29 @@ def _seed_term(Y: np.ndarray) -> float:
 
 
 def estimate(Y_a: np.ndarray, clusters, Y_b: np.ndarray | None = None, offset=None) -> dict:
-    """Mean (A) or paired mean difference (A - B) of per-item correctness and its SE (cluster-robust by
-    `clusters`; `variance_floor` instead when that is 0 or there is one cluster), plus each arm's
-    between-seed term. `offset` (one arm): a per-item value subtracted first (chance). Y_*: seeds x items, the
-    same items in the same order. Returns {est, se, df, n, clusters, seeds}; df: Welch-Satterthwaite over the
-    cluster term (G - 1 df) and the seed terms (seeds - 1 df each)."""
-    Y_a = np.atleast_2d(np.asarray(Y_a, dtype=float))
-    y = Y_a.mean(axis=0)
-    seeds = [len(Y_a)]
-    parts = [(_seed_term(Y_a), len(Y_a) - 1)]  # (variance component, its degrees of freedom)
-    if Y_b is not None:
-        Y_b = np.atleast_2d(np.asarray(Y_b, dtype=float))
-        y = y - Y_b.mean(axis=0)
-        seeds.append(len(Y_b))
-        parts.append((_seed_term(Y_b), len(Y_b) - 1))
-    off = np.zeros(len(y)) if offset is None or Y_b is not None else np.asarray(offset, dtype=float)
+    """Mean (A) or paired mean difference (A - B: shared item difficulty cancels) of per-item correctness and
+    its SE: cluster-robust by `clusters` (`variance_floor` when that is 0 or there is one cluster) plus each
+    arm's between-seed term. Y_*: seeds x items, the same items in the same order; `offset` (one arm): a
+    per-item value subtracted first (chance). Returns {est, se, df, n, clusters, seeds}; df:
+    Welch-Satterthwaite over the cluster term (G - 1 df) and the seed terms (seeds - 1 df each)."""
+    arms = [np.atleast_2d(np.asarray(Y, dtype=float)) for Y in (Y_a, Y_b) if Y is not None]
+    paired = len(arms) == 2
+    y = arms[0].mean(axis=0) - arms[1].mean(axis=0) if paired else arms[0].mean(axis=0)
+    parts = [(_seed_term(Y), len(Y) - 1) for Y in arms]  # (variance component, its degrees of freedom)
+    off = np.zeros(len(y)) if offset is None or paired else np.asarray(offset, dtype=float)
     mean, var, g = cluster_variance(y - off, clusters)
-    var = float(var) if g > 1 and var > 0 else float(variance_floor(y, paired=Y_b is not None))
+    var = float(var) if g > 1 and var > 0 else float(variance_floor(y, paired=paired))
     parts.append((var, max(g - 1, 1)))
     total = sum(v for v, _ in parts)
     # Welch-Satterthwaite degrees of freedom of the sum (3 seeds give their term 2 df), rounded down
     df = max(int(total ** 2 / sum(v ** 2 / d for v, d in parts if v > 0)), 1)
-    return dict(est=float(mean), se=math.sqrt(total), df=df, n=len(y), clusters=g, seeds=max(seeds))
+    return dict(est=float(mean), se=math.sqrt(total), df=df, n=len(y), clusters=g,
+                seeds=max(len(Y) for Y in arms))
 
 
 # ---------------------------------------------------------------------------------------- the decisions
-# kind -> how the estimate is formed and which side of which threshold decides: (holds, fails), each a list
-# of (side, threshold(m)) conditions on the CI: (">", h) means lo > h; ("<", f) means hi < f.
+# kind -> (what is estimated, holds, fails): holds / fails are (side, threshold(margin)) conditions on the CI,
+# (">", h): lo > h, ("<", f): hi < f; or "excludes 0".
 KINDS = {
     "greater": ("A - B", [(">", lambda m: 0.0)], [("<", lambda m: m)]),
     "gap_greater": ("(A - B) - (C - D)", [(">", lambda m: 0.0)], [("<", lambda m: m)]),
@@ -260,23 +227,22 @@ def _p(side: str, est, se, thr, df):
 
 
 def decide(kind: str, est, se, df: int, *, margin: float, ci_level: float) -> dict:
-    """The verdict of one test (vectorised over est / se arrays): {ci_lo, ci_hi, verdict, why, p_holds,
-    p_fails, mdd, se_to_decide}. The rule: RULES_MD."""
+    """The verdict of one test (the rule: RULES_MD), vectorised over est / se arrays: {ci_lo, ci_hi, verdict,
+    why, p_holds, p_fails, mdd, se_to_decide}."""
     if kind not in KINDS:
         raise ValueError(f"unknown test kind {kind!r} (known: {', '.join(KINDS)})")
     est, se = np.asarray(est, dtype=float), np.asarray(se, dtype=float)
     q = t_ppf(0.5 + ci_level / 2, df)
     lo, hi = est - q * se, est + q * se
     _, holds_c, fails_c = KINDS[kind]
+    beyond = lambda s, f: (f(margin) - est) if s == "<" else (est - f(margin))  # how far est is past f
     p_h = np.max([_p(s, est, se, f(margin), df) for s, f in holds_c], axis=0)
+    dist_h = np.min([beyond(s, f) for s, f in holds_c], axis=0)
     if fails_c == "excludes 0":
-        p_f = np.minimum(_p(">", est, se, 0.0, df), _p("<", est, se, 0.0, df))
-        dist_f = np.abs(est)
+        p_f, dist_f = np.minimum(_p(">", est, se, 0.0, df), _p("<", est, se, 0.0, df)), np.abs(est)
     else:
         (s, f), = fails_c
-        p_f = _p(s, est, se, f(margin), df)
-        dist_f = (f(margin) - est) if s == "<" else (est - f(margin))
-    dist_h = np.min([(f(margin) - est) if s == "<" else (est - f(margin)) for s, f in holds_c], axis=0)
+        p_f, dist_f = _p(s, est, se, f(margin), df), beyond(s, f)
     alpha2 = (1 - ci_level) / 2
     v = np.where(p_h < alpha2, HOLDS, np.where(p_f < alpha2, FAILS, INCONCLUSIVE))
     q80 = q + t_ppf(POWER, df)
@@ -289,9 +255,9 @@ def decide(kind: str, est, se, df: int, *, margin: float, ci_level: float) -> di
                 se_to_decide=np.maximum(np.maximum(dist_h, dist_f), 0) / q80)
 
 
-def rule_text(kind: str, margin: float, chance: float | None = None) -> str:
+def rule_text(kind: str, margin: float) -> str:
     what, holds_c, fails_c = KINDS[kind]
-    side = lambda c: " and ".join(f"CI {'>' if s == '>' else '<'} {f(margin):g}" for s, f in c)
+    side = lambda c: " and ".join(f"CI {s} {f(margin):g}" for s, f in c)
     fails = "CI excludes 0" if fails_c == "excludes 0" else side(fails_c)
     return f"{what}: holds if {side(holds_c)}; fails if {fails}"
 
@@ -301,20 +267,10 @@ def holm(p) -> np.ndarray:
     # our own: scipy has no Holm (false_discovery_control is BH/BY), and statsmodels is no pin for 10 lines
     p = np.asarray(p, dtype=float)
     k = len(p)
-    if k == 0:
-        return p
     order = np.argsort(p, kind="stable")
-    adj = np.minimum(1, np.maximum.accumulate(p[order] * (k - np.arange(k))))
     out = np.empty(k)
-    out[order] = adj
+    out[order] = np.minimum(1, np.maximum.accumulate(p[order] * (k - np.arange(k))))
     return out
-
-
-def power(delta: float, se: float, df: int, ci_level: float) -> float:
-    """Approximate power of the "holds" side (CI > 0) when the true difference is `delta`:
-    P(t > t_{1-alpha/2}) ~ 1 - T((t_{1-alpha/2} - delta/se)), the formula behind the MDD."""
-    q = t_ppf(0.5 + ci_level / 2, df)
-    return float(1 - t_cdf(q - delta / se, df))
 
 
 # ------------------------------------------------------------------------------------------ aggregation
@@ -330,9 +286,14 @@ def arm(items: pd.DataFrame, dataset: str, split: str, condition: str, metric: s
         sel = sel[(sel["dataset"] == dataset) & (sel["split"] == split)]
     if sel.empty:
         return None
-    wide = sel.pivot_table(index="item", columns="seed", values="correct", aggfunc="first").dropna()
-    info = sel.drop_duplicates("item").set_index("item").loc[wide.index]
+    wide, info = _by_item(sel)
     return wide.to_numpy().T, list(wide.index), list(info["cluster"]), info["chance"].to_numpy(float)
+
+
+def _by_item(rows: pd.DataFrame):
+    """(items x seeds correctness, each item's first row) of an arm's rows; items a seed lacks are dropped."""
+    wide = rows.pivot_table(index="item", columns="seed", values="correct", aggfunc="first").dropna()
+    return wide, rows.drop_duplicates("item").set_index("item").loc[wide.index]
 
 
 def summarize(items: pd.DataFrame, metric: str = "acc",
@@ -347,9 +308,7 @@ def summarize(items: pd.DataFrame, metric: str = "acc",
     df = items[items["metric"] == metric]
     rows = []
     for key, g in df.groupby(by, sort=False):
-        key = key if isinstance(key, tuple) else (key,)
-        wide = g.pivot_table(index="item", columns="seed", values="correct", aggfunc="first").dropna()
-        info = g.drop_duplicates("item").set_index("item").loc[wide.index]
+        wide, info = _by_item(g)
         e = estimate(wide.to_numpy().T, info["cluster"])
         sub = wide.mean(axis=1).groupby(info["subset"]).mean()
         rows.append(key + (metric, e["est"], e["se"], float(sub.mean()),
@@ -362,10 +321,7 @@ def accuracy_table(items: pd.DataFrame, metric: str = "acc", conditions=None) ->
     """One row per model x dataset x split (the paper's dataset and split order), one column per condition
     (CONDITIONS order, or `conditions`): the seed-averaged accuracy, beside `n` (most items of a condition)
     and `chance`."""
-    return _wide(summarize(items, metric), conditions)
-
-
-def _wide(agg: pd.DataFrame, conditions=None) -> pd.DataFrame:
+    agg = summarize(items, metric)
     if agg.empty:
         return pd.DataFrame(columns=["model", "dataset", "split", "n", "chance"])
     keys = ["model", "dataset", "split"]
@@ -376,10 +332,8 @@ def _wide(agg: pd.DataFrame, conditions=None) -> pd.DataFrame:
     out = info.join(wide).reset_index()
     out["_order"] = [split_order(d, agg.loc[agg["dataset"] == d, "split"]).index(s)
                      for d, s in zip(out["dataset"], out["split"])]
-    out["_ds"] = [list(SPLITS).index(d) if d in SPLITS else len(SPLITS)  # the paper's order
-                  for d in out["dataset"]]
-    out = out.sort_values(["model", "_ds", "dataset", "_order"]).drop(columns=["_order", "_ds"])
-    return out.reset_index(drop=True)
+    out["_ds"] = out["dataset"].map({d: i for i, d in enumerate(dataset_order(out["dataset"]))})
+    return out.sort_values(["model", "_ds", "_order"]).drop(columns=["_order", "_ds"]).reset_index(drop=True)
 
 
 def _natural(name: str):
@@ -406,7 +360,8 @@ def learning_checks(items: pd.DataFrame, threshold: float, metric: str = "acc",
     """One row per dataset x arm (every condition but `pretrained`): its accuracy on the dataset's
     learning-check split (`check_splits`), se, n, chance, `learned` (accuracy >= `threshold`: what absolute
     claim parts need) and `above_chance` (the check's CI lies above chance: what a comparison needs)."""
-    cols = ["dataset", "condition", "split", "acc", "se", "n", "chance", "threshold", "learned", "above_chance"]
+    cols = ["dataset", "condition", "split", "acc", "se", "n", "chance", "threshold", "learned",
+            "above_chance"]
     agg = summarize(items, metric, by=("dataset", "split", "condition")) if len(items) else pd.DataFrame()
     if agg.empty:
         return pd.DataFrame(columns=cols)
@@ -422,21 +377,14 @@ def learning_checks(items: pd.DataFrame, threshold: float, metric: str = "acc",
 
 
 def gate(kind: str, checks: list, margin: float) -> tuple[bool, bool, str]:
-    """Which sides of one test its arms' learning checks allow: (holds allowed, fails allowed, why not).
-
-    `checks`: per arm, a learning_checks row (name `condition`, `acc`, `learned`, `above_chance`) or None when
-    the arm has no learning-check split scored (then it gates nothing). The rule (GATING_MD):
-    - "A beats B" (greater): both arms above chance on their check; the holds side needs B to have learned at
-      least as well as A (B >= A - margin), so A's advantage cannot come from learning more; the fails side
-      ("no improvement") needs A >= B - margin. The gap test (A1 - B1 vs A2 - B2) needs the same of each pair,
-      in the direction that would make the gap.
-    - absolute parts need the arm's check >= learned_threshold on the side a non-learner would produce: "near
-      ceiling" and "above chance" to fail, "near zero" both ways, "stays hard" to hold."""
+    """Which sides of one test its arms' learning checks allow (the rule: GATING_MD): (holds allowed, fails
+    allowed, why not). `checks`: per arm (gap_greater: A1, B1, A2, B2), a learning_checks row, or None when
+    the arm has no learning-check split scored (it gates nothing)."""
     known = [c for c in checks if c is not None]
     if kind == "at_chance" or not known:
         return True, True, ""
-    low = [f"{c['condition']} learned nothing of {c['dataset']} ({c['split']} {c['acc']:.2f}, CI reaches chance)"
-           for c in known if not c["above_chance"]]
+    low = [f"{c['condition']} learned nothing of {c['dataset']} ({c['split']} {c['acc']:.2f}, CI reaches "
+           "chance)" for c in known if not c["above_chance"]]
     unl = [f"{c['condition']} did not learn {c['dataset']} ({c['split']} {c['acc']:.2f} < {c['threshold']:g})"
            for c in known if not c["learned"]]
     if kind in ("greater", "gap_greater"):
@@ -445,18 +393,16 @@ def gate(kind: str, checks: list, margin: float) -> tuple[bool, bool, str]:
         acc = [c["acc"] if c is not None else math.nan for c in checks]
         ge = lambda a, b: not (a < b - margin)  # NaN (no check) never blocks
         pairs = [(0, 1)] if kind == "greater" else [(0, 1), (3, 2)]  # (A, B): B must have learned >= A
-        holds = all(ge(acc[b], acc[a]) for a, b in pairs)
-        fails = all(ge(acc[a], acc[b]) for a, b in pairs)
         names = [c["condition"] if c is not None else "?" for c in checks]
-        why = "; ".join(f"{names[a]} learned more ({acc[a]:.2f} vs {names[b]} {acc[b]:.2f})"
-                        for a, b in pairs if not ge(acc[b], acc[a]))
-        why_f = "; ".join(f"{names[b]} learned more ({acc[b]:.2f} vs {names[a]} {acc[a]:.2f})"
-                          for a, b in pairs if not ge(acc[a], acc[b]))
-        return holds, fails, "; ".join(w for w in (why, why_f) if w)
+        # what blocks each side: holds when no A learned more than its B, fails when no B learned more
+        blocks = [[f"{names[a]} learned more ({acc[a]:.2f} vs {names[b]} {acc[b]:.2f})"
+                   for a, b in side if not ge(acc[b], acc[a])]
+                  for side in (pairs, [(b, a) for a, b in pairs])]
+        return not blocks[0], not blocks[1], "; ".join(blocks[0] + blocks[1])
     learned = not unl
-    sides = {"above_chance": (True, learned), "near_ceiling": (True, learned), "near_zero": (learned, learned),
-             "at_most_chance_plus_margin": (learned, True)}[kind]
-    return sides[0], sides[1], "; ".join(unl)
+    holds, fails = {"above_chance": (True, learned), "near_ceiling": (True, learned),
+                    "near_zero": (learned, learned), "at_most_chance_plus_margin": (learned, True)}[kind]
+    return holds, fails, "; ".join(unl)
 
 
 GATING_MD = (
@@ -472,26 +418,22 @@ GATING_MD = (
 
 def transfer_table(items: pd.DataFrame, metric: str = "acc", ci_level: float = 0.95) -> pd.DataFrame:
     """How much of what each arm learned carried over: per dataset x arm x generalization split, the
-    learning-check accuracy, the generalization accuracy and the transfer ratio
-    R = (gen - chance_gen) / (check - chance_check), with a delta-method CI whose (co)variances are
-    cluster-robust over the clusters the two splits share (items averaged over seeds). R ~ 1: everything
-    learned generalized; R ~ 0: nothing did. Undefined (NaN) when the check is not above chance."""
+    learning-check and generalization accuracies and R = (gen - chance_gen) / (check - chance_check) (1: all
+    that was learned generalized, 0: none; NaN when the check is not above chance) with its delta-method CI
+    (`_ratio`; items averaged over seeds)."""
     cols = ["dataset", "condition", "split", "check_split", "check_acc", "acc", "chance", "transfer",
             "ci_lo", "ci_hi", "n", "clusters"]
     rows = []
     df = items[(items["metric"] == metric) & (items["condition"] != "pretrained")] if len(items) else items
     which = check_splits(items) if len(items) else {}
     for (ds, cond), g in (df.groupby(["dataset", "condition"], sort=False) if len(df) else []):
-        cs = which.get(ds)
-        if cs is None:
+        if (cs := which.get(ds)) is None:
             continue
         y = g.groupby(["split", "item"]).agg(correct=("correct", "mean"), chance=("chance", "first"),
                                              cluster=("cluster", "first")).reset_index()
         y["d"] = y["correct"] - y["chance"]
         chk = y[y["split"] == cs]
-        for sp in split_order(ds, y["split"]):
-            if sp == cs:
-                continue
+        for sp in [s for s in split_order(ds, y["split"]) if s != cs]:
             gen = y[y["split"] == sp]
             r, lo, hi, g_n = _ratio(gen, chk, ci_level)
             rows.append(dict(dataset=ds, condition=cond, split=sp, check_split=cs,
@@ -502,8 +444,8 @@ def transfer_table(items: pd.DataFrame, metric: str = "acc", ci_level: float = 0
 
 
 def _ratio(gen: pd.DataFrame, chk: pd.DataFrame, ci_level: float):
-    """Delta-method ratio of the mean `d` of `gen` over that of `chk`, clustered over the union of clusters:
-    Var(R) ~ (V_g - 2 R C_gc + R^2 V_c) / c^2, each (co)variance CR1 from per-cluster sums."""
+    """(R, CI lo, CI hi, clusters) of R = mean `d` of `gen` / that of `chk`, delta method over the union of
+    clusters: Var(R) ~ (V_g - 2 R C_gc + R^2 V_c) / c^2, each (co)variance CR1 from per-cluster sums."""
     g, c = gen["d"].mean(), chk["d"].mean()
     labels = pd.Index(sorted(set(gen["cluster"]) | set(chk["cluster"])))
     k = len(labels)
@@ -511,21 +453,16 @@ def _ratio(gen: pd.DataFrame, chk: pd.DataFrame, ci_level: float):
     tc = (chk["d"] - c).groupby(chk["cluster"]).sum().reindex(labels, fill_value=0).to_numpy() / len(chk)
     if k < 2 or not c > 0:
         return math.nan, math.nan, math.nan, k
-    f = k / (k - 1)
     r = g / c
-    var = f * ((tg ** 2).sum() - 2 * r * (tg * tc).sum() + r ** 2 * (tc ** 2).sum()) / c ** 2
+    var = k / (k - 1) * ((tg ** 2).sum() - 2 * r * (tg * tc).sum() + r ** 2 * (tc ** 2).sum()) / c ** 2
     q = t_ppf(0.5 + ci_level / 2, k - 1)
     se = math.sqrt(max(var, 0.0))
     return float(r), float(r - q * se), float(r + q * se), k
 
 
 # ------------------------------------------------------------------------------------------ the claims
-def own_claim(dataset: str) -> str:
-    return f"own:{dataset}"
-
-
 def claim_statement(claim: str) -> str:
-    """The statement of a paper claim (CLAIMS) or of a dataset of your own's claim (`own_claim`)."""
+    """The statement of a paper claim (CLAIMS) or of a dataset of your own's claim (`own:<dataset>`)."""
     if claim in CLAIMS:
         return CLAIMS[claim]
     return (f"Your dataset {claim.removeprefix('own:')}: ICL beats FT, and augmented FT beats FT and ICL, "
@@ -536,8 +473,6 @@ def _plan(augmented: str, splits: dict[str, list[str]], checks: dict[str, str] |
     """The tests of every claim: (claim, part, mode, kind, datasets, split, conditions, description);
     `splits` are the splits the data have per dataset, `checks` each dataset's learning-check split."""
     checks = checks or {}
-    own = {d: sps for d, sps in splits.items() if d not in SPLITS}
-    paper = {d: sps for d, sps in splits.items() if d in SPLITS}
     rc_rev = [s for s in splits.get("reversal_curse", []) if s.startswith("reversal")] or ["reversal"]
     # C1: one pooled equivalence test over every item of every split (clustered by dataset and cluster), and
     # per split only a check that none is off chance after Holm (a per-split TOST needs ~4x the items)
@@ -562,29 +497,21 @@ def _plan(augmented: str, splits: dict[str, list[str]], checks: dict[str, str] |
     ]
     plan += [("C5", "C5d", "all", "at_most_chance_plus_margin", ["semantic_structure"], "holdout", [c],
               f"category holdout stays hard ({c})") for c in ["icl", "ft", augmented]]
-    plan += [("C6", "C6a", "all", "greater", [ds], sp, [augmented, "ft"], "augmented FT beats FT")
-             for ds, sps in paper.items() for sp in sps]
-    plan += [("C6", "C6b", "often", "greater", [ds], sp, [augmented, "icl"], "augmented FT beats ICL")
-             for ds, sps in paper.items() for sp in sps]
-    for ds, sps in own.items():
-        claim = own_claim(ds)
-        plan += [(claim, f"{ds}:{k}", "all", "greater", [ds], sp, conds, desc)
-                 for sp in sps if sp != checks.get(ds)
-                 for k, conds, desc in (("a", ["icl", "ft"], "ICL beats FT"),
-                                        ("b", [augmented, "ft"], "augmented FT beats FT"),
-                                        ("c", [augmented, "icl"], "augmented FT beats ICL"))]
-    for ds, sps in splits.items():
-        for sp in sps:
-            if ds == "semantic_structure":
-                plan.append(("C7", "C7c", "all", "greater", [ds], sp, ["ft_nosplit", "ft_split_independent"],
-                             "semantic structure: unsplit FT beats split FT"))
-            else:
-                plan += [("C7", "C7a", "all", "greater", [ds], sp, ["ft_split_independent", "ft_nosplit"],
-                          "independent splitting beats unsplit FT"),
-                         ("C7", "C7b", "all", "greater", [ds], sp, ["ft_split_cumulative", "ft_nosplit"],
-                          "cumulative splitting beats unsplit FT")]
-    # every ICL test again with icl_fit (the largest curve context whose learning check passes) in place of
-    # icl
+    plan += [("C6", part, mode, "greater", [ds], sp, [augmented, b], f"augmented FT beats {b.upper()}")
+             for part, mode, b in (("C6a", "all", "ft"), ("C6b", "often", "icl"))
+             for ds, sps in splits.items() if ds in SPLITS for sp in sps]
+    plan += [(f"own:{ds}", f"{ds}:{k}", "all", "greater", [ds], sp, conds, desc)
+             for ds, sps in splits.items() if ds not in SPLITS for sp in sps if sp != checks.get(ds)
+             for k, conds, desc in (("a", ["icl", "ft"], "ICL beats FT"),
+                                    ("b", [augmented, "ft"], "augmented FT beats FT"),
+                                    ("c", [augmented, "icl"], "augmented FT beats ICL"))]
+    c7 = {False: [("C7a", ["ft_split_independent", "ft_nosplit"], "independent splitting beats unsplit FT"),
+                  ("C7b", ["ft_split_cumulative", "ft_nosplit"], "cumulative splitting beats unsplit FT")],
+          True: [("C7c", ["ft_nosplit", "ft_split_independent"],
+                  "semantic structure: unsplit FT beats split FT")]}
+    plan += [("C7", part, "all", "greater", [ds], sp, conds, desc) for ds, sps in splits.items() for sp in sps
+             for part, conds, desc in c7[ds == "semantic_structure"]]
+    # every ICL test again with icl_fit (the largest curve context whose learning check passes) for icl
     plan += [(claim, f"{part}_fit", mode, kind, dss, sp, ["icl_fit" if c == "icl" else c for c in conds],
               f"{desc} (icl_fit)")
              for claim, part, mode, kind, dss, sp, conds, desc in plan if "icl" in conds]
@@ -612,19 +539,18 @@ def _test(items, kind, dss, sp, conds, metric, margin, ci_level):
         return {"verdict": f"not tested (missing: split {sp} of " + ", ".join(
             f"{d}/{c}" for d, c, a in zip(dss, conds, arms) if a is None) + ")"}
 
-    def pair(a, b):  # the items both arms scored, in one order
+    def paired(a, b):  # A - B over the items both arms scored
         common = [i for i in a[1] if i in set(b[1])]
         ia, ib = [a[1].index(i) for i in common], [b[1].index(i) for i in common]
-        return a[0][:, ia], b[0][:, ib], [a[2][i] for i in ia], a[3][ia]
+        return estimate(a[0][:, ia], [a[2][i] for i in ia], b[0][:, ib])
 
     if kind == "gap_greater":
-        e1, e2 = (estimate(*(lambda A, B, cl, _: (A, cl, B))(*pair(arms[k], arms[k + 1]))) for k in (0, 2))
+        e1, e2 = paired(*arms[:2]), paired(*arms[2:])
         e = dict(est=e1["est"] - e2["est"], se=math.hypot(e1["se"], e2["se"]), df=min(e1["df"], e2["df"]),
                  n=e1["n"] + e2["n"], clusters=e1["clusters"] + e2["clusters"],
                  seeds=max(e1["seeds"], e2["seeds"]))
     elif len(arms) == 2:
-        A, B, cl, _ = pair(*arms)
-        e = estimate(A, cl, B)
+        e = paired(*arms)
     else:
         A, _, cl, chance = arms[0]
         chance_kind = kind in ("above_chance", "at_chance", "at_most_chance_plus_margin")
@@ -637,28 +563,25 @@ def _test(items, kind, dss, sp, conds, metric, margin, ci_level):
 
 
 def claims_table(items: pd.DataFrame, *, metric: str = "acc", ci_level: float = 0.95, margin: float = 0.1,
-                 augmented: str = "aug_both", learned_threshold: float = 0.0,
-                 beside: str | None = None) -> pd.DataFrame:
+                 augmented: str = "aug_both", learned_threshold: float = 0.0) -> pd.DataFrame:
     """One row per test of a claim C1-C7, from the item-level frame (the rule: RULES_MD).
 
-    Columns: model, claim, part, test, dataset, split, conditions, numbers, n, clusters, seeds, estimate, se,
-    ci_lo, ci_hi, rule, verdict, why, p_holds, p_fails, p_fails_holm, mdd, n_to_decide, the same test's
-    estimate and verdict on the metric `beside`, part_verdict, claim_verdict. Missing conditions and arms that
-    failed their learning check give "not tested (...)" rows instead of errors."""
+    Columns: `cols` below (`estimate_<beside>`, `verdict_<beside>`: the same test on the other metric).
+    Missing conditions and arms that failed their learning check give "not tested (...)" rows, not errors."""
     if not augmented.startswith("aug_") or augmented not in CONDITIONS:
         raise ValueError(f"augmented condition {augmented!r} is not one of aug_local, aug_global, aug_both")
     _check(items)
-    beside = beside or ("acc_mutual_info" if metric != "acc_mutual_info" else "acc")
+    beside = "acc_mutual_info" if metric != "acc_mutual_info" else "acc"
     cols = ["model", "claim", "part", "test", "dataset", "split", "conditions", "numbers", "checks", "n",
-            "clusters",
-            "seeds", "estimate", "se", "ci_lo", "ci_hi", "rule", "verdict", "why", "p_holds", "p_fails",
-            "p_fails_holm", "mdd", "n_to_decide", f"estimate_{beside}", f"verdict_{beside}", "part_verdict",
-            "claim_verdict"]
+            "clusters", "seeds", "estimate", "se", "ci_lo", "ci_hi", "rule", "verdict", "why", "p_holds",
+            "p_fails", "p_fails_holm", "mdd", "n_to_decide", f"estimate_{beside}", f"verdict_{beside}",
+            "part_verdict", "claim_verdict"]
     models = sorted(items["model"].dropna().unique()) or [""]
     out = []
     for model in models:
         its = items[items["model"] == model] if model else items
-        splits = {d: split_order(d, its.loc[its["dataset"] == d, "split"]) for d in dataset_order(its["dataset"])}
+        splits = {d: split_order(d, its.loc[its["dataset"] == d, "split"])
+                  for d in dataset_order(its["dataset"])}
         present = set(zip(its["dataset"], its["condition"]))
         checks = learning_checks(its, learned_threshold, metric, ci_level, margin)
         check_of = {(r["dataset"], r["condition"]): r for r in checks.to_dict("records")}
@@ -696,8 +619,8 @@ def claims_table(items: pd.DataFrame, *, metric: str = "acc", ci_level: float = 
             row = {**base, "numbers": numbers, "estimate": r["est"],
                    **{k: r[k] for k in ("n", "clusters", "seeds", "se", "ci_lo", "ci_hi", "verdict", "why",
                                         "p_holds", "p_fails", "mdd", "n_to_decide")}}
-            rb = (_gated(_test(its, kind, dss, sp, conds, beside, margin, ci_level), holds_ok, fails_ok, gated)
-                  if beside in set(its["metric"]) else {})
+            rb = (_gated(_test(its, kind, dss, sp, conds, beside, margin, ci_level), holds_ok, fails_ok,
+                         gated) if beside in set(its["metric"]) else {})
             if "est" in rb:
                 row[f"estimate_{beside}"], row[f"verdict_{beside}"] = rb["est"], rb["verdict"]
             rows.append(row)
@@ -707,8 +630,9 @@ def claims_table(items: pd.DataFrame, *, metric: str = "acc", ci_level: float = 
                              verdict=f"not tested (missing: {', '.join(SPLITTING)} on every dataset)"))
         for claim in CLAIMS:  # a claim none of whose datasets has results
             if not any(r["claim"] == claim for r in rows):
-                rows.append(dict(model=model, claim=claim, part=claim, test=claim_statement(claim), dataset="*",
-                                 split="*", verdict="not tested (missing: every dataset it needs)"))
+                rows.append(dict(model=model, claim=claim, part=claim, test=claim_statement(claim),
+                                 dataset="*", split="*",
+                                 verdict="not tested (missing: every dataset it needs)"))
         df = pd.DataFrame(rows, columns=cols)
         alpha2 = (1 - ci_level) / 2
         tested = ~df["verdict"].astype(str).str.startswith("not tested")
@@ -726,11 +650,10 @@ def claims_table(items: pd.DataFrame, *, metric: str = "acc", ci_level: float = 
 
 
 def combine(tests: pd.DataFrame, mode: str = "all", alpha2: float = 0.025) -> str:
-    """A claim part from its tests (rows with verdict, p_fails_holm, p_holds_holm): "all": holds when every
-    tested test holds (intersection-union), does not hold when a Holm-adjusted p_fails < alpha/2;
-    "often": holds when at least half the tested tests hold after Holm, does not hold when more than half
-    fail after Holm; "nofail": holds when no tested test fails after Holm (C1's per-split check).
-    Otherwise inconclusive; "not tested" when no test was run."""
+    """A claim part's verdict from its tests (rows with verdict, p_fails_holm, p_holds_holm). Holds when
+    "all": every tested test holds, "often": at least half hold after Holm, "nofail" (C1's per-split check):
+    none fails after Holm; does not hold when one fails after Holm ("often": more than half); else
+    inconclusive; "not tested" when no test ran."""
     t = tests[~tests["verdict"].astype(str).str.startswith("not tested")]
     if t.empty:
         return "not tested"
@@ -770,7 +693,7 @@ def claims_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _md_table(df: pd.DataFrame) -> str:
-    # our own: DataFrame.to_markdown (tabulate) pads every column to its widest cell, so claims.md would change
+    # our own: DataFrame.to_markdown (tabulate) pads every column to its widest cell: claims.md would change
     def cell(x):
         if isinstance(x, float):
             return "" if np.isnan(x) else "inf" if np.isinf(x) else f"{x:.3f}"
@@ -792,17 +715,15 @@ RULES_MD = (
     "**Multiplicity**: a claim holds when every tested test holds (intersection-union test: family-wise "
     "level alpha/2 with no adjustment); it does not hold when some test's p_fails, Holm-adjusted over the "
     "claim's tested tests (`p_fails_holm`), is below alpha/2; 'often' parts count Holm-adjusted holds. "
-    "**C1** is one equivalence test over every item of every split pooled (clustered by dataset and cluster), "
-    "plus a per-split check that no split is off chance after Holm. " + GATING_MD)
+    "**C1** is one equivalence test over every item of every split pooled (clustered by dataset and "
+    "cluster), plus a per-split check that no split is off chance after Holm. " + GATING_MD)
 
 
 def write_claims(table: pd.DataFrame, outdir: Path, *, params_name: str, metric: str, ci_level: float,
                  margin: float, checks: pd.DataFrame | None = None,
                  transfer: pd.DataFrame | None = None) -> list[Path]:
-    """Write `claims.csv` (every test) and `claims.md` (rules, summary, learning checks, transfer ratios,
-    every test)."""
-    outdir = Path(outdir)
-    csv, md = outdir / "claims.csv", outdir / "claims.md"
+    """Write `claims.csv` and `claims.md` (rules, summary, learning checks, transfer ratios, every test)."""
+    csv, md = Path(outdir) / "claims.csv", Path(outdir) / "claims.md"
     runs.write_text(csv, table.to_csv(index=False))
     models = ", ".join(m for m in table["model"].unique() if m) or "(no results)"
     beside = next(c.removeprefix("verdict_") for c in table.columns if c.startswith("verdict_"))
@@ -817,7 +738,8 @@ def write_claims(table: pd.DataFrame, outdir: Path, *, params_name: str, metric:
     if transfer is not None and len(transfer):
         text += ("\n## Transfer: how much of what each arm learned carried over\n\n"
                  "transfer = (acc - chance) / (check_acc - chance of the check), delta-method CI clustered "
-                 "over the clusters both splits share (`lib.analysis.transfer_table`).\n\n" + _md_table(transfer))
+                 "over the clusters both splits share (`lib.analysis.transfer_table`).\n\n"
+                 + _md_table(transfer))
     text += "\n## Every test\n\n" + _md_table(table.drop(columns=["claim_verdict"]))
     runs.write_text(md, text)
     return [csv, md]
@@ -825,42 +747,30 @@ def write_claims(table: pd.DataFrame, outdir: Path, *, params_name: str, metric:
 
 def write_results(items: pd.DataFrame, outdir: Path, *, params_name: str,
                   metrics=("acc", "acc_mutual_info")) -> list[Path]:
-    """Write `results.csv` (`summarize` rows of every metric) and `results.md` (an `accuracy_table` per
-    metric)."""
-    outdir = Path(outdir)
-    csv, md = outdir / "results.csv", outdir / "results.md"
-    aggs = {m: summarize(items, m) for m in metrics}
-    runs.write_text(csv, pd.concat(aggs.values()).to_csv(index=False))
+    """Write `results.csv` (`summarize` of every metric) and `results.md` (an `accuracy_table` per metric)."""
+    csv, md = Path(outdir) / "results.csv", Path(outdir) / "results.md"
+    runs.write_text(csv, pd.concat(summarize(items, m) for m in metrics).to_csv(index=False))
     text = (f"# Accuracy per split and condition, params `{params_name}`\n\n"
-            "Mean over the split's items of each item's correctness "
-            "(averaged over seeds where there are several); "
-            "`n` items per split. From the item-level frame (`lib.analysis.read_items`), written by "
-            "`notebooks/05_analysis.ipynb`; clustered SEs in `results.csv`.\n")
+            "Mean over the split's items of each item's correctness (averaged over seeds where there are "
+            "several); `n` items per split. From the item-level frame (`lib.analysis.read_items`), written "
+            "by `notebooks/05_analysis.ipynb`; clustered SEs in `results.csv`.\n")
     for m in metrics:
-        text += f"\n## `{m}`\n\n" + _md_table(_wide(aggs[m]))
+        text += f"\n## `{m}`\n\n" + _md_table(accuracy_table(items, m))
     runs.write_text(md, text)
     return [csv, md]
 
 
 # ---------------------------------------------------------------------------- other stages' saved files
-def scored_ft_runs(params) -> set[str]:
-    """Stamp hashes of the FT runs (lib.training.finetune folders) that the current scores were made with:
-    each FT score file's stamp names its run (`extra.ft`)."""
-    out = set()
-    for stamp in (runs.run_dir(params) / "scores").glob("*.stamp.json"):
-        extra = runs.read_json(stamp).get("key", {}).get("extra")
-        if isinstance(extra, dict) and "ft" in extra:
-            out.add(extra["ft"])
-    return out
-
-
 def loss_curves(params) -> pd.DataFrame:
     """The loss curves (`loss_curve.json`, lib.training) of the FT runs behind the current results, tidy: run,
-    dataset, step, loss. Runs cached under runs/<p>/ft/ by earlier params or code that no score file was made
-    with are left out; their folders are listed in `df.attrs["not_scored"]`."""
+    dataset, step, loss. Runs cached under runs/<p>/ft/ that no score file was made with (each FT score
+    file's stamp names its run: `extra.ft`) are left out, their folders listed in `df.attrs["not_scored"]`."""
     from . import training
 
-    scored, rows, not_scored = scored_ft_runs(params), [], []
+    extras = [runs.read_json(p).get("key", {}).get("extra")
+              for p in (runs.run_dir(params) / "scores").glob("*.stamp.json")]
+    scored = {e["ft"] for e in extras if isinstance(e, dict) and "ft" in e}
+    rows, not_scored = [], []
     for info in training.ft_runs(params):
         folder = Path(info["folder"])
         if runs.read_json(runs.stamp_path(folder))["key_hash"] not in scored:

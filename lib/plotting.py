@@ -1,15 +1,6 @@
-"""The paper's figures, drawn with seaborn styling from the item-level frame (`lib.analysis.read_items`).
-
-Every figure is a set of bar panels: x = test split, hue = condition, dashed line = chance, dotted line = the
-strongest shortcut baseline (when a baselines frame is given). A bar is the split's accuracy with the
-clustered SE the claims table uses as its error bar; the inference-type subsets' means are points. Each
-figure's title names the model, the params and the metric; its caption lists the conditions it wanted but
-the results lack. A figure with nothing to draw is not written (no placeholder figures).
-
-Where figures go (one rule, `figures_dir`): the committed `figures/` holds only the figures of the default
-`cpu` params; any other params (smoke, paper, a params file with overrides) write to `runs/<name>/figures/`,
-so a smoke run never overwrites the committed figures.
-"""
+"""The paper's figures (bar panels, `bar_figure`), the ICL context-size curve and the FT loss curves, drawn
+with seaborn styling from the item-level frame (`lib.analysis.read_items`) into `figures_dir(params)`. A
+figure with nothing to draw is not written (no placeholder figures)."""
 from __future__ import annotations
 
 import textwrap
@@ -32,9 +23,8 @@ COMMITTED_PARAMS = "cpu"  # the only params whose figures go to figures/
 LABELS = {
     "pretrained": "pretrained (no data)", "icl": "ICL", "icl_bm25": "ICL (BM25 retrieval)",
     "icl_oracle": "ICL (oracle retrieval)", "icl_fit": "ICL (fit context)", "ft": "FT",
-    "ft_split_independent": "FT, split (independent)",
-    "ft_split_cumulative": "FT, split (cumulative)", "ft_nosplit": "FT, unsplit",
-    "ft_repeat": "FT, repeated data",
+    "ft_split_independent": "FT, split (independent)", "ft_split_cumulative": "FT, split (cumulative)",
+    "ft_nosplit": "FT, unsplit", "ft_repeat": "FT, repeated data",
     "aug_local": "FT + local aug.", "aug_global": "FT + global aug.", "aug_both": "FT + local & global aug.",
 }
 # One colour per condition in every figure (pretrained, ICL, FT and the augmented FTs keep theirs throughout).
@@ -56,14 +46,18 @@ def figures_dir(params) -> Path:
 
 
 def save(fig, outdir: Path, name: str) -> list[Path]:
-    """Write `<name>.png` and `<name>.pdf` into `outdir` atomically (PDF without a creation date)."""
+    """Write `<name>.png` and `<name>.pdf` into `outdir` atomically (PDF without a creation date), then close
+    `fig`."""
     paths = []
-    for ext, kw in (("png", dict(dpi=150)), ("pdf", dict(metadata={"CreationDate": None}))):
-        path = Path(outdir) / f"{name}.{ext}"
-        with runs.atomic_path(path) as tmp:
-            fig.savefig(tmp, format=ext, bbox_inches="tight", **kw)
-        paths.append(path)
-    return paths
+    try:
+        for ext, kw in (("png", dict(dpi=150)), ("pdf", dict(metadata={"CreationDate": None}))):
+            path = Path(outdir) / f"{name}.{ext}"
+            with runs.atomic_path(path) as tmp:
+                fig.savefig(tmp, format=ext, bbox_inches="tight", **kw)
+            paths.append(path)
+        return paths
+    finally:
+        plt.close(fig)
 
 
 def remove_stale(outdir: Path, name: str) -> list[Path]:
@@ -85,23 +79,16 @@ def _split_label(ds: str, sp: str) -> str:
 def bar_figure(items: pd.DataFrame, panels: list[tuple[str, list[str]]], conditions: list[str], *, name: str,
                title: str, outdir: Path, params_name: str, metric: str = "acc", note: str = "",
                baselines: pd.DataFrame | None = None) -> list[Path]:
-    """Bar panels (up to three a row), one per (dataset, splits), from the item-level frame
-    (`lib.analysis.read_items`): a bar is the split's accuracy (mean over items of the seed-averaged
-    correctness) with its clustered SE (`lib.analysis.summarize`, the SE the verdicts use); points are the
-    split's subset means; dashed: chance; dotted: the strongest shortcut baseline of the split (the max `acc`
-    per dataset x split of `baselines`, a frame with dataset, split, baseline, acc; optional).
-
-    Draws what exists and lists in the caption the (dataset, condition) pairs that are missing. When no panel
-    has a bar it writes nothing, returns [] and removes this figure's files from an earlier run (unless the
-    frame is empty altogether: then it touches nothing)."""
+    """Write figure `name` (`save`): bar panels (up to three a row), one per (dataset, splits) of `panels`,
+    x = split, hue = condition. A bar is the split's accuracy with its clustered SE (`lib.analysis.summarize`,
+    the SE the verdicts use); points: the split's subset means; dashed: chance; dotted: the strongest shortcut
+    baseline (max `acc` per dataset x split of `baselines`: dataset, split, baseline, acc; optional). The
+    caption lists the missing (dataset, condition) pairs. With no bar to draw it writes nothing, returns []
+    and removes this figure's files from an earlier run (unless `items` is empty: then it touches nothing)."""
     sns.set_theme(style="whitegrid", context="paper")
     df = items[items["metric"] == metric] if len(items) else items
     agg = analysis.summarize(df, metric, by=("dataset", "split", "condition")) if len(df) else pd.DataFrame(
         columns=["dataset", "split", "condition", "acc", "se", "chance"])
-    subsets = None
-    if len(df):
-        subsets = (df.groupby(["dataset", "split", "condition", "subset", "item"])["correct"].mean()
-                   .groupby(["dataset", "split", "condition", "subset"]).mean().reset_index())
     base = (baselines.groupby(["dataset", "split"])["acc"].max() if baselines is not None and len(baselines)
             else pd.Series(dtype=float))
     drawn, missing = [], []
@@ -114,6 +101,8 @@ def bar_figure(items: pd.DataFrame, panels: list[tuple[str, list[str]]], conditi
             drawn.append((ds, analysis.split_order(ds, [s for s in splits if s in set(a["split"])]), a, have))
     if not drawn:  # with no results at all (a fresh clone), leave the committed figures alone
         return remove_stale(outdir, name) if len(df) else []
+    subsets = (df.groupby(["dataset", "split", "condition", "subset", "item"])["correct"].mean()
+               .groupby(["dataset", "split", "condition", "subset"]).mean().reset_index())
     ncols = min(len(drawn), 3)
     nrows = -(-len(drawn) // ncols)
     widths = [len(s) * max(len(h), 1) for _, s, _, h in drawn]
@@ -144,9 +133,7 @@ def bar_figure(items: pd.DataFrame, panels: list[tuple[str, list[str]]], conditi
                 ax.hlines(base[(ds, sp)], j - 0.45, j + 0.45, colors="tab:red", linestyles=":", lw=1.2,
                           label="strongest shortcut baseline")
         ax.set_xticks(range(len(splits)), [_split_label(ds, s) for s in splits])
-        ax.set_title(ds.replace("_", " "))
-        ax.set_ylim(0, 1.02)
-        ax.set_xlim(-0.55, len(splits) - 0.45)
+        ax.set(title=ds.replace("_", " "), ylim=(0, 1.02), xlim=(-0.55, len(splits) - 0.45))
     for ax in axes[:len(drawn):ncols]:
         ax.set_ylabel(f"accuracy ({metric})")
     handles = {}
@@ -155,7 +142,7 @@ def bar_figure(items: pd.DataFrame, panels: list[tuple[str, list[str]]], conditi
             handles.setdefault(l, h)
     fig.legend(list(handles.values()), list(handles.keys()), loc="upper left", bbox_to_anchor=(1.0, 0.9),
                frameon=False)
-    n_seeds = int(df.groupby("condition")["seed"].nunique().max()) if len(df) else 0
+    n_seeds = int(df.groupby("condition")["seed"].nunique().max())
     fig.suptitle(f"{title}\nmodel {_model_label(df)} · params {params_name} · metric {metric}", fontsize=10,
                  y=1.0)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
@@ -166,90 +153,66 @@ def bar_figure(items: pd.DataFrame, panels: list[tuple[str, list[str]]], conditi
                + ("Dotted: strongest shortcut baseline. " if len(base) else "")
                + (note + " " if note else "") + ("Missing: " + "; ".join(missing) if missing else ""))
     fig.text(0.01, -0.02, "\n".join(textwrap.wrap(caption, 140)), ha="left", va="top", fontsize=7)
-    try:
-        return save(fig, outdir, name)
-    finally:
-        plt.close(fig)
+    return save(fig, outdir, name)
 
 
 # ------------------------------------------------------------------------------------------ the figures
-def fig2_reversal_curse(items, outdir, *, params_name, metric="acc", augmented="aug_both", baselines=None):
-    """Fig. 2: the reversal curse (Berglund et al.) after pretraining, FT, ICL and augmented FT; the reversed
-    questions with both distractor pools (`reversal`: targets, `reversal_p2d`: P2D names) where the data have
-    them."""
-    return bar_figure(items, [("reversal_curse", analysis.SPLITS["reversal_curse"] + ["reversal_p2d"])],
-                      ["pretrained", "ft", "icl", augmented], name="fig2_reversal_curse",
-                      title="Fig. 2 analogue: the reversal curse", outdir=outdir, params_name=params_name,
-                      metric=metric, baselines=baselines)
-
-
-def fig3_simple_reversals_syllogisms(items, outdir, *, params_name, metric="acc", augmented="aug_both",
-                                     baselines=None):
-    """Fig. 3: simple reversals (left) and simple syllogisms (right)."""
-    return bar_figure(items, [("simple_reversals", analysis.SPLITS["simple_reversals"]),
-                                ("syllogisms", analysis.SPLITS["syllogisms"])],
-                      ["pretrained", "ft", "icl", augmented], name="fig3_simple_reversals_syllogisms",
-                      title="Fig. 3 analogue: simple reversals and syllogisms", outdir=outdir,
-                      params_name=params_name, metric=metric, baselines=baselines)
-
-
-def fig4_semantic_structure(items, outdir, *, params_name, metric="acc", augmented="aug_both",
-                            baselines=None):
-    """Fig. 4: the semantic structure benchmark, four splits in rough order of difficulty."""
-    return bar_figure(items, [("semantic_structure", analysis.SPLITS["semantic_structure"])],
-                      ["pretrained", "ft", "icl", augmented], name="fig4_semantic_structure",
-                      title="Fig. 4 analogue: semantic structure benchmark", outdir=outdir,
-                      params_name=params_name, metric=metric, baselines=baselines)
-
-
-def figB1_sentence_splitting(items, outdir, *, params_name, metric="acc", augmented="aug_both",
-                             baselines=None):
-    """Appx. B.1/B.4: FT on whole documents vs split into sentences (independent / cumulative), same steps."""
-    conds = ["ft_nosplit", "ft_split_independent", "ft_split_cumulative", "ft"]
-    names = analysis.dataset_order(items["dataset"]) if len(items) else []
-    with_ablation = [d for d in names
-                     if items.loc[items["dataset"] == d, "condition"].isin(analysis.SPLITTING).any()]
-    return bar_figure(items, [(d, _splits(items, d)) for d in with_ablation], conds,
-                      name="figB1_sentence_splitting", title="Appx. B.1 analogue: sentence splitting for FT",
-                      outdir=outdir, params_name=params_name, metric=metric, baselines=baselines,
-                      note="All FT variants train for the same number of steps on the same documents.")
-
-
-def figB_local_vs_global_augmentation(items, outdir, *, params_name, metric="acc", augmented="aug_both",
-                                      baselines=None):
-    """Local vs global augmentation, with FT on plain repetitions of the data (matched in size) as control."""
-    conds = ["ft", "ft_repeat", "aug_local", "aug_global", "aug_both", "icl"]
-    present = set(items.loc[items["condition"].str.startswith("aug_"), "dataset"]) if len(items) else set()
-    names = analysis.dataset_order(items["dataset"]) if len(items) else []
-    return bar_figure(items, [(d, _splits(items, d)) for d in names if d in present], conds,
-                      name="figB_local_vs_global_augmentation", title="Local vs global augmentation",
-                      outdir=outdir, params_name=params_name, metric=metric, baselines=baselines,
-                      note="'FT, repeated data' repeats the original documents to the size of the augmented "
-                           "set.")
-
-
-def figB5_derivatoids(items, outdir, *, params_name, metric="acc", augmented="aug_both", baselines=None):
-    """Appx. B.5: process knowledge (derivatoids), trained rule combinations vs new compositions."""
-    return bar_figure(items, [("derivatoids", analysis.SPLITS["derivatoids"])],
-                      ["pretrained", "ft", "icl", "aug_local", "aug_global", "aug_both"],
-                      name="figB5_derivatoids",
-                      title="Appx. B.5 analogue: process knowledge (derivatoids, our own design)",
-                      outdir=outdir, params_name=params_name, metric=metric, baselines=baselines)
-
-
 def _splits(items, dataset: str) -> list[str]:
     present = items.loc[items["dataset"] == dataset, "split"]
     return analysis.SPLITS.get(dataset) or analysis.split_order(dataset, present)
 
 
-def figO_own_datasets(items, outdir, *, params_name, metric="acc", augmented="aug_both", baselines=None):
-    """Your own datasets (params `datasets.<name>: {path, ...}`): every split, pretrained / FT / ICL /
-    augmented FT, one panel per dataset."""
-    own = [d for d in analysis.dataset_order(items["dataset"]) if d not in analysis.SPLITS] if len(items) else []
-    panels = [(d, analysis.split_order(d, items.loc[items["dataset"] == d, "split"])) for d in own]
-    return bar_figure(items, panels, ["pretrained", "ft", "icl", "icl_fit", augmented], name="figO_own_datasets",
-                      title="Your own datasets", outdir=outdir, params_name=params_name, metric=metric,
-                      baselines=baselines)
+def _panels_where(keep):
+    """Panels: every split of each dataset (paper order) whose rows `keep(dataset, rows)` accepts."""
+    def panels(items):
+        names = analysis.dataset_order(items["dataset"]) if len(items) else []
+        return [(d, _splits(items, d)) for d in names if keep(d, items[items["dataset"] == d])]
+    return panels
+
+
+def _bar_figure_function(name: str, title: str, panels, conditions: list[str], note: str = ""):
+    """The figure function `name(items, outdir, *, params_name, metric, augmented, baselines)`, added to
+    FIGURE_FUNCTIONS: `bar_figure` of `panels(items)` and `conditions` ("AUG": the `augmented` condition)."""
+    def draw(items, outdir, *, params_name, metric="acc", augmented="aug_both", baselines=None):
+        return bar_figure(items, panels(items), [augmented if c == "AUG" else c for c in conditions],
+                          name=name, title=title, outdir=outdir, params_name=params_name, metric=metric,
+                          note=note, baselines=baselines)
+    draw.__name__ = draw.__qualname__ = name
+    draw.__doc__ = f"{title}: {', '.join(conditions)} (`bar_figure`; AUG: `augmented`)."
+    FIGURE_FUNCTIONS.append(draw)
+    return draw
+
+
+FIGURE_FUNCTIONS = []  # every bar figure, in draw_all's order
+fig2_reversal_curse = _bar_figure_function(
+    "fig2_reversal_curse", "Fig. 2 analogue: the reversal curse",
+    lambda items: [("reversal_curse", analysis.SPLITS["reversal_curse"] + ["reversal_p2d"])],
+    ["pretrained", "ft", "icl", "AUG"])
+fig3_simple_reversals_syllogisms = _bar_figure_function(
+    "fig3_simple_reversals_syllogisms", "Fig. 3 analogue: simple reversals and syllogisms",
+    lambda items: [(d, analysis.SPLITS[d]) for d in ("simple_reversals", "syllogisms")],
+    ["pretrained", "ft", "icl", "AUG"])
+fig4_semantic_structure = _bar_figure_function(
+    "fig4_semantic_structure", "Fig. 4 analogue: semantic structure benchmark",
+    lambda items: [("semantic_structure", analysis.SPLITS["semantic_structure"])],
+    ["pretrained", "ft", "icl", "AUG"])
+figB1_sentence_splitting = _bar_figure_function(
+    "figB1_sentence_splitting", "Appx. B.1 analogue: sentence splitting for FT",
+    _panels_where(lambda d, rows: rows["condition"].isin(analysis.SPLITTING).any()),
+    ["ft_nosplit", "ft_split_independent", "ft_split_cumulative", "ft"],
+    note="All FT variants train for the same number of steps on the same documents.")
+figB_local_vs_global_augmentation = _bar_figure_function(
+    "figB_local_vs_global_augmentation", "Local vs global augmentation",
+    _panels_where(lambda d, rows: rows["condition"].str.startswith("aug_").any()),
+    ["ft", "ft_repeat", "aug_local", "aug_global", "aug_both", "icl"],
+    note="'FT, repeated data' repeats the original documents to the size of the augmented set.")
+figB5_derivatoids = _bar_figure_function(
+    "figB5_derivatoids", "Appx. B.5 analogue: process knowledge (derivatoids, our own design)",
+    lambda items: [("derivatoids", analysis.SPLITS["derivatoids"])],
+    ["pretrained", "ft", "icl", "aug_local", "aug_global", "aug_both"])
+figO_own_datasets = _bar_figure_function(  # datasets of your own (params `datasets.<name>: {path, ...}`)
+    "figO_own_datasets", "Your own datasets", _panels_where(lambda d, rows: d not in analysis.SPLITS),
+    ["pretrained", "ft", "icl", "icl_fit", "AUG"])
 
 
 def figS_loss_curves(curves: pd.DataFrame, outdir, *, params_name, model=""):
@@ -262,16 +225,13 @@ def figS_loss_curves(curves: pd.DataFrame, outdir, *, params_name, model=""):
                     height=2.6, facet_kws=dict(sharey=False), legend="brief")
     g.figure.suptitle(f"FT training loss · model {model or '(see notebook 03)'} · params {params_name}",
                       y=1.03, fontsize=10)
-    try:
-        return save(g.figure, outdir, "figS_ft_loss_curves")
-    finally:
-        plt.close(g.figure)
+    return save(g.figure, outdir, "figS_ft_loss_curves")
 
 
 def curve_points(items: pd.DataFrame, tokens: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
     """The context-size curve's points: per dataset x split x curve condition (icl_n<size>, and icl = all),
-    the accuracy on the items scored on the curve (icl restricted to them, so every point has the same items),
-    n, chance, and `n_tokens` (the mean tokens of that size's contexts, from `tokens`: dataset, condition,
+    the accuracy on the items scored on the curve (icl restricted to them: every point has the same items),
+    n, chance, and `n_tokens` (the mean tokens of that size's contexts; `tokens`: dataset, condition,
     n_tokens)."""
     cols = ["dataset", "split", "condition", "n_tokens", "acc", "n", "chance"]
     its = items[(items["metric"] == metric) & items["condition"].astype(str).str.fullmatch(r"icl(_n\d+)?")]
@@ -297,11 +257,10 @@ def figC_icl_context_curve(items: pd.DataFrame, tokens: pd.DataFrame, outdir, *,
     if pts.empty:
         return remove_stale(outdir, name)
     sns.set_theme(style="whitegrid", context="paper")
-    have = set(pts["dataset"])
-    dss = [d for d in analysis.SPLITS if d in have] + sorted(have - set(analysis.SPLITS))
+    dss = analysis.dataset_order(pts["dataset"])
     ncol = min(3, len(dss))
-    fig, axes = plt.subplots(-(-len(dss) // ncol), ncol, figsize=(4.2 * ncol, 3.2 * -(-len(dss) // ncol)),
-                             squeeze=False)
+    nrow = -(-len(dss) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), squeeze=False)
     for ax, ds in zip(axes.flat, dss):
         d = pts[pts["dataset"] == ds]
         order = analysis.split_order(ds, d["split"])
@@ -315,36 +274,25 @@ def figC_icl_context_curve(items: pd.DataFrame, tokens: pd.DataFrame, outdir, *,
                 b = baselines[(baselines["dataset"] == ds) & (baselines["split"] == sp)]
                 if len(b):
                     ax.axhline(b["acc"].max(), color=colours[sp], ls="--", lw=0.9)
-        ax.set_xscale("log")
+        ax.set(xscale="log", ylim=(-0.02, 1.02), xlabel="context tokens (mean per size; last point: all)",
+               ylabel=metric)
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xticks(sorted(d["n_tokens"].round().unique()))
         ax.tick_params(axis="x", labelrotation=45, labelsize=7)
-        ax.set_ylim(-0.02, 1.02)
         ax.set_title(ds, fontsize=9)
-        ax.set_xlabel("context tokens (mean per size; last point: all)")
-        ax.set_ylabel(metric)
         ax.legend(fontsize=6, loc="best")
     for ax in list(axes.flat)[len(dss):]:
         ax.set_visible(False)
     fig.suptitle(f"ICL context-size curve · model {_model_label(items)} · params {params_name} "
                  "(dotted: chance; dashed: strongest shortcut baseline)", y=1.02, fontsize=9)
     fig.tight_layout()
-    try:
-        return save(fig, outdir, name)
-    finally:
-        plt.close(fig)
-
-
-FIGURE_FUNCTIONS = [fig2_reversal_curse, fig3_simple_reversals_syllogisms, fig4_semantic_structure,
-                    figB1_sentence_splitting, figB_local_vs_global_augmentation, figB5_derivatoids,
-                    figO_own_datasets]
+    return save(fig, outdir, name)
 
 
 def draw_all(items: pd.DataFrame, outdir: Path, *, params_name: str, metric: str = "acc",
              augmented: str = "aug_both", baselines: pd.DataFrame | None = None) -> dict[str, list[Path]]:
-    """Every bar figure from the item-level frame: {figure name: [png, pdf]} ([] where it has nothing to
-    draw)."""
+    """Every bar figure: {figure name: [png, pdf]} ([] where it has nothing to draw)."""
     return {f.__name__: f(items, outdir, params_name=params_name, metric=metric, augmented=augmented,
                           baselines=baselines)
             for f in FIGURE_FUNCTIONS}

@@ -66,7 +66,8 @@ def test_power_at_a_true_gap_of_0_2_matches_the_formula():
     n, p = 200, 0.6
     d = np.where(rng.random((R, n)) < p, 1.0, -1.0)
     sim = (rule(d, np.arange(n))["verdict"] == A.HOLDS).mean()
-    formula = A.power(0.2, math.sqrt((1 - 0.2 ** 2) / n), n - 1, CI)
+    # the formula behind the MDD: P(t > t_{1-alpha/2}) ~ 1 - T(t_{1-alpha/2} - delta/se)
+    formula = 1 - A.t_cdf(A.t_ppf(0.5 + CI / 2, n - 1) - 0.2 / math.sqrt((1 - 0.2 ** 2) / n), n - 1)
     # The exact power of the rule: d-bar = (2K - n)/n with K ~ Binomial(n, p); the rule is a function of K.
     k = np.arange(n + 1)
     dk = np.where(np.arange(n)[None, :] < k[:, None], 1.0, -1.0)
