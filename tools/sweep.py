@@ -118,7 +118,8 @@ def plot_scale(table: pd.DataFrame, outdir: Path, *, metric: str = "acc") -> lis
         for cond, g in t.groupby("condition", sort=False):
             ax.errorbar(g["n_params"], g["acc"], yerr=g["se"], marker="o", capsize=3, label=cond)
         ax.axhline(float(t["chance"].mean()), color="grey", ls=":", lw=1)
-        ax.set_xscale("log"), ax.set_ylim(0, 1), ax.set_title(panel, fontsize=10)
+        ax.set(xscale="log", ylim=(0, 1))
+        ax.set_title(panel, fontsize=10)
         ax.set_xlabel("parameters")
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
@@ -127,9 +128,7 @@ def plot_scale(table: pd.DataFrame, outdir: Path, *, metric: str = "acc") -> lis
     axes.flat[0].legend(fontsize=8)
     fig.suptitle("key numbers against model size (dotted: chance)")
     fig.tight_layout()
-    paths = save(fig, outdir, "scale")
-    plt.close(fig)
-    return paths
+    return save(fig, outdir, "scale")
 
 
 def claims_by_model(claims: pd.DataFrame, models: list[str]) -> pd.DataFrame:
