@@ -321,7 +321,11 @@ def accuracy_table(items: pd.DataFrame, metric: str = "acc", conditions=None) ->
     """One row per model x dataset x split (the paper's dataset and split order), one column per condition
     (CONDITIONS order, or `conditions`): the seed-averaged accuracy, beside `n` (most items of a condition)
     and `chance`."""
-    agg = summarize(items, metric)
+    return _wide(summarize(items, metric), conditions)
+
+
+def _wide(agg: pd.DataFrame, conditions=None) -> pd.DataFrame:
+    """accuracy_table from `summarize`'s rows (write_results has them already)."""
     if agg.empty:
         return pd.DataFrame(columns=["model", "dataset", "split", "n", "chance"])
     keys = ["model", "dataset", "split"]
@@ -749,13 +753,14 @@ def write_results(items: pd.DataFrame, outdir: Path, *, params_name: str,
                   metrics=("acc", "acc_mutual_info")) -> list[Path]:
     """Write `results.csv` (`summarize` of every metric) and `results.md` (an `accuracy_table` per metric)."""
     csv, md = Path(outdir) / "results.csv", Path(outdir) / "results.md"
-    runs.write_text(csv, pd.concat(summarize(items, m) for m in metrics).to_csv(index=False))
+    aggs = {m: summarize(items, m) for m in metrics}
+    runs.write_text(csv, pd.concat(aggs.values()).to_csv(index=False))
     text = (f"# Accuracy per split and condition, params `{params_name}`\n\n"
             "Mean over the split's items of each item's correctness (averaged over seeds where there are "
             "several); `n` items per split. From the item-level frame (`lib.analysis.read_items`), written "
             "by `notebooks/05_analysis.ipynb`; clustered SEs in `results.csv`.\n")
     for m in metrics:
-        text += f"\n## `{m}`\n\n" + _md_table(accuracy_table(items, m))
+        text += f"\n## `{m}`\n\n" + _md_table(_wide(aggs[m]))
     runs.write_text(md, text)
     return [csv, md]
 

@@ -430,6 +430,8 @@ def evaluate(params, dataset: str, condition: str, model, tok, items: list[dict]
     else:
         scores = score_items(model, tok, items, context, batch_size=batch_size, progress=progress,
                              uncond=uncond)
+    if [s["id"] for s in scores] != [it["id"] for it in items]:
+        raise ValueError(f"{dataset}/{condition}: the scores are not one per item in the items' order")
     rows = [{**s, "split": it["split"], "subset": it.get("subset", ""),
              "cluster": it.get("cluster", it["id"]), "golds": golds(it)} for s, it in zip(scores, items)]
     sp = scores_path(params, dataset, condition)

@@ -234,6 +234,22 @@ def test_evaluate_writes_and_caches(tiny, tiny_model_cfg, tmp_path, monkeypatch)
         scoring.evaluate(p, "toy", "x", model, tok, [])
 
 
+def test_evaluate_refuses_scores_out_of_item_order(tiny, tiny_model_cfg, tmp_path, monkeypatch):
+    """Each score row is joined to its item's split, cluster and golds: a misaligned list must not be written."""
+    from lib import params as P
+    from lib import runs
+
+    monkeypatch.setattr(runs, "RUNS", tmp_path)
+    p = P.load("smoke", {"model.name": tiny_model_cfg["name"]})
+    model, tok = tiny
+    right = scoring.score_items(model, tok, ITEMS, progress=False)
+    for wrong in (right[::-1], right[:-1]):
+        monkeypatch.setattr(scoring, "score_items", lambda *a, wrong=wrong, **k: wrong)
+        with pytest.raises(ValueError, match="not one per item"):
+            scoring.evaluate(p, "toy", "pretrained", model, tok, ITEMS, progress=False)
+        assert not scoring.scores_path(p, "toy", "pretrained").exists()
+
+
 def test_chunked_context_cache_equals_recomputation(tiny, monkeypatch):
     """A context longer than one chunk is cached over several forward passes: still the same scores."""
     model, tok = tiny
